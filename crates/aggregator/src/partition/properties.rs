@@ -1,0 +1,239 @@
+//! The aggregator's algebra, as properties: arrival order, duplicates and a
+//! restart in the middle do not change the figures.
+
+use proptest::prelude::*;
+use proptest::sample::Index;
+
+use super::*;
+use crate::event::{Action, Event, OrderLine};
+use crate::testkit::{event, EUR, USD};
+
+/// An event drawn from small domains, so that viewers, products, orders and
+/// timestamps collide often.
+#[derive(Clone, Debug)]
+struct Spec {
+    stream: u8,
+    viewer: u8,
+    ts: i64,
+    with_seller: bool,
+    /// `Some` reuses an event id across the sequence (a producer retry).
+    reused_id: Option<u8>,
+    kind: Kind,
+}
+
+#[derive(Clone, Debug)]
+enum Kind {
+    View,
+    Leave,
+    Impression(u8),
+    Click(u8),
+    AddToCart(u8),
+    Purchase {
+        product: u8,
+        order: u8,
+        quantity: u32,
+        unit_price: i64,
+    },
+    Refund {
+        product: u8,
+        order: u8,
+        quantity: u32,
+        unit_price: i64,
+    },
+    Like,
+    Comment,
+    Share,
+    Follow,
+}
+
+fn kind() -> impl Strategy<Value = Kind> {
+    let money = (0u8..4, 0u8..6, 1u32..4, 0i64..2000);
+    prop_oneof![
+        4 => Just(Kind::View),
+        3 => Just(Kind::Leave),
+        2 => (0u8..4).prop_map(Kind::Impression),
+        2 => (0u8..4).prop_map(Kind::Click),
+        1 => (0u8..4).prop_map(Kind::AddToCart),
+        2 => money.clone().prop_map(|(product, order, quantity, unit_price)| Kind::Purchase { product, order, quantity, unit_price }),
+        1 => money.prop_map(|(product, order, quantity, unit_price)| Kind::Refund { product, order, quantity, unit_price }),
+        1 => prop_oneof![Just(Kind::Like), Just(Kind::Comment), Just(Kind::Share), Just(Kind::Follow)],
+    ]
+}
+
+fn spec(reuse_ids: bool) -> impl Strategy<Value = Spec> {
+    let reused = if reuse_ids {
+        prop::option::weighted(0.2, 0u8..8).boxed()
+    } else {
+        Just(None).boxed()
+    };
+    (0u8..3, 0u8..6, 0i64..12, any::<bool>(), reused, kind()).prop_map(
+        |(stream, viewer, ts, with_seller, reused_id, kind)| Spec {
+            stream,
+            viewer,
+            ts,
+            with_seller,
+            reused_id,
+            kind,
+        },
+    )
+}
+
+/// The `index`-th event of a sequence. Each stream sells in one currency and
+/// has one seller, since "first seen" of those is order-dependent by contract.
+fn build(index: usize, s: &Spec) -> Event<'static> {
+    let stream = format!("live-{}", s.stream);
+    let currency = if s.stream == 2 { EUR } else { USD };
+    let line = |product: u8, order: u8, quantity: u32, unit_price: i64| OrderLine {
+        product_id: format!("p{product}").into(),
+        order_id: format!("o{order}").into(),
+        quantity,
+        unit_price,
+        currency,
+    };
+    let action = match s.kind {
+        Kind::View => Action::View,
+        Kind::Leave => Action::Leave,
+        Kind::Impression(p) => Action::Impression {
+            product_id: format!("p{p}").into(),
+        },
+        Kind::Click(p) => Action::Click {
+            product_id: format!("p{p}").into(),
+        },
+        Kind::AddToCart(p) => Action::AddToCart {
+            product_id: format!("p{p}").into(),
+        },
+        Kind::Purchase {
+            product,
+            order,
+            quantity,
+            unit_price,
+        } => Action::Purchase(line(product, order, quantity, unit_price)),
+        Kind::Refund {
+            product,
+            order,
+            quantity,
+            unit_price,
+        } => Action::Refund(line(product, order, quantity, unit_price)),
+        Kind::Like => Action::Like,
+        Kind::Comment => Action::Comment,
+        Kind::Share => Action::Share,
+        Kind::Follow => Action::Follow,
+    };
+    let event_id = match s.reused_id {
+        Some(id) => format!("r{id}"),
+        None => format!("e{index}"),
+    };
+    let mut e = event(&event_id, &stream, &format!("u{}", s.viewer), s.ts, action);
+    e.seller_id = s.with_seller.then(|| format!("shop-{}", s.stream).into());
+    e
+}
+
+fn events(reuse_ids: bool) -> impl Strategy<Value = Vec<Event<'static>>> {
+    prop::collection::vec(spec(reuse_ids), 0..60)
+        .prop_map(|specs| specs.iter().enumerate().map(|(i, s)| build(i, s)).collect())
+}
+
+/// Applies events at positions 0, 1, 2, …
+fn run(events: &[Event<'_>]) -> PartitionAggregator {
+    let mut agg = PartitionAggregator::new(AggregatorConfig::default());
+    for (position, e) in events.iter().enumerate() {
+        let _ = agg.apply(e, position as u64);
+    }
+    agg
+}
+
+/// Every stream's rollup and products, for comparing two runs.
+fn figures(agg: &PartitionAggregator) -> Vec<(StreamRollup, Vec<ProductRollup>)> {
+    agg.rollups()
+        .into_iter()
+        .map(|r| {
+            let products = agg.products(&r.stream_id).unwrap_or_default();
+            (r, products)
+        })
+        .collect()
+}
+
+proptest! {
+    #[test]
+    fn any_arrival_order_gives_the_same_figures_but_peak(
+        (original, shuffled) in events(false).prop_flat_map(|v| (Just(v.clone()), Just(v).prop_shuffle()))
+    ) {
+        let without_peak = |agg: &PartitionAggregator| {
+            let mut f = figures(agg);
+            for (r, _) in &mut f {
+                r.peak_concurrent_viewers = 0;
+            }
+            f
+        };
+        let a = run(&original);
+        let b = run(&shuffled);
+        prop_assert_eq!(without_peak(&a), without_peak(&b));
+        // The peak is at least the final concurrency in any order.
+        for (r, _) in figures(&b) {
+            prop_assert!(r.peak_concurrent_viewers >= r.concurrent_viewers);
+        }
+    }
+
+    #[test]
+    fn every_event_twice_gives_the_same_figures_as_once(
+        (original, delays) in events(true).prop_flat_map(|v| {
+            let n = v.len();
+            (Just(v), prop::collection::vec(any::<Index>(), n))
+        })
+    ) {
+        // Each copy goes somewhere after its original.
+        let n = original.len();
+        let mut sequence: Vec<((usize, u8), &Event<'_>)> = Vec::with_capacity(2 * n);
+        for (i, (e, delay)) in original.iter().zip(&delays).enumerate() {
+            sequence.push(((i, 0), e));
+            sequence.push(((i + delay.index(n - i + 1), 1), e));
+        }
+        sequence.sort_by_key(|(key, _)| *key);
+        let doubled: Vec<Event<'_>> = sequence.into_iter().map(|(_, e)| e.clone()).collect();
+
+        let once = run(&original);
+        let mut twice = PartitionAggregator::new(AggregatorConfig::default());
+        let mut duplicates = 0;
+        for (position, e) in doubled.iter().enumerate() {
+            if twice.apply(e, position as u64) == Outcome::Duplicate {
+                duplicates += 1;
+            }
+        }
+        prop_assert_eq!(figures(&once), figures(&twice));
+        prop_assert!(duplicates >= n, "every copy is a duplicate");
+    }
+
+    #[test]
+    fn a_restart_anywhere_gives_the_same_figures(
+        (all, split, resume) in events(true).prop_flat_map(|v| (Just(v), any::<Index>(), any::<Index>()))
+    ) {
+        let n = all.len();
+        let split = split.index(n + 1);
+        let resume = resume.index(split + 1);
+
+        // Never stopping, with the same publication schedule.
+        let mut straight = run(&all[..split]);
+        let _ = straight.publish();
+        for (position, e) in all.iter().enumerate().skip(split) {
+            let _ = straight.apply(e, position as u64);
+        }
+
+        // Stopping at `split`, resuming from an older offset `resume`.
+        let mut before = run(&all[..split]);
+        let mut after = PartitionAggregator::new(AggregatorConfig::default());
+        for publication in before.publish() {
+            let bytes = publication.checkpoint.to_bytes();
+            let checkpoint = StreamCheckpoint::from_bytes(&bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            after.restore(&publication.rollup.stream_id, checkpoint);
+        }
+        prop_assert_eq!(figures(&after), figures(&before));
+        let mut already_applied = 0;
+        for (position, e) in all.iter().enumerate().skip(resume) {
+            if after.apply(e, position as u64) == Outcome::AlreadyApplied {
+                already_applied += 1;
+            }
+        }
+        prop_assert_eq!(already_applied, split - resume);
+        prop_assert_eq!(figures(&after), figures(&straight));
+    }
+}

@@ -1,0 +1,746 @@
+//! Hand-written cases for every figure and every outcome.
+
+use super::*;
+use crate::event::{Action, Currency};
+use crate::stream::CheckpointError;
+use crate::testkit::*;
+
+// --- audience -------------------------------------------------------------
+
+#[test]
+fn views_count_every_view_and_unique_viewers_count_viewers() {
+    let mut f = Feed::new();
+    for (viewer, ts) in [("a", 1), ("b", 2), ("a", 3), ("a", 4)] {
+        assert_eq!(f.send(viewer, ts, Action::View), Outcome::Counted);
+    }
+    // A leave or a purchase is not a view.
+    let _ = f.send("c", 5, Action::Leave);
+    let _ = f.send("d", 6, purchase("p", "o", 1, 100));
+    let r = f.rollup();
+    assert_eq!(r.views, 4);
+    assert_eq!(r.unique_viewers, 2);
+}
+
+#[test]
+fn concurrent_viewers_follow_each_viewers_latest_presence() {
+    let mut f = Feed::new();
+    let _ = f.send("a", 10, Action::View);
+    let _ = f.send("b", 11, Action::View);
+    let _ = f.send("c", 12, Action::View);
+    assert_eq!(f.rollup().concurrent_viewers, 3);
+    let _ = f.send("b", 20, Action::Leave);
+    assert_eq!(f.rollup().concurrent_viewers, 2);
+    // Back again.
+    let _ = f.send("b", 30, Action::View);
+    assert_eq!(f.rollup().concurrent_viewers, 3);
+    // A leave without a view first: never present.
+    let _ = f.send("d", 31, Action::Leave);
+    assert_eq!(f.rollup().concurrent_viewers, 3);
+    // Two views in a row keep one viewer present once.
+    let _ = f.send("a", 40, Action::View);
+    assert_eq!(f.rollup().concurrent_viewers, 3);
+}
+
+#[test]
+fn an_older_presence_event_changes_nothing() {
+    let mut f = Feed::new();
+    let _ = f.send("a", 100, Action::Leave);
+    // The view happened before the leave: it arrives late and loses.
+    assert_eq!(f.send("a", 50, Action::View), Outcome::Counted);
+    let r = f.rollup();
+    assert_eq!(r.concurrent_viewers, 0);
+    assert_eq!(r.views, 1, "still a counted view");
+    assert_eq!(r.unique_viewers, 1);
+
+    let _ = f.send("b", 100, Action::View);
+    let _ = f.send("b", 50, Action::Leave);
+    assert_eq!(f.rollup().concurrent_viewers, 1);
+}
+
+#[test]
+fn at_equal_ts_leave_wins_whatever_the_arrival_order() {
+    let mut f = Feed::new();
+    let _ = f.send("a", 100, Action::View);
+    let _ = f.send("a", 100, Action::Leave);
+    let _ = f.send("b", 100, Action::Leave);
+    let _ = f.send("b", 100, Action::View);
+    assert_eq!(f.rollup().concurrent_viewers, 0);
+    // Same ts, same type: nothing changes.
+    let _ = f.send("c", 7, Action::View);
+    let _ = f.send("c", 7, Action::View);
+    assert_eq!(f.rollup().concurrent_viewers, 1);
+}
+
+#[test]
+fn peak_concurrent_viewers_keeps_the_highest_count_seen() {
+    let mut f = Feed::new();
+    assert_eq!(f.send("a", 1, Action::View), Outcome::Counted);
+    let _ = f.send("b", 2, Action::View);
+    let _ = f.send("c", 3, Action::View);
+    let _ = f.send("a", 4, Action::Leave);
+    let _ = f.send("b", 5, Action::Leave);
+    let r = f.rollup();
+    assert_eq!(r.concurrent_viewers, 1);
+    assert_eq!(r.peak_concurrent_viewers, 3);
+    let _ = f.send("a", 6, Action::View);
+    assert_eq!(f.rollup().peak_concurrent_viewers, 3);
+}
+
+// --- engagement -----------------------------------------------------------
+
+#[test]
+fn each_event_type_is_counted_on_its_own() {
+    let mut f = Feed::new();
+    let sends: [(Action<'static>, usize); 7] = [
+        (impression("p"), 5),
+        (click("p"), 4),
+        (add_to_cart("p"), 3),
+        (Action::Like, 6),
+        (Action::Comment, 2),
+        (Action::Share, 1),
+        (Action::Follow, 7),
+    ];
+    for (action, times) in sends {
+        for _ in 0..times {
+            assert_eq!(f.send("v", 1, action.clone()), Outcome::Counted);
+        }
+    }
+    let r = f.rollup();
+    assert_eq!(
+        (
+            r.impressions,
+            r.clicks,
+            r.add_to_carts,
+            r.likes,
+            r.comments,
+            r.shares,
+            r.follows
+        ),
+        (5, 4, 3, 6, 2, 1, 7)
+    );
+    assert_eq!(
+        (r.views, r.orders, r.items_sold, r.gmv, r.refunds),
+        (0, 0, 0, 0, 0)
+    );
+}
+
+// --- sales ----------------------------------------------------------------
+
+#[test]
+fn orders_are_distinct_order_ids_and_lines_add_up() {
+    let mut f = Feed::new();
+    // Order o1 holds two lines, o2 one.
+    let _ = f.send("a", 1, purchase("p1", "o1", 2, 1999));
+    let _ = f.send("a", 2, purchase("p2", "o1", 1, 500));
+    let _ = f.send("b", 3, purchase("p1", "o2", 3, 1999));
+    let r = f.rollup();
+    assert_eq!(r.orders, 2);
+    assert_eq!(r.items_sold, 6);
+    assert_eq!(r.gmv, 2 * 1999 + 500 + 3 * 1999);
+    assert_eq!(r.currency.as_deref(), Some("USD"));
+}
+
+#[test]
+fn refunds_net_gmv_and_commission() {
+    let mut f = Feed::new();
+    let _ = f.send("a", 1, purchase("p", "o1", 2, 5000));
+    let _ = f.send("a", 2, refund("p", "o1", 1, 5000));
+    let r = f.rollup();
+    assert_eq!(r.gmv, 10_000);
+    assert_eq!(r.refunds, 5000);
+    assert_eq!(r.net_gmv, 5000);
+    assert_eq!(r.commission, 500);
+    // Refunds touch neither orders nor items sold.
+    assert_eq!((r.orders, r.items_sold), (1, 2));
+}
+
+#[test]
+fn commission_rounds_half_away_from_zero_even_when_negative() {
+    let mut f = Feed::new();
+    let _ = f.send("a", 1, purchase("p", "o1", 1, 1005));
+    assert_eq!(f.rollup().commission, 101, "100.5 rounds up");
+    let _ = f.send("a", 2, purchase("p", "o2", 1, 1));
+    assert_eq!(f.rollup().commission, 101, "100.6 rounds up");
+    let _ = f.send("a", 3, refund("p", "o1", 1, 3017));
+    let r = f.rollup();
+    assert_eq!(r.net_gmv, -2011);
+    assert_eq!(r.commission, -201, "-201.1 rounds to -201");
+    let _ = f.send("a", 4, refund("p", "o2", 1, 4));
+    assert_eq!(f.rollup().commission, -202, "-201.5 rounds away from zero");
+}
+
+#[test]
+fn commission_uses_the_configured_rate() {
+    let rate = "12.5%".parse().unwrap();
+    let mut f = Feed::with(AggregatorConfig { commission: rate });
+    let _ = f.send("a", 1, purchase("p", "o", 1, 4));
+    assert_eq!(f.rollup().commission, 1, "0.5 rounds up");
+    assert_eq!(f.agg.config().commission, rate);
+}
+
+#[test]
+fn a_refund_alone_sets_the_currency_and_a_negative_net() {
+    let mut f = Feed::new();
+    let _ = f.send("a", 1, refund("p", "o", 1, 995));
+    let r = f.rollup();
+    assert_eq!(r.currency.as_deref(), Some("USD"));
+    assert_eq!(
+        (r.gmv, r.refunds, r.net_gmv, r.commission),
+        (0, 995, -995, -100)
+    );
+    assert_eq!(
+        f.products(),
+        vec![],
+        "refunds are not attributed to products"
+    );
+}
+
+#[test]
+fn unique_buyers_are_distinct_purchasing_viewers() {
+    let mut f = Feed::new();
+    let _ = f.send("a", 1, purchase("p", "o1", 1, 100));
+    let _ = f.send("a", 2, purchase("p", "o2", 1, 100));
+    let _ = f.send("b", 3, purchase("p", "o3", 1, 100));
+    let _ = f.send("c", 4, refund("p", "o3", 1, 100));
+    let _ = f.send("d", 5, add_to_cart("p"));
+    assert_eq!(f.rollup().unique_buyers, 2);
+}
+
+// --- ratios ---------------------------------------------------------------
+
+#[test]
+fn ratios_are_null_when_their_denominator_is_zero() {
+    let mut f = Feed::new();
+    let _ = f.send("a", 1, Action::Like);
+    let r = f.rollup();
+    assert_eq!(
+        (
+            r.ctr,
+            r.click_to_order_rate,
+            r.conversion_rate,
+            r.gpm,
+            r.aov
+        ),
+        (None, None, None, None, None)
+    );
+    let json = serde_json::to_value(&r).unwrap();
+    for key in [
+        "ctr",
+        "click_to_order_rate",
+        "conversion_rate",
+        "gpm",
+        "aov",
+    ] {
+        assert!(json[key].is_null(), "{key}");
+    }
+}
+
+#[test]
+fn ratios_divide_their_figures() {
+    let mut f = Feed::new();
+    for (i, viewer) in ["a", "b", "c", "d"].into_iter().enumerate() {
+        let _ = f.send(viewer, i as i64, Action::View);
+        let _ = f.send(viewer, i as i64, impression("p"));
+        let _ = f.send(viewer, i as i64, impression("p"));
+    }
+    let _ = f.send("a", 10, click("p"));
+    let _ = f.send("b", 10, click("p"));
+    let _ = f.send("c", 10, click("p"));
+    let _ = f.send("a", 11, purchase("p", "o1", 1, 1000));
+    let r = f.rollup();
+    assert_eq!(r.ctr, Some(3.0 / 8.0));
+    assert_eq!(r.click_to_order_rate, Some(1.0 / 3.0));
+    assert_eq!(r.conversion_rate, Some(1.0 / 4.0));
+    assert_eq!(r.gpm, Some(250_000), "1000 × 1000 / 4 views");
+    assert_eq!(r.aov, Some(1000));
+}
+
+#[test]
+fn gpm_and_aov_round_half_away_from_zero() {
+    let mut f = Feed::new();
+    for viewer in ["a", "b", "c"] {
+        let _ = f.send(viewer, 1, Action::View);
+    }
+    // gmv 1: gpm = 1000/3 = 333.33 → 333; aov = 1/1.
+    let _ = f.send("a", 2, purchase("p", "o1", 1, 1));
+    assert_eq!((f.rollup().gpm, f.rollup().aov), (Some(333), Some(1)));
+    // gmv 2: gpm = 666.67 → 667; two orders: aov = 1.
+    let _ = f.send("a", 3, purchase("p", "o2", 1, 1));
+    assert_eq!((f.rollup().gpm, f.rollup().aov), (Some(667), Some(1)));
+    // gmv 5 over 2 orders (o2 gets a second line): aov 2.5 → 3.
+    let _ = f.send("a", 4, purchase("p", "o2", 1, 3));
+    assert_eq!(f.rollup().aov, Some(3));
+    // gmv 7 over 2 orders: 3.5 → 4; gmv 7000/3 views = 2333.33 → 2333.
+    let _ = f.send("a", 5, purchase("q", "o1", 2, 1));
+    assert_eq!((f.rollup().gpm, f.rollup().aov), (Some(2333), Some(4)));
+    // A gpm tie.
+    let mut g = Feed::new();
+    let _ = g.send("a", 1, Action::View);
+    let _ = g.send("b", 1, Action::View);
+    let _ = g.send("a", 1, purchase("p", "o", 1, 1));
+    // 1 × 1000 / 2 = 500 exactly; aov 1.
+    assert_eq!(g.rollup().gpm, Some(500));
+    for viewer in [
+        "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m", "n", "o", "p",
+    ] {
+        let _ = g.send(viewer, 1, Action::View);
+    }
+    // 16 views: 1000 / 16 = 62.5 → 63.
+    assert_eq!(g.rollup().gpm, Some(63));
+}
+
+// --- products -------------------------------------------------------------
+
+#[test]
+fn per_product_figures_are_exact() {
+    let mut f = Feed::new();
+    let _ = f.send("a", 1, impression("p1"));
+    let _ = f.send("b", 1, impression("p1"));
+    let _ = f.send("a", 2, click("p1"));
+    let _ = f.send("a", 3, add_to_cart("p1"));
+    let _ = f.send("a", 4, purchase("p1", "o1", 2, 300));
+    let _ = f.send("a", 4, purchase("p2", "o1", 1, 700));
+    let _ = f.send("b", 5, purchase("p1", "o2", 1, 300));
+    let _ = f.send("b", 5, purchase("p1", "o2", 1, 300)); // second line, same order and product
+    let _ = f.send("c", 6, impression("p3"));
+    assert_eq!(
+        f.products(),
+        vec![
+            ProductRollup {
+                product_id: "p1".into(),
+                impressions: 2,
+                clicks: 1,
+                add_to_carts: 1,
+                orders: 2,
+                items_sold: 4,
+                gmv: 1200
+            },
+            ProductRollup {
+                product_id: "p2".into(),
+                impressions: 0,
+                clicks: 0,
+                add_to_carts: 0,
+                orders: 1,
+                items_sold: 1,
+                gmv: 700
+            },
+            ProductRollup {
+                product_id: "p3".into(),
+                impressions: 1,
+                clicks: 0,
+                add_to_carts: 0,
+                orders: 0,
+                items_sold: 0,
+                gmv: 0
+            },
+        ]
+    );
+}
+
+#[test]
+fn products_sort_by_gmv_then_product_id() {
+    let mut f = Feed::new();
+    let _ = f.send("a", 1, purchase("b", "o1", 1, 100));
+    let _ = f.send("a", 1, purchase("a", "o1", 1, 100));
+    let _ = f.send("a", 1, purchase("c", "o1", 1, 900));
+    let _ = f.send("a", 1, impression("d"));
+    let order: Vec<String> = f.products().into_iter().map(|p| p.product_id).collect();
+    assert_eq!(order, ["c", "a", "b", "d"]);
+}
+
+// --- stream metadata ------------------------------------------------------
+
+#[test]
+fn seller_id_is_the_first_non_empty_one() {
+    let mut f = Feed::new();
+    let _ = f.send("a", 1, Action::View);
+    assert_eq!(f.rollup().seller_id, None);
+    let mut e = event("x1", "live-1", "a", 2, Action::Like);
+    e.seller_id = Some("".into());
+    let _ = f.send_event(&e);
+    assert_eq!(f.rollup().seller_id, None, "empty is not a seller");
+    e.event_id = "x2".into();
+    e.seller_id = Some("shop-3".into());
+    let _ = f.send_event(&e);
+    e.event_id = "x3".into();
+    e.seller_id = Some("shop-4".into());
+    let _ = f.send_event(&e);
+    assert_eq!(f.rollup().seller_id.as_deref(), Some("shop-3"));
+}
+
+#[test]
+fn first_and_last_event_ts_are_min_and_max_of_counted_events() {
+    let mut f = Feed::new();
+    let _ = f.send("a", 500, Action::View);
+    let _ = f.send("a", 300, Action::Like);
+    let _ = f.send("a", 900, Action::Leave);
+    let _ = f.send("a", 700, Action::Comment);
+    let r = f.rollup();
+    assert_eq!((r.first_event_ts, r.last_event_ts), (300, 900));
+    // A duplicate or invalid event does not move them.
+    let _ = f.send_event(&event("e-0", "live-1", "a", 1, Action::View));
+    let _ = f.send("a", 5000, purchase("p", "o", 1, 1));
+    let mut eur = line("p", "o", 1, 1);
+    eur.currency = EUR;
+    let _ = f.send("a", 1, Action::Purchase(eur));
+    let r = f.rollup();
+    assert_eq!((r.first_event_ts, r.last_event_ts), (300, 5000));
+}
+
+#[test]
+fn a_rollup_is_cumulative_and_names_its_stream() {
+    let mut f = Feed::new();
+    let _ = f.send("a", 1, Action::View);
+    let r = f.rollup();
+    assert_eq!(r.kind, crate::rollup::RollupKind::Cumulative);
+    assert_eq!(r.stream_id, "live-1");
+    assert_eq!(
+        (r.window_start, r.window_end, r.is_final),
+        (None, None, false)
+    );
+    assert_eq!(r.currency, None, "no purchase or refund yet");
+}
+
+// --- duplicates and invalid events ----------------------------------------
+
+#[test]
+fn the_same_event_id_twice_counts_once() {
+    let mut f = Feed::new();
+    let e = event("dup", "live-1", "a", 1, purchase("p", "o", 2, 100));
+    assert_eq!(f.send_event(&e), Outcome::Counted);
+    assert_eq!(f.send_event(&e), Outcome::Duplicate);
+    // Same id, other content: still the same event to us.
+    let other = event("dup", "live-1", "b", 9, Action::View);
+    assert_eq!(f.send_event(&other), Outcome::Duplicate);
+    let r = f.rollup();
+    assert_eq!(
+        (r.items_sold, r.gmv, r.views, r.last_event_ts),
+        (2, 200, 0, 1)
+    );
+}
+
+#[test]
+fn the_same_event_id_on_two_streams_counts_twice() {
+    let mut agg = PartitionAggregator::new(AggregatorConfig::default());
+    assert_eq!(
+        agg.apply(&event("e", "s1", "a", 1, Action::View), 0),
+        Outcome::Counted
+    );
+    assert_eq!(
+        agg.apply(&event("e", "s2", "a", 1, Action::View), 1),
+        Outcome::Counted
+    );
+    assert_eq!(agg.rollup("s1").unwrap().views, 1);
+    assert_eq!(agg.rollup("s2").unwrap().views, 1);
+    assert_eq!(agg.stream_count(), 2);
+}
+
+#[test]
+fn a_currency_mismatch_changes_nothing() {
+    let mut f = Feed::new();
+    let _ = f.send("a", 10, purchase("p", "o1", 1, 100));
+    let before = f.rollup();
+    let before_products = f.products();
+    let before_checkpoint = f.agg.checkpoint("live-1").unwrap().to_bytes().len();
+    let mut eur = line("p", "o2", 5, 999);
+    eur.currency = EUR;
+    let bad = Event {
+        seller_id: Some("shop".into()),
+        ..event("bad", "live-1", "z", 99_999, Action::Purchase(eur.clone()))
+    };
+    assert_eq!(
+        f.send_event(&bad),
+        Outcome::Invalid(InvalidReason::CurrencyMismatch)
+    );
+    let bad_refund = event("bad2", "live-1", "z", -5, Action::Refund(eur));
+    assert_eq!(
+        f.send_event(&bad_refund),
+        Outcome::Invalid(InvalidReason::CurrencyMismatch)
+    );
+    assert_eq!(f.rollup(), before);
+    assert_eq!(f.products(), before_products);
+    assert_eq!(
+        f.agg.checkpoint("live-1").unwrap().to_bytes().len(),
+        before_checkpoint
+    );
+    assert_eq!(
+        f.agg.checkpoint("live-1").unwrap().applied_through(),
+        Some(0)
+    );
+    // Nothing to publish after a mismatch alone.
+    assert_eq!(f.agg.publish().len(), 1);
+    let _ = f.send_event(&event(
+        "bad3",
+        "live-1",
+        "z",
+        12,
+        Action::Refund(line_in(EUR)),
+    ));
+    assert!(f.agg.publish().is_empty());
+    // Not in the duplicate set: the same id in the right currency counts.
+    let fixed = event("bad", "live-1", "z", 11, purchase("p", "o2", 1, 100));
+    assert_eq!(f.send_event(&fixed), Outcome::Counted);
+    assert_eq!(f.rollup().currency.as_deref(), Some("USD"));
+}
+
+fn line_in(currency: Currency) -> crate::event::OrderLine<'static> {
+    crate::event::OrderLine {
+        currency,
+        ..line("p", "o", 1, 1)
+    }
+}
+
+#[test]
+fn a_duplicate_in_another_currency_is_still_a_duplicate() {
+    let mut f = Feed::new();
+    let e = event("x", "live-1", "a", 1, purchase("p", "o", 1, 100));
+    let _ = f.send_event(&e);
+    let mut eur = line("p", "o", 1, 100);
+    eur.currency = Currency(*b"JPY");
+    assert_eq!(
+        f.send_event(&event("x", "live-1", "a", 1, Action::Purchase(eur))),
+        Outcome::Duplicate
+    );
+}
+
+#[test]
+fn non_money_events_ignore_the_currency() {
+    let mut f = Feed::new();
+    let _ = f.send("a", 1, purchase("p", "o", 1, 100));
+    assert_eq!(f.send("a", 2, click("p")), Outcome::Counted);
+}
+
+// --- publication, revision, checkpoint -----------------------------------
+
+#[test]
+fn publish_returns_dirty_streams_sorted_with_increasing_revisions() {
+    let mut agg = PartitionAggregator::new(AggregatorConfig::default());
+    for (i, stream) in ["s3", "s1", "s2", "s1"].into_iter().enumerate() {
+        let _ = agg.apply(
+            &event(&format!("e{i}"), stream, "a", 1, purchase("p", "o", 1, 10)),
+            i as u64,
+        );
+    }
+    assert_eq!(agg.rollup("s1").unwrap().revision, 0);
+    let first = agg.publish();
+    let ids: Vec<&str> = first.iter().map(|p| p.rollup.stream_id.as_str()).collect();
+    assert_eq!(ids, ["s1", "s2", "s3"]);
+    assert!(first
+        .iter()
+        .all(|p| p.rollup.revision == 1 && p.checkpoint.revision() == 1));
+    assert_eq!(first[0].rollup.gmv, 20);
+    assert_eq!(first[0].products.len(), 1);
+    assert_eq!(first[0].checkpoint.applied_through(), Some(3));
+    // Nothing new: nothing published, revision unchanged.
+    assert!(agg.publish().is_empty());
+    assert_eq!(agg.rollup("s1").unwrap().revision, 1);
+    // A duplicate or invalid event does not dirty a stream.
+    let _ = agg.apply(&event("e0", "s3", "a", 1, Action::View), 10);
+    assert!(agg.publish().is_empty());
+    let _ = agg.apply(&event("e9", "s2", "a", 1, Action::View), 11);
+    let second = agg.publish();
+    assert_eq!(second.len(), 1);
+    assert_eq!(
+        (
+            second[0].rollup.stream_id.as_str(),
+            second[0].rollup.revision
+        ),
+        ("s2", 2)
+    );
+    assert_eq!(agg.stream_ids(), ["s1", "s2", "s3"]);
+    assert_eq!(agg.rollups().len(), 3);
+}
+
+#[test]
+fn unknown_streams_have_no_figures() {
+    let agg = PartitionAggregator::new(AggregatorConfig::default());
+    assert!(agg.rollup("nope").is_none());
+    assert!(agg.products("nope").is_none());
+    assert!(agg.checkpoint("nope").is_none());
+    assert_eq!(agg.stream_count(), 0);
+}
+
+/// Everything the feed's stream does, for comparing two runs.
+fn story() -> Vec<Event<'static>> {
+    let mut events = Vec::new();
+    let actions = [
+        ("a", 1, Action::View),
+        ("b", 2, Action::View),
+        ("a", 3, impression("p1")),
+        ("a", 4, click("p1")),
+        ("a", 5, purchase("p1", "o1", 2, 250)),
+        ("b", 6, Action::Leave),
+        ("c", 7, Action::View),
+        ("c", 8, purchase("p2", "o2", 1, 999)),
+        ("a", 9, refund("p1", "o1", 1, 250)),
+        ("d", 10, Action::View),
+        ("a", 11, Action::Leave),
+        ("d", 12, purchase("p1", "o3", 1, 250)),
+    ];
+    for (i, (viewer, ts, action)) in actions.into_iter().enumerate() {
+        let mut e = event(&format!("e{i}"), "live-1", viewer, ts, action);
+        e.seller_id = Some("shop-1".into());
+        events.push(e);
+    }
+    events
+}
+
+#[test]
+fn restore_then_continue_matches_never_stopping() {
+    let events = story();
+    let mut straight = PartitionAggregator::new(AggregatorConfig::default());
+    for (i, e) in events.iter().enumerate() {
+        let _ = straight.apply(e, i as u64);
+    }
+
+    let mut before = PartitionAggregator::new(AggregatorConfig::default());
+    for (i, e) in events.iter().enumerate().take(7) {
+        let _ = before.apply(e, i as u64);
+    }
+    let published = before.publish();
+    let bytes = published[0].checkpoint.to_bytes();
+    let mut after = PartitionAggregator::new(AggregatorConfig::default());
+    after.restore("live-1", StreamCheckpoint::from_bytes(&bytes).unwrap());
+    assert!(after.publish().is_empty(), "a restored stream is not dirty");
+    assert_eq!(after.rollup("live-1"), before.rollup("live-1"));
+    // The consumer resumes from an older committed offset: 4..7 are replayed.
+    for (i, e) in events.iter().enumerate().skip(4) {
+        let outcome = after.apply(e, i as u64);
+        assert_eq!(
+            outcome,
+            if i < 7 {
+                Outcome::AlreadyApplied
+            } else {
+                Outcome::Counted
+            },
+            "event {i}"
+        );
+    }
+    let mut expected = straight.rollup("live-1").unwrap();
+    expected.revision = 1;
+    assert_eq!(after.rollup("live-1").unwrap(), expected);
+    assert_eq!(after.products("live-1"), straight.products("live-1"));
+    // Revisions keep increasing across the restart.
+    assert_eq!(after.publish()[0].rollup.revision, 2);
+}
+
+#[test]
+fn already_applied_is_judged_per_stream() {
+    let mut agg = PartitionAggregator::new(AggregatorConfig::default());
+    let _ = agg.apply(&event("e1", "s1", "a", 1, Action::View), 5);
+    let checkpoint = agg.checkpoint("s1").unwrap();
+    let mut fresh = PartitionAggregator::new(AggregatorConfig::default());
+    fresh.restore("s1", checkpoint);
+    assert_eq!(
+        fresh.apply(&event("e1", "s1", "a", 1, Action::View), 5),
+        Outcome::AlreadyApplied
+    );
+    assert_eq!(
+        fresh.apply(&event("e0", "s1", "a", 1, Action::Like), 3),
+        Outcome::AlreadyApplied
+    );
+    // Another stream at a lower position is new.
+    assert_eq!(
+        fresh.apply(&event("e2", "s2", "a", 1, Action::View), 4),
+        Outcome::Counted
+    );
+    // Past the checkpoint, duplicates are still caught by the restored set.
+    assert_eq!(
+        fresh.apply(&event("e1", "s1", "a", 1, Action::View), 6),
+        Outcome::Duplicate
+    );
+    assert_eq!(fresh.rollup("s1").unwrap().views, 1);
+}
+
+#[test]
+fn without_a_restore_positions_need_not_increase() {
+    let mut agg = PartitionAggregator::new(AggregatorConfig::default());
+    assert_eq!(
+        agg.apply(&event("e1", "s", "a", 1, Action::View), 0),
+        Outcome::Counted
+    );
+    assert_eq!(
+        agg.apply(&event("e2", "s", "a", 1, Action::Like), 0),
+        Outcome::Counted
+    );
+    assert_eq!(agg.checkpoint("s").unwrap().applied_through(), Some(0));
+}
+
+#[test]
+fn a_duplicate_advances_applied_through() {
+    let mut agg = PartitionAggregator::new(AggregatorConfig::default());
+    let e = event("e1", "s", "a", 1, Action::View);
+    let _ = agg.apply(&e, 1);
+    assert_eq!(agg.apply(&e, 2), Outcome::Duplicate);
+    assert_eq!(agg.checkpoint("s").unwrap().applied_through(), Some(2));
+}
+
+#[test]
+fn restore_replaces_a_held_stream_and_clears_its_dirt() {
+    let mut agg = PartitionAggregator::new(AggregatorConfig::default());
+    let _ = agg.apply(&event("e1", "s", "a", 1, Action::View), 1);
+    let old = agg.checkpoint("s").unwrap();
+    let _ = agg.apply(&event("e2", "s", "b", 1, Action::View), 2);
+    agg.restore("s", old);
+    assert_eq!(agg.rollup("s").unwrap().views, 1);
+    assert!(agg.publish().is_empty());
+    // Dirty again after the restore: published once, not twice.
+    let _ = agg.apply(&event("e3", "s", "c", 1, Action::View), 3);
+    assert_eq!(agg.publish().len(), 1);
+}
+
+#[test]
+fn checkpoint_bytes_refuse_bad_input() {
+    let mut f = Feed::new();
+    for e in story() {
+        let _ = f.send_event(&e);
+    }
+    let bytes = f.agg.checkpoint("live-1").unwrap().to_bytes();
+    assert!(matches!(
+        StreamCheckpoint::from_bytes(&[]),
+        Err(CheckpointError::Empty)
+    ));
+    let mut wrong_format = bytes.clone();
+    wrong_format[0] = 99;
+    assert!(matches!(
+        StreamCheckpoint::from_bytes(&wrong_format),
+        Err(CheckpointError::UnsupportedFormat(99))
+    ));
+    assert!(matches!(
+        StreamCheckpoint::from_bytes(&bytes[..bytes.len() / 2]),
+        Err(CheckpointError::Corrupt(_))
+    ));
+    let mut trailing = bytes.clone();
+    trailing.push(0);
+    assert!(matches!(
+        StreamCheckpoint::from_bytes(&trailing),
+        Err(CheckpointError::TrailingBytes(1))
+    ));
+    let back = StreamCheckpoint::from_bytes(&bytes).unwrap();
+    assert_eq!(back.to_bytes().len(), bytes.len());
+    assert!(format!("{back:?}").contains("revision"));
+}
+
+#[test]
+fn a_checkpoint_also_round_trips_through_json() {
+    let mut f = Feed::new();
+    for e in story() {
+        let _ = f.send_event(&e);
+    }
+    let json = serde_json::to_string(&f.agg.checkpoint("live-1").unwrap()).unwrap();
+    let mut other = PartitionAggregator::new(AggregatorConfig::default());
+    other.restore("live-1", serde_json::from_str(&json).unwrap());
+    assert_eq!(other.rollup("live-1"), f.agg.rollup("live-1"));
+    assert_eq!(other.products("live-1"), f.agg.products("live-1"));
+}
+
+#[test]
+fn state_size_grows_with_state() {
+    let mut f = Feed::new();
+    let empty = f.agg.state_bytes_estimate();
+    for i in 0..100 {
+        let _ = f.send(&format!("v{i}"), i, Action::View);
+    }
+    assert!(f.agg.state_bytes_estimate() > empty + 100 * 16);
+    assert!(format!("{:?}", f.agg).contains("streams: 1"));
+}

@@ -1,0 +1,133 @@
+//! Builders for test events, so each test reads as the story it tells.
+
+use std::borrow::Cow;
+
+use crate::event::{Action, Currency, Event, EventTime, OrderLine};
+use crate::partition::{AggregatorConfig, Outcome, PartitionAggregator};
+use crate::rollup::{ProductRollup, StreamRollup};
+
+pub(crate) const USD: Currency = Currency(*b"USD");
+pub(crate) const EUR: Currency = Currency(*b"EUR");
+
+fn s(text: &str) -> Cow<'static, str> {
+    Cow::Owned(text.to_owned())
+}
+
+/// An event with every field spelled out.
+pub(crate) fn event(
+    event_id: &str,
+    stream_id: &str,
+    viewer_id: &str,
+    ts: EventTime,
+    action: Action<'static>,
+) -> Event<'static> {
+    Event {
+        event_id: s(event_id),
+        stream_id: s(stream_id),
+        viewer_id: s(viewer_id),
+        ts,
+        seller_id: None,
+        action,
+    }
+}
+
+pub(crate) fn impression(product_id: &str) -> Action<'static> {
+    Action::Impression {
+        product_id: s(product_id),
+    }
+}
+
+pub(crate) fn click(product_id: &str) -> Action<'static> {
+    Action::Click {
+        product_id: s(product_id),
+    }
+}
+
+pub(crate) fn add_to_cart(product_id: &str) -> Action<'static> {
+    Action::AddToCart {
+        product_id: s(product_id),
+    }
+}
+
+/// An order line in USD.
+pub(crate) fn line(
+    product_id: &str,
+    order_id: &str,
+    quantity: u32,
+    unit_price: i64,
+) -> OrderLine<'static> {
+    OrderLine {
+        product_id: s(product_id),
+        order_id: s(order_id),
+        quantity,
+        unit_price,
+        currency: USD,
+    }
+}
+
+pub(crate) fn purchase(
+    product_id: &str,
+    order_id: &str,
+    quantity: u32,
+    unit_price: i64,
+) -> Action<'static> {
+    Action::Purchase(line(product_id, order_id, quantity, unit_price))
+}
+
+pub(crate) fn refund(
+    product_id: &str,
+    order_id: &str,
+    quantity: u32,
+    unit_price: i64,
+) -> Action<'static> {
+    Action::Refund(line(product_id, order_id, quantity, unit_price))
+}
+
+/// An aggregator fed one stream (`"live-1"` unless told), with fresh event ids
+/// and increasing positions, so tests only say what happened.
+pub(crate) struct Feed {
+    pub(crate) agg: PartitionAggregator,
+    pub(crate) stream_id: String,
+    pub(crate) next: u64,
+}
+
+impl Feed {
+    pub(crate) fn new() -> Feed {
+        Feed::with(AggregatorConfig::default())
+    }
+
+    pub(crate) fn with(config: AggregatorConfig) -> Feed {
+        Feed {
+            agg: PartitionAggregator::new(config),
+            stream_id: "live-1".to_owned(),
+            next: 0,
+        }
+    }
+
+    /// Sends a new event by `viewer_id` at `ts`.
+    pub(crate) fn send(
+        &mut self,
+        viewer_id: &str,
+        ts: EventTime,
+        action: Action<'static>,
+    ) -> Outcome {
+        let id = format!("e-{}", self.next);
+        let e = event(&id, &self.stream_id.clone(), viewer_id, ts, action);
+        self.send_event(&e)
+    }
+
+    /// Sends a given event at the next position.
+    pub(crate) fn send_event(&mut self, e: &Event<'_>) -> Outcome {
+        let position = self.next;
+        self.next += 1;
+        self.agg.apply(e, position)
+    }
+
+    pub(crate) fn rollup(&self) -> StreamRollup {
+        self.agg.rollup(&self.stream_id).expect("stream exists")
+    }
+
+    pub(crate) fn products(&self) -> Vec<ProductRollup> {
+        self.agg.products(&self.stream_id).expect("stream exists")
+    }
+}

@@ -1,0 +1,91 @@
+//! Restoring a partition's state from the changelog topic.
+//!
+//! The changelog is compacted and partitioned like the input topic: partition
+//! `p` holds, per stream key, the latest checkpoint of the streams of input
+//! partition `p`. Reading it from the beginning to its end and keeping the
+//! last record per key gives the state as of the last publication.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use livetally_aggregator::StreamCheckpoint;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+/// Longest a restore may take before it is retried from the start.
+const RESTORE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Reads changelog partition `partition` to its end and returns the latest
+/// checkpoint of every stream in it (tombstoned streams left out).
+pub fn read_partition(
+    brokers: &str,
+    changelog_topic: &str,
+    partition: i32,
+    extra: &[(String, String)],
+) -> anyhow::Result<Vec<(String, StreamCheckpoint)>> {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "livetally-restore")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        // Only committed transactional data is state (exactly-once mode).
+        .set("isolation.level", "read_committed");
+    for (k, v) in extra {
+        config.set(k, v);
+    }
+    let consumer: BaseConsumer = config.create().context("create the restore consumer")?;
+    let (low, high) = consumer
+        .fetch_watermarks(changelog_topic, partition, Duration::from_secs(10))
+        .with_context(|| format!("watermarks of {changelog_topic}/{partition}"))?;
+    let mut latest: HashMap<String, Vec<u8>> = HashMap::new();
+    if high <= low {
+        return Ok(Vec::new());
+    }
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(changelog_topic, partition, Offset::Beginning)?;
+    consumer.assign(&tpl)?;
+    let started = Instant::now();
+    let mut position = low;
+    while position < high {
+        if started.elapsed() > RESTORE_TIMEOUT {
+            bail!(
+                "restore of {changelog_topic}/{partition} timed out at offset {position} of {high}"
+            );
+        }
+        let Some(result) = consumer.poll(Duration::from_millis(200)) else {
+            // With transactions, the last offsets can be control records that
+            // are never delivered: the position tells us we are past them.
+            if let Ok(positions) = consumer.position() {
+                if let Some(Offset::Offset(p)) = positions
+                    .find_partition(changelog_topic, partition)
+                    .map(|e| e.offset())
+                {
+                    position = position.max(p);
+                }
+            }
+            continue;
+        };
+        let message = result.context("read the changelog")?;
+        position = message.offset() + 1;
+        let Some(key) = message.key() else { continue };
+        let key = String::from_utf8_lossy(key).into_owned();
+        match message.payload() {
+            Some(value) if !value.is_empty() => {
+                latest.insert(key, value.to_vec());
+            }
+            _ => {
+                latest.remove(&key);
+            }
+        }
+    }
+    let mut checkpoints = Vec::with_capacity(latest.len());
+    for (stream_id, bytes) in latest {
+        let checkpoint = StreamCheckpoint::from_bytes(&bytes)
+            .with_context(|| format!("corrupt changelog record for stream {stream_id:?}"))?;
+        checkpoints.push((stream_id, checkpoint));
+    }
+    Ok(checkpoints)
+}

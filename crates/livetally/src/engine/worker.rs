@@ -1,0 +1,309 @@
+//! The owner of one input partition: decode → apply → publish → store offset.
+//!
+//! Invariant (at-least-once): the offset of a record is stored only after the
+//! batch that applied it was published and every record of that publication
+//! (rollups, dead letters, changelog) was acknowledged. The changelog record of
+//! each stream carries the highest offset applied to it, so after a crash the
+//! restored state skips exactly the records it already holds: figures stay
+//! exact even though records are read twice.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures::StreamExt;
+use livetally_aggregator::{InvalidReason, Outcome, PartitionAggregator};
+use livetally_ingest::consumer::PartitionQueue;
+use livetally_ingest::decode;
+use livetally_sink::metrics as names;
+use livetally_sink::{DeadLetter, OutBatch, Publisher, ReadModel};
+use rdkafka::consumer::Consumer;
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::mpsc;
+
+use super::{ConsumerRef, EngineConfig};
+
+/// Longest a draining partition keeps retrying a failed publication.
+const DRAIN_RETRY_LIMIT: Duration = Duration::from_secs(30);
+
+/// What the rebalance handler tells a worker.
+pub enum Control {
+    /// Finish, publish, store offsets, acknowledge, and stop.
+    Drain(std::sync::mpsc::SyncSender<()>),
+}
+
+/// What all workers share.
+pub struct WorkerContext {
+    /// The engine's settings.
+    pub config: EngineConfig,
+    /// Writes rollups, dead letters and changelog records.
+    pub publisher: Publisher,
+    /// Where HTTP readers see published snapshots.
+    pub model: Arc<ReadModel>,
+    /// For storing offsets; set once the consumer exists.
+    pub consumer: ConsumerRef,
+}
+
+/// Counts since the last publication, reported once per batch.
+#[derive(Default)]
+struct BatchCounts {
+    consumed: u64,
+    duplicates: u64,
+    invalid: [u64; InvalidReason::ALL.len()],
+    newest_ts: Option<i64>,
+}
+
+/// One partition's work in progress.
+struct PartitionWork {
+    context: Arc<WorkerContext>,
+    partition: i32,
+    aggregator: PartitionAggregator,
+    dead_letters: Vec<DeadLetter>,
+    /// Offset of the last record applied and not yet stored.
+    last_offset: Option<i64>,
+    counts: BatchCounts,
+    /// Wall clock for the skew guard, refreshed every tick (the guard's
+    /// tolerance is minutes, so a tick-old clock is exact enough).
+    now_ms: i64,
+}
+
+fn wall_clock_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Runs one partition until it is drained.
+pub async fn run(
+    context: Arc<WorkerContext>,
+    partition: i32,
+    queue: PartitionQueue,
+    mut control: mpsc::UnboundedReceiver<Control>,
+) {
+    let aggregator = PartitionAggregator::new(context.config.aggregator.clone());
+    let mut work = PartitionWork {
+        context: context.clone(),
+        partition,
+        aggregator,
+        dead_letters: Vec::new(),
+        last_offset: None,
+        counts: BatchCounts::default(),
+        now_ms: wall_clock_ms(),
+    };
+    if !work.restore(&mut control).await {
+        return;
+    }
+    let mut messages = queue.stream();
+    let mut tick = tokio::time::interval(context.config.publish_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let started = Instant::now();
+    loop {
+        tokio::select! {
+            biased;
+            command = control.recv() => {
+                let Some(Control::Drain(ack)) = command else { return };
+                work.flush(true).await;
+                tracing::info!(partition, uptime_s = started.elapsed().as_secs(), "partition drained");
+                let _ = ack.send(());
+                return;
+            }
+            _ = tick.tick() => {
+                work.now_ms = wall_clock_ms();
+                work.flush(false).await;
+            }
+            message = messages.next() => match message {
+                Some(Ok(message)) => work.apply(&message),
+                Some(Err(error)) => tracing::warn!(partition, %error, "consume error"),
+                None => return,
+            },
+        }
+    }
+}
+
+impl PartitionWork {
+    /// Restores state from the changelog, retrying until it succeeds or the
+    /// partition is revoked. Returns whether to go on consuming.
+    async fn restore(&mut self, control: &mut mpsc::UnboundedReceiver<Control>) -> bool {
+        let started = Instant::now();
+        let mut delay = Duration::from_millis(200);
+        loop {
+            let config = self.context.config.clone();
+            let partition = self.partition;
+            let result = tokio::task::spawn_blocking(move || {
+                super::restore::read_partition(
+                    &config.consumer.brokers,
+                    &config.publisher.changelog_topic,
+                    partition,
+                    &config.consumer.extra,
+                )
+            })
+            .await;
+            match result {
+                Ok(Ok(checkpoints)) => {
+                    let streams = checkpoints.len();
+                    for (stream_id, checkpoint) in checkpoints {
+                        self.aggregator.restore(&stream_id, checkpoint);
+                    }
+                    for stream_id in self.aggregator.stream_ids() {
+                        if let (Some(rollup), Some(products)) = (
+                            self.aggregator.rollup(stream_id),
+                            self.aggregator.products(stream_id),
+                        ) {
+                            self.context.model.store_rollup(rollup, &products);
+                        }
+                    }
+                    let seconds = started.elapsed().as_secs_f64();
+                    metrics::histogram!(names::RESTORE_SECONDS).record(seconds);
+                    tracing::info!(partition, streams, seconds, "partition state restored");
+                    self.context.model.readiness().restored(self.partition);
+                    return true;
+                }
+                Ok(Err(error)) => tracing::warn!(partition, %error, "restore failed; retrying"),
+                Err(error) => tracing::warn!(partition, %error, "restore task failed; retrying"),
+            }
+            tokio::select! {
+                command = control.recv() => {
+                    if let Some(Control::Drain(ack)) = command { let _ = ack.send(()); }
+                    return false;
+                }
+                _ = tokio::time::sleep(delay) => delay = (delay * 2).min(Duration::from_secs(5)),
+            }
+        }
+    }
+
+    /// Decodes and applies one record; an invalid one becomes a dead letter.
+    fn apply(&mut self, message: &BorrowedMessage<'_>) {
+        let offset = message.offset();
+        self.counts.consumed += 1;
+        self.last_offset = Some(self.last_offset.map_or(offset, |o| o.max(offset)));
+        let content_type = message.headers().and_then(|h| {
+            h.iter()
+                .find(|h| h.key.eq_ignore_ascii_case("content-type"))
+                .and_then(|h| h.value)
+        });
+        let payload = message.payload().unwrap_or_default();
+        let config = &self.context.config;
+        let now = config.clock_guard.then_some(self.now_ms);
+        let reason = match decode(payload, content_type, now, &config.decode) {
+            Ok(event) => {
+                // Offsets are never negative for consumed records.
+                match self.aggregator.apply(&event, offset as u64) {
+                    Outcome::Counted => {
+                        self.counts.newest_ts =
+                            Some(self.counts.newest_ts.map_or(event.ts, |t| t.max(event.ts)));
+                        return;
+                    }
+                    Outcome::Duplicate => {
+                        self.counts.duplicates += 1;
+                        return;
+                    }
+                    Outcome::AlreadyApplied => return,
+                    Outcome::Invalid(reason) => reason,
+                }
+            }
+            Err(reason) => reason,
+        };
+        self.dead_letter(message, reason);
+    }
+
+    fn dead_letter(&mut self, message: &BorrowedMessage<'_>, reason: InvalidReason) {
+        if let Some(slot) = InvalidReason::ALL.iter().position(|r| *r == reason) {
+            self.counts.invalid[slot] += 1;
+        }
+        let headers = message
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.dead_letters.push(DeadLetter {
+            key: message.key().map(<[u8]>::to_vec),
+            payload: message.payload().map(<[u8]>::to_vec),
+            headers,
+            reason,
+            topic: message.topic().to_string(),
+            partition: message.partition(),
+            offset: message.offset(),
+        });
+    }
+
+    /// Publishes what changed, waits for the broker's acknowledgement, then
+    /// stores the offsets it covers. Retries until it succeeds (a draining
+    /// partition gives up after a while: its records will be reprocessed).
+    async fn flush(&mut self, draining: bool) {
+        if self.last_offset.is_none() && self.dead_letters.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        let publications = self.aggregator.publish();
+        // Readers see the new figures at once; durability follows below. A crash
+        // in between recomputes the same figures from the same records.
+        self.context.model.publish(&publications);
+        let batch = OutBatch {
+            rollups: publications.iter().map(|p| p.rollup.clone()).collect(),
+            changelog: publications
+                .iter()
+                .filter(|p| p.rollup.kind == livetally_aggregator::RollupKind::Cumulative)
+                .map(|p| (p.rollup.stream_id.clone(), p.checkpoint.to_bytes()))
+                .collect(),
+            dead_letters: std::mem::take(&mut self.dead_letters),
+        };
+        let mut delay = Duration::from_millis(100);
+        while let Err(error) = self.context.publisher.send(&batch, self.partition).await {
+            if draining && started.elapsed() > DRAIN_RETRY_LIMIT {
+                tracing::error!(partition = self.partition, %error, "publication failed while draining; offsets not stored");
+                return;
+            }
+            tracing::warn!(partition = self.partition, %error, "publication failed; retrying");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+        if let Some(offset) = self.last_offset.take() {
+            self.store_offset(offset + 1);
+        }
+        self.report(publications.len(), started);
+    }
+
+    fn store_offset(&self, next: i64) {
+        let Some(consumer) = self
+            .context
+            .consumer
+            .get()
+            .and_then(std::sync::Weak::upgrade)
+        else {
+            return;
+        };
+        let mut tpl = TopicPartitionList::new();
+        let topic = &self.context.config.consumer.topic;
+        if tpl
+            .add_partition_offset(topic, self.partition, Offset::Offset(next))
+            .is_ok()
+        {
+            if let Err(error) = consumer.store_offsets(&tpl) {
+                // The partition was revoked under us; the new owner takes over.
+                tracing::warn!(partition = self.partition, %error, "cannot store offset");
+            }
+        }
+    }
+
+    fn report(&mut self, rollups: usize, started: Instant) {
+        let counts = std::mem::take(&mut self.counts);
+        metrics::counter!(names::EVENTS_CONSUMED).increment(counts.consumed);
+        metrics::counter!(names::EVENTS_DUPLICATE).increment(counts.duplicates);
+        for (reason, n) in InvalidReason::ALL.iter().zip(counts.invalid) {
+            if n > 0 {
+                metrics::counter!(names::EVENTS_INVALID, "reason" => reason.as_str()).increment(n);
+            }
+        }
+        metrics::histogram!(names::BATCH_SECONDS).record(started.elapsed().as_secs_f64());
+        if let (Some(ts), true) = (counts.newest_ts, rollups > 0) {
+            let latency_ms = (wall_clock_ms() - ts).max(0);
+            metrics::histogram!(names::END_TO_END_SECONDS).record(latency_ms as f64 / 1000.0);
+        }
+        metrics::gauge!(names::STATE_BYTES, "partition" => self.partition.to_string())
+            .set(self.aggregator.state_bytes_estimate() as f64);
+    }
+}

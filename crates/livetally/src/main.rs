@@ -1,0 +1,223 @@
+//! # livetally
+//!
+//! The one binary: `demo`, `run`, `gen` and `replay` (spec §4).
+//!
+//! ## Layout
+//! - [`config`]: settings layered from defaults, TOML, environment and flags.
+//! - [`engine`]: the service: consumer group → partition workers → publisher.
+//! - [`service`]: `run` and `demo` around the engine (HTTP, signals).
+//! - [`replay`]: the same aggregation over an NDJSON file.
+//! - [`gen`] and [`traffic`]: the synthetic live-shopping load generator.
+
+mod config;
+mod engine;
+mod gen;
+mod replay;
+mod service;
+mod traffic;
+
+use std::io::{BufReader, Read};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+
+use config::Guarantee;
+use livetally_sink::RollupFormat;
+
+/// Real-time live-shopping analytics from Kafka.
+#[derive(Parser)]
+#[command(name = "livetally", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The whole pipeline on this machine: embedded cluster, traffic, engine, dashboard.
+    Demo(DemoArgs),
+    /// The service: consume viewer events, publish rollups, serve the API.
+    Run(RunArgs),
+    /// Load generator: realistic funnels, duplicates, late and invalid records.
+    Gen(gen::GenArgs),
+    /// Aggregate NDJSON events from a file (or `-`) and print one rollup per stream.
+    Replay(ReplayArgs),
+}
+
+/// Flags of `run`; each overrides the config file and the environment.
+#[derive(Args, Serialize, Default)]
+struct RunArgs {
+    /// TOML config file.
+    #[arg(long)]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+    /// Kafka bootstrap servers.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    brokers: Option<String>,
+    /// Input topic.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    topic: Option<String>,
+    /// Consumer group.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group: Option<String>,
+    /// Rollup topic.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rollup_topic: Option<String>,
+    /// Dead-letter topic.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dlq_topic: Option<String>,
+    /// State changelog topic (default `<group>.changelog`).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    changelog_topic: Option<String>,
+    /// HTTP listen address.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    http: Option<SocketAddr>,
+    /// Delivery guarantee.
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    guarantee: Option<Guarantee>,
+    /// Rollup encoding: json or protobuf.
+    #[arg(long, value_parser = parse_format)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rollup_format: Option<RollupFormat>,
+    /// Publication interval in milliseconds.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    publish_interval_ms: Option<u64>,
+    /// Commission rate (`0.1`, `10%`).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    commission_rate: Option<String>,
+    /// Largest accepted record, bytes.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_event_bytes: Option<usize>,
+    /// Allowed clock skew of event times, milliseconds.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_clock_skew_ms: Option<i64>,
+}
+
+fn parse_format(raw: &str) -> Result<RollupFormat, String> {
+    match raw {
+        "json" => Ok(RollupFormat::Json),
+        "protobuf" => Ok(RollupFormat::Protobuf),
+        other => Err(format!("unknown format {other:?}: json or protobuf")),
+    }
+}
+
+/// Flags of `demo`.
+#[derive(Args)]
+struct DemoArgs {
+    /// HTTP listen address of the dashboard.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    http: SocketAddr,
+    /// Synthetic events per second.
+    #[arg(long, default_value_t = 2000)]
+    rate: u64,
+    /// Live streams in the synthetic traffic.
+    #[arg(long, default_value_t = 40)]
+    streams: usize,
+}
+
+/// Flags of `replay`.
+#[derive(Args)]
+struct ReplayArgs {
+    /// NDJSON file of events, or `-` for standard input.
+    input: String,
+    /// Commission rate (`0.1`, `10%`).
+    #[arg(long, default_value = "10%")]
+    commission_rate: String,
+    /// Guard event times against this wall clock (epoch ms) as `run` does;
+    /// `now` for the current time. Off by default.
+    #[arg(long)]
+    now: Option<String>,
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LIVETALLY_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rdkafka=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("livetally: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Replay(args) => replay_command(args),
+        Command::Run(args) => {
+            let settings = config::Settings::load(args.config.as_deref(), &args)?;
+            runtime()?.block_on(service::run(settings))
+        }
+        Command::Demo(args) => {
+            runtime()?.block_on(service::demo(args.http, args.rate, args.streams))
+        }
+        Command::Gen(args) => runtime()?.block_on(gen::run(args)),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")
+}
+
+fn replay_command(args: ReplayArgs) -> anyhow::Result<()> {
+    let commission = args
+        .commission_rate
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--commission-rate: {e}"))?;
+    let aggregator = livetally_aggregator::AggregatorConfig {
+        commission,
+        ..Default::default()
+    };
+    let now_ms = match args.now.as_deref() {
+        None => None,
+        Some("now") => Some(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0),
+        ),
+        Some(ms) => Some(
+            ms.parse()
+                .context("--now takes epoch milliseconds or `now`")?,
+        ),
+    };
+    let input: Box<dyn Read> = if args.input == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(std::fs::File::open(&args.input).with_context(|| format!("open {}", args.input))?)
+    };
+    let decoding = livetally_ingest::DecodeConfig::default();
+    let (rollups, summary) = replay::aggregate(
+        BufReader::with_capacity(1 << 20, input),
+        aggregator,
+        &decoding,
+        now_ms,
+    )?;
+    replay::write_ndjson(&rollups, std::io::BufWriter::new(std::io::stdout().lock()))?;
+    eprintln!("{}", serde_json::to_string(&summary)?);
+    Ok(())
+}

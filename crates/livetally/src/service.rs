@@ -1,0 +1,185 @@
+//! `run` and `demo`: the engine with its HTTP API, until SIGTERM or Ctrl-C.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use livetally_aggregator::AggregatorConfig;
+use livetally_ingest::consumer::ConsumerSettings;
+use livetally_ingest::DecodeConfig;
+use livetally_sink::http::{self, ApiState};
+use livetally_sink::{PublisherConfig, ReadModel};
+use tokio::sync::watch;
+
+use crate::config::{Guarantee, Settings};
+use crate::engine::{topics, Engine, EngineConfig};
+
+/// Runs the service until SIGTERM or Ctrl-C, then drains, commits and returns.
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    if settings.guarantee == Guarantee::ExactlyOnce {
+        bail!("--guarantee exactly-once is not available yet; use at-least-once (figures stay exact through the state changelog)");
+    }
+    let metrics = livetally_sink::metrics::install();
+    topics::ensure(&settings, settings.create_topics).await?;
+    let model = Arc::new(ReadModel::new());
+    let (stop_http, http_stopped) = watch::channel(false);
+    let (addr, server) = serve_http(settings.http, model.clone(), metrics, http_stopped).await?;
+    tracing::info!(%addr, topic = settings.topic, group = settings.group, "livetally running");
+    eprintln!("livetally: serving http://{addr}/");
+    let engine = Engine::start(engine_config(&settings)?, model)?;
+    let server = tokio::spawn(server);
+    shutdown_signal().await;
+    tracing::info!("shutting down: draining partitions");
+    engine.shutdown().await;
+    let _ = stop_http.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The engine's configuration from the settings.
+pub fn engine_config(settings: &Settings) -> anyhow::Result<EngineConfig> {
+    let extra = settings.kafka_extra();
+    Ok(EngineConfig {
+        consumer: ConsumerSettings {
+            brokers: settings.brokers.clone(),
+            topic: settings.topic.clone(),
+            group: settings.group.clone(),
+            extra: extra.clone(),
+        },
+        publisher: PublisherConfig {
+            brokers: settings.brokers.clone(),
+            rollup_topic: settings.rollup_topic.clone(),
+            dlq_topic: settings.dlq_topic.clone(),
+            changelog_topic: settings.changelog_topic(),
+            format: settings.rollup_format,
+            extra,
+        },
+        aggregator: AggregatorConfig {
+            commission: settings.commission()?,
+            ..AggregatorConfig::default()
+        },
+        decode: DecodeConfig {
+            max_event_bytes: settings.max_event_bytes,
+            max_future_skew_ms: settings.max_clock_skew_ms,
+        },
+        publish_interval: Duration::from_millis(settings.publish_interval_ms.max(1)),
+        clock_guard: true,
+    })
+}
+
+async fn serve_http(
+    addr: SocketAddr,
+    model: Arc<ReadModel>,
+    metrics: livetally_sink::metrics::PrometheusHandle,
+    mut stopped: watch::Receiver<bool>,
+) -> anyhow::Result<(
+    SocketAddr,
+    impl std::future::Future<Output = std::io::Result<()>>,
+)> {
+    let shutdown = async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    };
+    http::serve(addr, ApiState { model, metrics }, shutdown)
+        .await
+        .with_context(|| format!("listen on {addr}"))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot listen for SIGTERM");
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// `demo`: librdkafka's in-process mock cluster, the traffic generator at
+/// `rate` events/s over `streams` streams, the engine and the dashboard.
+pub async fn demo(http_addr: SocketAddr, rate: u64, streams: usize) -> anyhow::Result<()> {
+    let cluster =
+        rdkafka::mocking::MockCluster::new(1).context("start the embedded Kafka cluster")?;
+    let brokers = cluster.bootstrap_servers();
+    let mut settings = Settings {
+        brokers: brokers.clone(),
+        http: http_addr,
+        publish_interval_ms: 500,
+        ..Settings::default()
+    };
+    settings.group = "livetally-demo".into();
+    const PARTITIONS: i32 = 4;
+    for topic in [
+        &settings.topic,
+        &settings.rollup_topic,
+        &settings.dlq_topic,
+        &settings.changelog_topic(),
+    ] {
+        cluster
+            .create_topic(topic, PARTITIONS, 1)
+            .with_context(|| format!("create {topic}"))?;
+    }
+    let metrics = livetally_sink::metrics::install();
+    let model = Arc::new(ReadModel::new());
+    let (stop_http, http_stopped) = watch::channel(false);
+    let (addr, server) = serve_http(settings.http, model.clone(), metrics, http_stopped).await?;
+    let server = tokio::spawn(server);
+    let engine = Engine::start(engine_config(&settings)?, model)?;
+    let generator = tokio::spawn(demo_traffic(brokers, settings.topic.clone(), rate, streams));
+    println!("livetally demo: open http://{addr}/  (Ctrl-C to stop)");
+    shutdown_signal().await;
+    generator.abort();
+    engine.shutdown().await;
+    let _ = stop_http.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    drop(cluster);
+    Ok(())
+}
+
+async fn demo_traffic(brokers: String, topic: String, rate: u64, streams: usize) {
+    let start_ts = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let config = crate::traffic::TrafficConfig {
+        seed: start_ts as u64,
+        streams,
+        start_ts,
+        events_per_second: rate.max(1),
+        ..crate::traffic::TrafficConfig::default()
+    };
+    let producer: rdkafka::producer::FutureProducer = match rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("linger.ms", "5")
+        .create()
+    {
+        Ok(p) => p,
+        Err(error) => {
+            tracing::error!(%error, "demo traffic cannot start");
+            return;
+        }
+    };
+    if let Err(error) = crate::gen::produce(
+        &producer,
+        &topic,
+        crate::traffic::Traffic::new(config),
+        Some(rate.max(1)),
+    )
+    .await
+    {
+        tracing::error!(%error, "demo traffic stopped");
+    }
+}

@@ -1,0 +1,201 @@
+//! One handler per route, and the JSON error type.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use axum::Json;
+use futures::stream::Stream;
+use livetally_aggregator::StreamRollup;
+use serde_json::json;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::StreamExt;
+
+use super::ApiState;
+
+const DASHBOARD: &str = include_str!("../../assets/dashboard.html");
+/// Default and largest `limit` for list routes.
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 10_000;
+
+/// A JSON error answer: `{"error": "…"}` with a status code.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+        }
+    }
+
+    fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+type Params = Query<HashMap<String, String>>;
+
+fn parse_limit(params: &HashMap<String, String>) -> Result<usize, ApiError> {
+    match params.get("limit") {
+        None => Ok(DEFAULT_LIMIT),
+        Some(raw) => match raw.parse::<usize>() {
+            Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+            _ => Err(ApiError::bad_request(format!(
+                "limit must be an integer from 1 to {MAX_LIMIT}, got {raw:?}"
+            ))),
+        },
+    }
+}
+
+fn parse_ms(params: &HashMap<String, String>, name: &str) -> Result<Option<i64>, ApiError> {
+    params
+        .get(name)
+        .map(|raw| {
+            raw.parse::<i64>().map_err(|_| {
+                ApiError::bad_request(format!("{name} must be epoch milliseconds, got {raw:?}"))
+            })
+        })
+        .transpose()
+}
+
+pub(super) async fn dashboard() -> Html<&'static str> {
+    Html(DASHBOARD)
+}
+
+pub(super) async fn list_streams(
+    State(state): State<ApiState>,
+    Query(params): Params,
+) -> Result<Response, ApiError> {
+    let limit = parse_limit(&params)?;
+    let key: fn(&StreamRollup) -> i128 = match params.get("sort").map(String::as_str) {
+        None | Some("gmv") => |r| i128::from(r.gmv),
+        Some("views") => |r| i128::from(r.views),
+        Some("orders") => |r| i128::from(r.orders),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "sort must be gmv, views or orders, got {other:?}"
+            )))
+        }
+    };
+    let mut rollups = state.model.rollups();
+    rollups.sort_by(|a, b| {
+        key(b)
+            .cmp(&key(a))
+            .then_with(|| a.stream_id.cmp(&b.stream_id))
+    });
+    rollups.truncate(limit);
+    Ok(Json(json!({ "streams": rollups })).into_response())
+}
+
+pub(super) async fn get_stream(
+    State(state): State<ApiState>,
+    Path(stream_id): Path<String>,
+) -> Result<Json<Arc<StreamRollup>>, ApiError> {
+    state
+        .model
+        .stream(&stream_id)
+        .map(|view| Json(view.rollup))
+        .ok_or_else(|| ApiError::not_found(format!("unknown stream {stream_id:?}")))
+}
+
+pub(super) async fn get_windows(
+    State(state): State<ApiState>,
+    Path(stream_id): Path<String>,
+    Query(params): Params,
+) -> Result<Response, ApiError> {
+    let from = parse_ms(&params, "from")?.unwrap_or(i64::MIN);
+    let to = parse_ms(&params, "to")?.unwrap_or(i64::MAX);
+    if from > to {
+        return Err(ApiError::bad_request("from must not be after to"));
+    }
+    let view = state
+        .model
+        .stream(&stream_id)
+        .ok_or_else(|| ApiError::not_found(format!("unknown stream {stream_id:?}")))?;
+    // A window is listed when it overlaps [from, to).
+    let windows: Vec<&Arc<StreamRollup>> = view
+        .windows
+        .values()
+        .filter(|w| {
+            w.window_end.unwrap_or(i64::MAX) > from && w.window_start.unwrap_or(i64::MIN) < to
+        })
+        .collect();
+    Ok(Json(json!({ "windows": windows })).into_response())
+}
+
+pub(super) async fn get_products(
+    State(state): State<ApiState>,
+    Path(stream_id): Path<String>,
+    Query(params): Params,
+) -> Result<Response, ApiError> {
+    let limit = parse_limit(&params)?;
+    let view = state
+        .model
+        .stream(&stream_id)
+        .ok_or_else(|| ApiError::not_found(format!("unknown stream {stream_id:?}")))?;
+    let products = &view.products[..view.products.len().min(limit)];
+    Ok(Json(json!({ "products": products })).into_response())
+}
+
+pub(super) async fn live(
+    State(state): State<ApiState>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let feed = BroadcastStream::new(state.model.subscribe()).map(|item| {
+        Ok(match item {
+            Ok(json) => Event::default().event("rollup").data(&*json),
+            // A slow client skips ahead; it says so instead of failing.
+            Err(BroadcastStreamRecvError::Lagged(n)) => {
+                Event::default().comment(format!("skipped {n} rollups"))
+            }
+        })
+    });
+    Sse::new(feed).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+pub(super) async fn metrics(State(state): State<ApiState>) -> Response {
+    metrics::gauge!(crate::metrics::ACTIVE_STREAMS).set(state.model.len() as f64);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+pub(super) async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+pub(super) async fn readyz(State(state): State<ApiState>) -> Response {
+    let (ready, restoring) = state.model.readiness().status();
+    let body = json!({ "ready": ready, "partitions": state.model.readiness().partitions(), "restoring": restoring });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+pub(super) async fn not_found() -> ApiError {
+    ApiError::not_found("no such route")
+}
