@@ -31,8 +31,10 @@
 //!   times are truncated to the millisecond. Live (`now_ms` given), it may be
 //!   at most [`DecodeConfig::max_future_skew_ms`] ahead of the wall clock;
 //!   in replay there is no clock guard.
-//! - Fields the type does not have are ignored unread, except `seller_id`,
-//!   which every type may carry.
+//! - `currency` must be one of [`ISO_4217`], in capitals.
+//! - Fields the type does not have are ignored, not validated (in JSON they
+//!   must still be well-formed), except `seller_id`, which every type may
+//!   carry.
 //! - A JSON key given twice keeps its last value; so does a protobuf field.
 //! - An empty record value is `malformed` in both encodings.
 //! - A header names the encoding when it is one [`Encoding::from_content_type`]
