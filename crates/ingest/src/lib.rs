@@ -8,7 +8,7 @@
 //! It owns decoding and validation; it never aggregates and never publishes.
 //!
 //! ## Layout
-//! - [`decode`]: content-type / sniffing, JSON and protobuf decoding, and the
+//! - [`decode`](mod@decode): content-type / sniffing, JSON and protobuf decoding, and the
 //!   contract's validation rules, shared by `run`, `replay` and `demo`.
 //! - [`encode`]: the inverse, for the load generator and tests.
 //! - [`consumer`]: the consumer-group member and its per-partition queues.

@@ -188,10 +188,7 @@ fn replay_command(args: ReplayArgs) -> anyhow::Result<()> {
         .commission_rate
         .parse()
         .map_err(|e| anyhow::anyhow!("--commission-rate: {e}"))?;
-    let aggregator = livetally_aggregator::AggregatorConfig {
-        commission,
-        ..Default::default()
-    };
+    let aggregator = livetally_aggregator::AggregatorConfig { commission };
     let now_ms = match args.now.as_deref() {
         None => None,
         Some("now") => Some(

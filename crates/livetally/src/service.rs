@@ -58,7 +58,6 @@ pub fn engine_config(settings: &Settings) -> anyhow::Result<EngineConfig> {
         },
         aggregator: AggregatorConfig {
             commission: settings.commission()?,
-            ..AggregatorConfig::default()
         },
         decode: DecodeConfig {
             max_event_bytes: settings.max_event_bytes,

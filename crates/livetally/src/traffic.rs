@@ -32,7 +32,9 @@ mod tests;
 
 use std::str::FromStr;
 
-use livetally_aggregator::{Event, InvalidReason};
+#[cfg(test)]
+use livetally_aggregator::Event;
+use livetally_aggregator::InvalidReason;
 
 use self::model::{Draft, Model};
 use self::rng::{splitmix64, Prob, Rng};
@@ -334,7 +336,8 @@ impl Iterator for Traffic {
 
 /// The decoded form of every record of `config`'s traffic that decodes
 /// (valid events and duplicates, in record order; invalid records skipped),
-/// without encoding: for feeding the aggregator directly.
+/// without encoding: tests compare it with the encoded records.
+#[cfg(test)]
 pub fn events(config: TrafficConfig) -> impl Iterator<Item = Event<'static>> {
     let mut traffic = Traffic::new(config);
     std::iter::from_fn(move || loop {

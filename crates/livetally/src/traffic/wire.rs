@@ -5,9 +5,12 @@
 //! and no intermediate message. The tests decode every record with the real
 //! decoder, which keeps these writers honest.
 
+#[cfg(test)]
 use std::borrow::Cow;
 
-use livetally_aggregator::{Action, Currency, Event, EventType, OrderLine};
+#[cfg(test)]
+use livetally_aggregator::{Action, Event, OrderLine};
+use livetally_aggregator::{Currency, EventType};
 
 /// Ids are `<letter>-<tag>-<n>`: the tag is 8 hex digits derived from the seed,
 /// so two generators with different seeds never share an event or order id.
@@ -186,6 +189,7 @@ pub(super) fn proto_type(ty: EventType) -> u64 {
 }
 
 /// The decoded form of `spec`, as the ingest layer would hand it over.
+#[cfg(test)]
 pub(super) fn to_event(spec: &Spec, tag: &IdTag) -> Event<'static> {
     let text = |write: &dyn Fn(&mut Vec<u8>)| -> Cow<'static, str> {
         let mut buf = Vec::with_capacity(32);

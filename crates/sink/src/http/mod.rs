@@ -65,3 +65,6 @@ pub async fn serve(
     };
     Ok((local, server))
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,178 @@
+//! Route tests against an in-memory read model.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use livetally_aggregator::{
+    Action, AggregatorConfig, Currency, Event, OrderLine, PartitionAggregator,
+};
+use serde_json::Value;
+use tower::ServiceExt;
+
+use super::{router, ApiState};
+use crate::readmodel::ReadModel;
+
+fn event(id: &str, stream: &str, action: Action<'static>) -> Event<'static> {
+    Event {
+        event_id: id.to_string().into(),
+        stream_id: stream.to_string().into(),
+        viewer_id: "v1".into(),
+        ts: 1_000,
+        seller_id: None,
+        action,
+    }
+}
+
+fn purchase(id: &str, stream: &str, product: &str, price: i64) -> Event<'static> {
+    event(
+        id,
+        stream,
+        Action::Purchase(OrderLine {
+            product_id: product.to_string().into(),
+            order_id: id.to_string().into(),
+            quantity: 1,
+            unit_price: price,
+            currency: Currency(*b"USD"),
+        }),
+    )
+}
+
+/// A model with stream `a` (GMV 500, 1 view) and `b` (GMV 100, 3 views).
+fn state() -> ApiState {
+    let mut agg = PartitionAggregator::new(AggregatorConfig::default());
+    let events = [
+        purchase("1", "a", "p1", 300),
+        purchase("2", "a", "p2", 200),
+        event("3", "a", Action::View),
+        purchase("4", "b", "p1", 100),
+        event("5", "b", Action::View),
+        event("6", "b", Action::View),
+        event("7", "b", Action::View),
+    ];
+    for (i, e) in events.iter().enumerate() {
+        let _ = agg.apply(e, i as u64);
+    }
+    let model = Arc::new(ReadModel::new());
+    model.publish(&agg.publish());
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    ApiState {
+        model,
+        metrics: recorder.handle(),
+    }
+}
+
+async fn get(state: ApiState, uri: &str) -> (StatusCode, Value) {
+    let response = router(state)
+        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+fn ids(body: &Value, list: &str) -> Vec<String> {
+    body[list]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stream_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn streams_sort_and_limit() {
+    let (status, body) = get(state(), "/v1/streams").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ids(&body, "streams"), ["a", "b"], "default sort is gmv");
+    let (_, body) = get(state(), "/v1/streams?sort=views").await;
+    assert_eq!(ids(&body, "streams"), ["b", "a"]);
+    let (_, body) = get(state(), "/v1/streams?sort=views&limit=1").await;
+    assert_eq!(ids(&body, "streams"), ["b"]);
+}
+
+#[tokio::test]
+async fn bad_parameters_are_json_errors() {
+    for uri in [
+        "/v1/streams?sort=price",
+        "/v1/streams?limit=0",
+        "/v1/streams?limit=x",
+        "/v1/streams/a/windows?from=x",
+    ] {
+        let (status, body) = get(state(), uri).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");
+        assert!(body["error"].is_string(), "{uri}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn one_stream_and_unknown_stream() {
+    let (status, body) = get(state(), "/v1/streams/a").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["gmv"], 500);
+    assert_eq!(body["kind"], "cumulative");
+    assert_eq!(body["currency"], "USD");
+    let (status, body) = get(state(), "/v1/streams/nope").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(body["error"].as_str().unwrap().contains("nope"));
+    let (status, body) = get(state(), "/v1/streams/nope/products").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(body["error"].is_string());
+}
+
+#[tokio::test]
+async fn products_by_gmv() {
+    let (status, body) = get(state(), "/v1/streams/a/products?limit=10").await;
+    assert_eq!(status, StatusCode::OK);
+    let products = body["products"].as_array().unwrap();
+    assert_eq!(products.len(), 2);
+    assert_eq!(products[0]["product_id"], "p1");
+    assert_eq!(products[0]["gmv"], 300);
+    assert_eq!(products[1]["gmv"], 200);
+    let (_, body) = get(state(), "/v1/streams/a/products?limit=1").await;
+    assert_eq!(body["products"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn readiness_follows_restore() {
+    let state = state();
+    let (status, _) = get(state.clone(), "/readyz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "not joined yet");
+    state.model.readiness().assigned(&[0, 1]);
+    state.model.readiness().restored(0);
+    let (status, body) = get(state.clone(), "/readyz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["restoring"], serde_json::json!([1]));
+    state.model.readiness().restored(1);
+    let (status, _) = get(state.clone(), "/readyz").await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = get(state, "/healthz").await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (StatusCode::OK, Some("ok"))
+    );
+}
+
+#[tokio::test]
+async fn unknown_route_is_a_json_404() {
+    let (status, body) = get(state(), "/v2/nothing").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(body["error"].is_string());
+}
+
+#[tokio::test]
+async fn live_feed_carries_published_rollups() {
+    let state = state();
+    let mut feed = state.model.subscribe();
+    let mut agg = PartitionAggregator::new(AggregatorConfig::default());
+    let _ = agg.apply(&purchase("9", "c", "p9", 42), 0);
+    state.model.publish(&agg.publish());
+    let json: Value = serde_json::from_str(&feed.recv().await.unwrap()).unwrap();
+    assert_eq!(json["stream_id"], "c");
+    assert_eq!(json["gmv"], 42);
+}
