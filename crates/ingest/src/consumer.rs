@@ -184,11 +184,20 @@ pub fn subscribe(
     Ok(consumer)
 }
 
-/// Number of partitions of `topic`, from the cluster's metadata.
-pub fn partition_count(brokers: &str, topic: &str, timeout: Duration) -> KafkaResult<usize> {
-    let client: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()?;
+/// Number of partitions of `topic` (0 when it does not exist), from the
+/// cluster's metadata; `extra` are librdkafka properties (security, …).
+pub fn partition_count(
+    brokers: &str,
+    topic: &str,
+    extra: &[(String, String)],
+    timeout: Duration,
+) -> KafkaResult<usize> {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", brokers);
+    for (k, v) in extra {
+        config.set(k, v);
+    }
+    let client: BaseConsumer = config.create()?;
     let metadata = client.fetch_metadata(Some(topic), timeout)?;
     let count = metadata
         .topics()

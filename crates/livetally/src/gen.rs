@@ -229,6 +229,7 @@ async fn ensure_topic(args: &GenArgs) -> anyhow::Result<()> {
     let existing = livetally_ingest::consumer::partition_count(
         &args.brokers,
         &args.topic,
+        &[],
         Duration::from_secs(10),
     )
     .with_context(|| format!("read metadata from {}", args.brokers))?;

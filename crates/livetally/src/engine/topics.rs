@@ -80,7 +80,6 @@ pub async fn ensure(settings: &Settings, create: bool) -> anyhow::Result<usize> 
 }
 
 fn partitions(brokers: &str, topic: &str, extra: &[(String, String)]) -> anyhow::Result<usize> {
-    let _ = extra;
-    livetally_ingest::consumer::partition_count(brokers, topic, Duration::from_secs(10))
+    livetally_ingest::consumer::partition_count(brokers, topic, extra, Duration::from_secs(10))
         .with_context(|| format!("read metadata of {topic:?} from {brokers}"))
 }
