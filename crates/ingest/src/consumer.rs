@@ -37,6 +37,9 @@ pub type PartitionQueue = StreamPartitionQueue<IngestContext>;
 /// Who owns assigned partitions. Called from the consumer's polling thread,
 /// inside rebalance callbacks: `revoked` may block until its work is drained.
 pub trait PartitionHandler: Send + Sync + 'static {
+    /// A new assignment is about to be handed over, partition by partition:
+    /// `partitions` is all of it (so readiness can wait for every one).
+    fn assigning(&self, partitions: &[i32]);
     /// `partition` of the input topic is ours now; consume it from `queue`.
     fn assigned(&self, partition: i32, queue: PartitionQueue);
     /// These partitions go away: finish, publish and store offsets, then return.
@@ -105,6 +108,7 @@ impl ConsumerContext for IngestContext {
                 tracing::error!("assignment before the consumer was registered");
                 return;
             };
+            self.handler.assigning(&partitions);
             for partition in partitions {
                 match consumer.split_partition_queue(&self.topic, partition) {
                     Some(queue) => self.handler.assigned(partition, queue),

@@ -82,6 +82,26 @@ impl Default for Settings {
 }
 
 impl Settings {
+    /// The keys read from `LIVETALLY_*` variables. Other variables with that
+    /// prefix (`LIVETALLY_LOG`, a test harness's own) are not settings and are
+    /// left alone rather than refused.
+    const KEYS: [&'static str; 14] = [
+        "brokers",
+        "topic",
+        "group",
+        "rollup_topic",
+        "dlq_topic",
+        "changelog_topic",
+        "http",
+        "guarantee",
+        "rollup_format",
+        "publish_interval_ms",
+        "commission_rate",
+        "max_event_bytes",
+        "max_clock_skew_ms",
+        "create_topics",
+    ];
+
     /// Layers defaults, the optional TOML file, `LIVETALLY_*` variables and
     /// the flags given (`overrides` holds only flags that were set).
     pub fn load(file: Option<&Path>, overrides: &impl Serialize) -> anyhow::Result<Settings> {
@@ -95,7 +115,11 @@ impl Settings {
             figment = figment.merge(Toml::file(path));
         }
         let settings: Settings = figment
-            .merge(Env::prefixed("LIVETALLY_").ignore(&["log"]))
+            .merge(Env::prefixed("LIVETALLY_").filter(|key| {
+                Settings::KEYS
+                    .iter()
+                    .any(|k| key.as_str().eq_ignore_ascii_case(k))
+            }))
             .merge(Serialized::defaults(overrides))
             .extract()
             .context("invalid configuration")?;
@@ -123,5 +147,77 @@ impl Settings {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
+    }
+}
+
+#[cfg(test)]
+// figment's Jail returns its own large error type; that is its API.
+#[allow(clippy::result_large_err)]
+mod tests {
+    use super::*;
+
+    #[derive(Serialize)]
+    struct NoFlags {}
+
+    #[test]
+    fn every_scalar_setting_is_an_environment_key() {
+        let value = serde_json::to_value(Settings::default()).unwrap();
+        let mut fields: Vec<&str> = value
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        fields.retain(|k| *k != "kafka");
+        fields.sort_unstable();
+        let mut keys = Settings::KEYS.to_vec();
+        keys.sort_unstable();
+        assert_eq!(fields, keys);
+    }
+
+    #[test]
+    fn layers_file_environment_and_flags() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "livetally.toml",
+                "topic = \"from-file\"\ngroup = \"file-group\"\ncommission_rate = \"8%\"\n",
+            )?;
+            jail.set_env("LIVETALLY_GROUP", "env-group");
+            jail.set_env("LIVETALLY_PUBLISH_INTERVAL_MS", "250");
+            // Not a setting: must be ignored, not refused.
+            jail.set_env("LIVETALLY_TEST_BROKERS", "127.0.0.1:1");
+            #[derive(Serialize)]
+            struct Flags {
+                publish_interval_ms: u64,
+            }
+            let settings = Settings::load(
+                Some(Path::new("livetally.toml")),
+                &Flags {
+                    publish_interval_ms: 100,
+                },
+            )
+            .map_err(|e| e.to_string())?;
+            assert_eq!(settings.topic, "from-file");
+            assert_eq!(settings.group, "env-group", "environment beats the file");
+            assert_eq!(
+                settings.publish_interval_ms, 100,
+                "flags beat the environment"
+            );
+            assert_eq!(settings.commission().unwrap().to_string(), "8%");
+            assert_eq!(settings.changelog_topic(), "env-group.changelog");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_settings_are_refused_with_their_name() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("LIVETALLY_COMMISSION_RATE", "150%");
+            let error = Settings::load(None, &NoFlags {}).unwrap_err().to_string();
+            assert!(error.contains("commission_rate"), "{error}");
+            Ok(())
+        });
+        let missing = Settings::load(Some(Path::new("/nonexistent/livetally.toml")), &NoFlags {});
+        assert!(missing.unwrap_err().to_string().contains("does not exist"));
     }
 }

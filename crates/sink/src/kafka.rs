@@ -131,6 +131,10 @@ impl Publisher {
 
     /// Sends a batch; changelog records go to `changelog_partition` (the
     /// input partition whose state they hold). Returns once all are acknowledged.
+    ///
+    /// Dead letters go first and are acknowledged before any changelog record
+    /// is sent: a changelog record marks the records before it as applied, so
+    /// a crash between the two must not leave an invalid record unreported.
     pub async fn send(
         &self,
         batch: &OutBatch,
@@ -185,6 +189,7 @@ impl Publisher {
                 self.producer.send(record, Duration::from_secs(30)),
             ));
         }
+        settle(std::mem::take(&mut deliveries)).await?;
         let content_type = OwnedHeaders::new().insert(Header {
             key: headers::CONTENT_TYPE,
             value: Some(c.format.content_type()),
@@ -211,19 +216,28 @@ impl Publisher {
                 self.producer.send(record, Duration::from_secs(30)),
             ));
         }
-        let (topics, futures): (Vec<&str>, Vec<_>) = deliveries.into_iter().unzip();
-        let results = join_all(futures).await;
-        for (topic, result) in topics.into_iter().zip(results) {
-            if let Err((source, _)) = result {
-                metrics::counter!(crate::metrics::PUBLISH_FAILURES).increment(1);
-                return Err(PublishError::Delivery {
-                    topic: topic.to_string(),
-                    source,
-                });
-            }
-        }
+        settle(deliveries).await?;
         metrics::counter!(crate::metrics::ROLLUPS_PUBLISHED).increment(batch.rollups.len() as u64);
         metrics::counter!(crate::metrics::DEAD_LETTERS).increment(batch.dead_letters.len() as u64);
         Ok(())
     }
+}
+
+/// Awaits every delivery; the first failure is the batch's error.
+async fn settle<F>(deliveries: Vec<(&str, F)>) -> Result<(), PublishError>
+where
+    F: std::future::Future<Output = rdkafka::producer::future_producer::OwnedDeliveryResult>,
+{
+    let (topics, futures): (Vec<&str>, Vec<F>) = deliveries.into_iter().unzip();
+    let results = join_all(futures).await;
+    for (topic, result) in topics.into_iter().zip(results) {
+        if let Err((source, _)) = result {
+            metrics::counter!(crate::metrics::PUBLISH_FAILURES).increment(1);
+            return Err(PublishError::Delivery {
+                topic: topic.to_string(),
+                source,
+            });
+        }
+    }
+    Ok(())
 }

@@ -156,8 +156,11 @@ impl Partitions {
 }
 
 impl PartitionHandler for Partitions {
+    fn assigning(&self, partitions: &[i32]) {
+        self.context.model.readiness().assigned(partitions);
+    }
+
     fn assigned(&self, partition: i32, queue: PartitionQueue) {
-        self.context.model.readiness().assigned(&[partition]);
         let (control, inbox) = mpsc::unbounded_channel();
         let context = self.context.clone();
         self.runtime
