@@ -32,11 +32,6 @@ impl IdSet {
         self.0.insert(hash)
     }
 
-    /// Whether the hash is in the set.
-    pub(crate) fn contains(&self, hash: u64) -> bool {
-        self.0.contains(&hash)
-    }
-
     /// How many distinct hashes the set holds.
     pub(crate) fn len(&self) -> u64 {
         self.0.len() as u64

@@ -14,12 +14,14 @@
 //! - [`reason`]: the closed set of invalid reasons.
 //! - [`rollup`]: the published figures.
 //! - [`commission`]: the commission rate, an exact decimal.
+//! - [`distinct`]: distinct counts, exact while small, a HyperLogLog sketch beyond.
 //! - [`partition`]: [`PartitionAggregator`], the state of one input partition.
 //! - [`stream`]: the state of one stream, its figure arithmetic and its
 //!   checkpoint.
 //! - `ids` (private): the stable id hashes that distinct sets and checkpoints keep.
 
 pub mod commission;
+pub mod distinct;
 pub mod event;
 mod ids;
 pub mod partition;

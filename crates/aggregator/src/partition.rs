@@ -13,17 +13,44 @@ use hashbrown::HashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::commission::CommissionRate;
-use crate::event::Event;
+use crate::event::{Event, EventTime};
 use crate::reason::InvalidReason;
 use crate::rollup::{ProductRollup, StreamRollup};
-use crate::stream::{StreamCheckpoint, StreamState};
+use crate::stream::{Clock, StreamCheckpoint, StreamState};
 
 /// How figures are computed; the same for every partition of an instance.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct AggregatorConfig {
     /// The commission on net GMV (default 10 %).
     pub commission: CommissionRate,
+    /// Tumbling window length, ms (default 1 minute).
+    pub window_ms: i64,
+    /// Watermark lag behind the newest event time, ms (default 5 s): a window
+    /// takes events this late before its first final revision.
+    pub allowed_lateness_ms: i64,
+    /// How long a window is kept after the watermark passed its end, for
+    /// corrected revisions, ms (default 1 hour).
+    pub window_retention_ms: i64,
+    /// How long, in event time, event ids are remembered for duplicates, ms
+    /// (default 10 minutes, the contract's horizon).
+    pub dedup_horizon_ms: i64,
+    /// A stream with no event for this long in event time has ended, ms
+    /// (default 30 minutes).
+    pub idle_timeout_ms: i64,
+}
+
+impl Default for AggregatorConfig {
+    fn default() -> Self {
+        AggregatorConfig {
+            commission: CommissionRate::default(),
+            window_ms: 60_000,
+            allowed_lateness_ms: 5_000,
+            window_retention_ms: 3_600_000,
+            dedup_horizon_ms: 600_000,
+            idle_timeout_ms: 1_800_000,
+        }
+    }
 }
 
 /// What [`PartitionAggregator::apply`] did with an event, for the caller's
@@ -49,6 +76,8 @@ pub enum Outcome {
 pub struct Publication {
     /// The cumulative figures, at the new revision.
     pub rollup: StreamRollup,
+    /// The windows that changed, each at its new revision, oldest first.
+    pub windows: Vec<StreamRollup>,
     /// Every product of the stream, by `gmv` descending then `product_id`.
     pub products: Vec<ProductRollup>,
     /// The stream's state at this revision, for the changelog topic.
@@ -63,6 +92,14 @@ pub struct PartitionAggregator {
     /// Streams changed since the last publication, each pushed once when it
     /// turns dirty so that publishing does not scan every stream.
     dirty: Vec<String>,
+    /// Newest event time counted in this partition.
+    max_ts: Option<EventTime>,
+    /// A watermark pushed from outside (an idle partition in live mode).
+    pushed_watermark: Option<EventTime>,
+    /// Watermark at the last idle-stream scan.
+    scanned_at: Option<EventTime>,
+    /// Counted events too late for any retained window, since the last take.
+    late: u64,
 }
 
 impl PartitionAggregator {
@@ -72,6 +109,10 @@ impl PartitionAggregator {
             config,
             streams: HashMap::new(),
             dirty: Vec::new(),
+            max_ts: None,
+            pushed_watermark: None,
+            scanned_at: None,
+            late: 0,
         }
     }
 
@@ -84,26 +125,98 @@ impl PartitionAggregator {
     /// in replay, the line number). A stream is created by its first counted
     /// event only.
     pub fn apply(&mut self, event: &Event<'_>, position: u64) -> Outcome {
+        let clock = self.clock();
         // A stream not yet here has no duplicates, currency or checkpoint, so
         // its first event is always counted: creating it up front is exact.
         let stream_id: &str = &event.stream_id;
         let state = self.streams.entry_ref(stream_id).or_default();
-        let outcome = state.apply(event, position);
-        if outcome == Outcome::Counted && !state.dirty {
-            state.dirty = true;
-            self.dirty.push(stream_id.to_owned());
+        let applied = state.apply(event, position, &clock);
+        if applied.outcome == Outcome::Counted {
+            self.max_ts = Some(self.max_ts.map_or(event.ts, |t| t.max(event.ts)));
+            self.late += u64::from(applied.late);
+            if !state.dirty {
+                state.dirty = true;
+                self.dirty.push(stream_id.to_owned());
+            }
         }
-        outcome
+        applied.outcome
+    }
+
+    /// The partition's watermark: the newest event time counted minus the
+    /// allowed lateness, or a later one pushed by [`Self::advance_watermark`].
+    pub fn watermark(&self) -> Option<EventTime> {
+        let own = self
+            .max_ts
+            .map(|t| t.saturating_sub(self.config.allowed_lateness_ms));
+        own.max(self.pushed_watermark)
+    }
+
+    /// Moves the watermark to at least `watermark`: for a partition that has
+    /// gone quiet, so its windows close and its idle streams end even though
+    /// no newer event arrives. Never moves it back.
+    pub fn advance_watermark(&mut self, watermark: EventTime) {
+        self.pushed_watermark = Some(
+            self.pushed_watermark
+                .map_or(watermark, |w| w.max(watermark)),
+        );
+    }
+
+    /// Counted events that were too late for any retained window since the
+    /// last call (they are in the cumulative figures).
+    pub fn take_late(&mut self) -> u64 {
+        std::mem::take(&mut self.late)
+    }
+
+    /// The late count without taking it (tests).
+    #[cfg(test)]
+    pub(crate) fn take_late_peek(&self) -> u64 {
+        self.late
+    }
+
+    fn clock(&self) -> Clock {
+        Clock {
+            window_ms: self.config.window_ms.max(1),
+            retention_ms: self.config.window_retention_ms.max(0),
+            dedup_horizon_ms: self.config.dedup_horizon_ms.max(0),
+            watermark: self.watermark(),
+        }
+    }
+
+    /// Ends the streams idle for the idle timeout at the current watermark
+    /// (at most one scan per minute of event time), marking them dirty so
+    /// their final rollup is published.
+    fn end_idle_streams(&mut self) {
+        let Some(watermark) = self.watermark() else {
+            return;
+        };
+        if self
+            .scanned_at
+            .is_some_and(|at| watermark < at.saturating_add(60_000))
+        {
+            return;
+        }
+        self.scanned_at = Some(watermark);
+        let clock = self.clock();
+        let idle_ms = self.config.idle_timeout_ms;
+        for (stream_id, state) in self.streams.iter_mut() {
+            if state.idle(watermark, idle_ms) {
+                state.finalize();
+                self.dirty.push(stream_id.clone());
+            }
+            state.expire(&clock);
+        }
     }
 
     /// The figures of every stream changed since the last call, each at a new
     /// revision, sorted by `stream_id`.
     pub fn publish(&mut self) -> Vec<Publication> {
+        self.end_idle_streams();
         let mut stream_ids = std::mem::take(&mut self.dirty);
         // A restore in between can leave a stream listed twice or no longer dirty.
         stream_ids.sort_unstable();
         stream_ids.dedup();
         let rate = self.config.commission;
+        let clock = self.clock();
         let mut publications = Vec::with_capacity(stream_ids.len());
         for stream_id in stream_ids {
             let Some(state) = self.streams.get_mut(stream_id.as_str()) else {
@@ -114,13 +227,26 @@ impl PartitionAggregator {
             }
             state.dirty = false;
             state.revision += 1;
+            let windows = state.publish_windows(&stream_id, rate, clock.window_ms);
+            state.expire(&clock);
             publications.push(Publication {
                 products: state.products(),
+                windows,
                 checkpoint: StreamCheckpoint::from_state(state.clone()),
                 rollup: state.rollup(stream_id, rate),
             });
         }
         publications
+    }
+
+    /// The stream's retained windows now, oldest first (no new revision).
+    pub fn windows(&self, stream_id: &str) -> Option<Vec<StreamRollup>> {
+        let state = self.streams.get(stream_id)?;
+        Some(state.window_rollups(
+            stream_id,
+            self.config.commission,
+            self.config.window_ms.max(1),
+        ))
     }
 
     /// The stream's figures now, at its current revision (no new revision).
@@ -164,6 +290,10 @@ impl PartitionAggregator {
     /// rebalance. Not dirty: nothing new to publish until an event counts.
     pub fn restore(&mut self, stream_id: &str, checkpoint: StreamCheckpoint) {
         let state = checkpoint.into_state();
+        if state.last_event_ts() != EventTime::MIN {
+            let ts = state.last_event_ts();
+            self.max_ts = Some(self.max_ts.map_or(ts, |t| t.max(ts)));
+        }
         match self.streams.get_mut(stream_id) {
             Some(existing) => *existing = state,
             None => {
@@ -203,3 +333,6 @@ mod tests;
 
 #[cfg(test)]
 mod properties;
+
+#[cfg(test)]
+mod windows;

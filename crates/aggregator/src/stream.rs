@@ -10,6 +10,8 @@
 
 use std::fmt;
 
+use std::collections::BTreeMap;
+
 use hashbrown::HashMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -22,11 +24,45 @@ use crate::rollup::{ProductRollup, RollupKind, StreamRollup};
 
 /// Checkpoint byte format; the first byte of [`StreamCheckpoint::to_bytes`].
 /// Bump it on any change to the serialized layout.
-const CHECKPOINT_FORMAT: u8 = 1;
+const CHECKPOINT_FORMAT: u8 = 2;
 
-/// Everything kept for one stream.
+/// The event-time settings a stream needs to place an event, from
+/// [`crate::AggregatorConfig`], with the partition's watermark at the time.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Clock {
+    /// Tumbling window length, ms.
+    pub(crate) window_ms: i64,
+    /// How long a window is kept for corrections after the watermark passed its end, ms.
+    pub(crate) retention_ms: i64,
+    /// How long, in event time, an event id is remembered for duplicates, ms.
+    pub(crate) dedup_horizon_ms: i64,
+    /// The partition's watermark: no event older than this is expected any more.
+    pub(crate) watermark: Option<EventTime>,
+}
+
+impl Clock {
+    /// Start of the window holding `ts`.
+    pub(crate) fn window_start(&self, ts: EventTime) -> EventTime {
+        ts - ts.rem_euclid(self.window_ms)
+    }
+
+    /// Whether the window starting at `start` is past retention: its events
+    /// are too late for any window.
+    pub(crate) fn expired(&self, start: EventTime) -> bool {
+        self.watermark.is_some_and(|wm| {
+            start
+                .saturating_add(self.window_ms)
+                .saturating_add(self.retention_ms)
+                <= wm
+        })
+    }
+}
+
+/// The running inputs of every figure over a span of events: the whole
+/// stream (cumulative) or one window. Only counts, sums, min/max and sets:
+/// the same events in any order give the same values (but `peak`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub(crate) struct StreamState {
+pub(crate) struct Figures {
     /// Count per event type, indexed by `EventType as usize`.
     counts: [u64; EventType::ALL.len()],
     /// Sum of `quantity` over purchases.
@@ -35,186 +71,97 @@ pub(crate) struct StreamState {
     gmv: i64,
     /// Sum of refund amounts, minor units.
     refunds: i64,
-    /// Set by the first purchase or refund counted.
-    currency: Option<Currency>,
-    /// The first non-empty `seller_id` counted.
-    seller_id: Option<String>,
     /// Smallest counted `ts`; `EventTime::MAX` until the first event.
     first_event_ts: EventTime,
     /// Largest counted `ts`; `EventTime::MIN` until the first event.
     last_event_ts: EventTime,
-    /// Highest concurrent viewer count after any counted event.
-    peak_concurrent_viewers: u64,
-    /// Publications so far; persisted so it keeps increasing across restarts.
-    pub(crate) revision: u64,
-    /// Highest input position whose effect is in this state.
-    pub(crate) applied_through: Option<u64>,
     /// Hashes of distinct `order_id`s over purchases.
     orders: IdSet,
-    /// Presence, viewing and buying per viewer.
-    viewers: Viewers,
-    /// Hashes of the `event_id`s already counted.
-    seen: SeenEvents,
-    /// Per-product figures, keyed by `product_id`.
-    products: HashMap<String, ProductState>,
-    /// Changed since the last publication. Not persisted: a restored stream
-    /// has nothing new to publish.
-    #[serde(skip)]
-    pub(crate) dirty: bool,
-    /// `applied_through` as restored: events at or below it are already in
-    /// this state. Kept apart from `applied_through` so that, without a
-    /// restore, positions need not increase.
-    #[serde(skip)]
-    pub(crate) restored_through: Option<u64>,
+    /// Hashes of distinct viewers over `view` events.
+    viewers: IdSet,
+    /// Hashes of distinct viewers over `purchase` events.
+    buyers: IdSet,
+    /// The stream's concurrent viewers after the last event counted here.
+    concurrent: u64,
+    /// The highest `concurrent` after any event counted here.
+    peak: u64,
 }
 
-impl Default for StreamState {
+impl Default for Figures {
     fn default() -> Self {
-        StreamState {
+        Figures {
             counts: [0; EventType::ALL.len()],
             items_sold: 0,
             gmv: 0,
             refunds: 0,
-            currency: None,
-            seller_id: None,
             first_event_ts: EventTime::MAX,
             last_event_ts: EventTime::MIN,
-            peak_concurrent_viewers: 0,
-            revision: 0,
-            applied_through: None,
             orders: IdSet::default(),
-            viewers: Viewers::default(),
-            seen: SeenEvents::default(),
-            products: HashMap::new(),
-            dirty: false,
-            restored_through: None,
+            viewers: IdSet::default(),
+            buyers: IdSet::default(),
+            concurrent: 0,
+            peak: 0,
         }
     }
 }
 
-impl StreamState {
-    /// Applies one event of this stream found at input `position`.
-    ///
-    /// Order of checks: already applied before a restore, duplicate, currency
-    /// mismatch, then count. Only `Counted` changes a figure; `Duplicate` also
-    /// advances `applied_through` (so a replay after restore reports it as
-    /// already applied, not as a second duplicate); `Invalid` changes nothing.
-    pub(crate) fn apply(&mut self, event: &Event<'_>, position: u64) -> Outcome {
-        if self
-            .restored_through
-            .is_some_and(|through| position <= through)
-        {
-            return Outcome::AlreadyApplied;
-        }
-        let event_hash = id_hash(&event.event_id);
-        let mismatch = match &event.action {
-            Action::Purchase(line) | Action::Refund(line) => {
-                self.currency.is_some_and(|c| c != line.currency)
-            }
-            _ => false,
-        };
-        if mismatch {
-            // Rare path: look without inserting, since an invalid event must
-            // not enter the duplicate set.
-            return if self.seen.contains(event_hash) {
-                self.advance(position);
-                Outcome::Duplicate
-            } else {
-                Outcome::Invalid(InvalidReason::CurrencyMismatch)
-            };
-        }
-        if !self.seen.insert(event_hash) {
-            self.advance(position);
-            return Outcome::Duplicate;
-        }
-        self.count(event);
-        self.advance(position);
-        Outcome::Counted
-    }
-
-    fn advance(&mut self, position: u64) {
-        self.applied_through = Some(self.applied_through.map_or(position, |p| p.max(position)));
-    }
-
-    /// Adds a new, valid event to every figure it touches.
-    fn count(&mut self, event: &Event<'_>) {
+impl Figures {
+    /// Adds one new, valid event; `viewer` is its viewer's hash and
+    /// `concurrent` the stream's concurrent viewers after it.
+    fn count(&mut self, event: &Event<'_>, viewer: u64, concurrent: u64) {
         self.counts[event.action.event_type() as usize] += 1;
         self.first_event_ts = self.first_event_ts.min(event.ts);
         self.last_event_ts = self.last_event_ts.max(event.ts);
-        if self.seller_id.is_none() {
-            if let Some(seller) = event.seller_id.as_deref().filter(|s| !s.is_empty()) {
-                self.seller_id = Some(seller.to_owned());
-            }
-        }
+        self.concurrent = concurrent;
+        self.peak = self.peak.max(concurrent);
         match &event.action {
-            Action::View => self.presence(&event.viewer_id, event.ts, true),
-            Action::Leave => self.presence(&event.viewer_id, event.ts, false),
-            Action::Impression { product_id } => self.product(product_id).impressions += 1,
-            Action::Click { product_id } => self.product(product_id).clicks += 1,
-            Action::AddToCart { product_id } => self.product(product_id).add_to_carts += 1,
-            Action::Purchase(line) => self.purchase(&event.viewer_id, line),
-            Action::Refund(line) => {
-                self.currency.get_or_insert(line.currency);
-                // Refunds are not attributed to products: the contract's
-                // product figures are all about selling.
-                self.refunds = self.refunds.saturating_add(line.amount());
+            Action::View => {
+                self.viewers.insert(viewer);
             }
-            Action::Like | Action::Comment | Action::Share | Action::Follow => {}
+            Action::Purchase(line) => {
+                // Sums of non-negative terms saturate the same whatever the order.
+                self.items_sold = self.items_sold.saturating_add(u64::from(line.quantity));
+                self.gmv = self.gmv.saturating_add(line.amount());
+                self.orders.insert(id_hash(&line.order_id));
+                self.buyers.insert(viewer);
+            }
+            Action::Refund(line) => self.refunds = self.refunds.saturating_add(line.amount()),
+            _ => {}
         }
-    }
-
-    fn presence(&mut self, viewer_id: &str, ts: EventTime, is_view: bool) {
-        self.viewers.presence(id_hash(viewer_id), ts, is_view);
-        self.peak_concurrent_viewers = self.peak_concurrent_viewers.max(self.viewers.concurrent);
-    }
-
-    fn purchase(&mut self, viewer_id: &str, line: &OrderLine<'_>) {
-        self.currency.get_or_insert(line.currency);
-        let amount = line.amount();
-        let quantity = u64::from(line.quantity);
-        let order = id_hash(&line.order_id);
-        // Sums of non-negative terms saturate the same whatever the order.
-        self.items_sold = self.items_sold.saturating_add(quantity);
-        self.gmv = self.gmv.saturating_add(amount);
-        self.orders.insert(order);
-        self.viewers.bought(id_hash(viewer_id));
-        let product = self.product(&line.product_id);
-        product.items_sold = product.items_sold.saturating_add(quantity);
-        product.gmv = product.gmv.saturating_add(amount);
-        product.orders.insert(order);
-    }
-
-    /// The product's figures, created on first sight; no allocation when it exists.
-    fn product(&mut self, product_id: &str) -> &mut ProductState {
-        self.products.entry_ref(product_id).or_default()
     }
 
     fn count_of(&self, event_type: EventType) -> u64 {
         self.counts[event_type as usize]
     }
 
-    /// The cumulative figures now, at the current revision.
-    pub(crate) fn rollup(&self, stream_id: String, rate: CommissionRate) -> StreamRollup {
+    /// The figures as a rollup; the caller sets kind, window and identity.
+    fn rollup(
+        &self,
+        stream: &StreamState,
+        stream_id: String,
+        rate: CommissionRate,
+        revision: u64,
+    ) -> StreamRollup {
         let views = self.count_of(EventType::View);
         let impressions = self.count_of(EventType::Impression);
         let clicks = self.count_of(EventType::Click);
         let orders = self.orders.len();
-        let unique_viewers = self.viewers.unique_viewers;
-        let unique_buyers = self.viewers.unique_buyers;
+        let unique_viewers = self.viewers.len();
+        let unique_buyers = self.buyers.len();
         let net_gmv = self.gmv.saturating_sub(self.refunds);
         StreamRollup {
             kind: RollupKind::Cumulative,
             window_start: None,
             window_end: None,
             stream_id,
-            seller_id: self.seller_id.clone(),
-            currency: self.currency.map(|c| c.as_str().to_owned()),
+            seller_id: stream.seller_id.clone(),
+            currency: stream.currency.map(|c| c.as_str().to_owned()),
             first_event_ts: self.first_event_ts,
             last_event_ts: self.last_event_ts,
             views,
             unique_viewers,
-            concurrent_viewers: self.viewers.concurrent,
-            peak_concurrent_viewers: self.peak_concurrent_viewers,
+            concurrent_viewers: self.concurrent,
+            peak_concurrent_viewers: self.peak,
             impressions,
             clicks,
             add_to_carts: self.count_of(EventType::AddToCart),
@@ -234,9 +181,285 @@ impl StreamState {
             conversion_rate: ratio(unique_buyers, unique_viewers),
             gpm: money_ratio(i128::from(self.gmv) * 1000, views),
             aov: money_ratio(i128::from(self.gmv), orders),
-            revision: self.revision,
-            is_final: false,
+            revision,
+            is_final: stream.finalized,
         }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.orders.heap_bytes() + self.viewers.heap_bytes() + self.buyers.heap_bytes()
+    }
+}
+
+/// One tumbling window of a stream.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct WindowState {
+    figures: Figures,
+    /// Publications of this window so far.
+    revision: u64,
+    /// Changed since its last publication.
+    #[serde(skip)]
+    dirty: bool,
+}
+
+/// Everything kept for one stream.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct StreamState {
+    /// Since the stream's first event.
+    totals: Figures,
+    /// Set by the first purchase or refund counted.
+    currency: Option<Currency>,
+    /// The first non-empty `seller_id` counted.
+    seller_id: Option<String>,
+    /// Publications so far; persisted so it keeps increasing across restarts.
+    pub(crate) revision: u64,
+    /// Highest input position whose effect is in this state.
+    pub(crate) applied_through: Option<u64>,
+    /// Latest presence per viewer, for concurrent viewers.
+    viewers: Viewers,
+    /// Event ids counted recently (event time), for duplicates.
+    seen: SeenEvents,
+    /// Per-product figures, keyed by `product_id`.
+    products: HashMap<String, ProductState>,
+    /// Retained windows by start.
+    windows: BTreeMap<EventTime, WindowState>,
+    /// Ended: idle past the timeout, per-viewer and per-event state released.
+    pub(crate) finalized: bool,
+    /// Changed since the last publication. Not persisted: a restored stream
+    /// has nothing new to publish.
+    #[serde(skip)]
+    pub(crate) dirty: bool,
+    /// `applied_through` as restored: events at or below it are already in
+    /// this state. Kept apart from `applied_through` so that, without a
+    /// restore, positions need not increase.
+    #[serde(skip)]
+    pub(crate) restored_through: Option<u64>,
+}
+
+impl Default for StreamState {
+    fn default() -> Self {
+        StreamState {
+            totals: Figures::default(),
+            currency: None,
+            seller_id: None,
+            revision: 0,
+            applied_through: None,
+            viewers: Viewers::default(),
+            seen: SeenEvents::default(),
+            products: HashMap::new(),
+            windows: BTreeMap::new(),
+            finalized: false,
+            dirty: false,
+            restored_through: None,
+        }
+    }
+}
+
+/// What applying one event did, with whether it was too late for a window.
+pub(crate) struct Applied {
+    pub(crate) outcome: Outcome,
+    /// Counted in the cumulative figures but too late for any retained window.
+    pub(crate) late: bool,
+}
+
+impl StreamState {
+    /// Applies one event of this stream found at input `position`.
+    ///
+    /// Order of checks: already applied before a restore, duplicate, currency
+    /// mismatch, then count. Only `Counted` changes a figure; `Duplicate` also
+    /// advances `applied_through` (so a replay after restore reports it as
+    /// already applied, not as a second duplicate); `Invalid` changes nothing.
+    pub(crate) fn apply(&mut self, event: &Event<'_>, position: u64, clock: &Clock) -> Applied {
+        let done = |outcome| Applied {
+            outcome,
+            late: false,
+        };
+        if self
+            .restored_through
+            .is_some_and(|through| position <= through)
+        {
+            return done(Outcome::AlreadyApplied);
+        }
+        let event_hash = id_hash(&event.event_id);
+        let mismatch = match &event.action {
+            Action::Purchase(line) | Action::Refund(line) => {
+                self.currency.is_some_and(|c| c != line.currency)
+            }
+            _ => false,
+        };
+        if mismatch {
+            // Rare path: look without inserting, since an invalid event must
+            // not enter the duplicate set.
+            return if self.seen.contains(event_hash) {
+                self.advance(position);
+                done(Outcome::Duplicate)
+            } else {
+                done(Outcome::Invalid(InvalidReason::CurrencyMismatch))
+            };
+        }
+        if !self.seen.insert(event_hash, event.ts) {
+            self.advance(position);
+            return done(Outcome::Duplicate);
+        }
+        let late = self.count(event, clock);
+        self.advance(position);
+        Applied {
+            outcome: Outcome::Counted,
+            late,
+        }
+    }
+
+    fn advance(&mut self, position: u64) {
+        self.applied_through = Some(self.applied_through.map_or(position, |p| p.max(position)));
+    }
+
+    /// Adds a new, valid event to every figure it touches; `true` when it was
+    /// too late for any retained window.
+    fn count(&mut self, event: &Event<'_>, clock: &Clock) -> bool {
+        // A counted event reopens an ended stream, from its figures.
+        self.finalized = false;
+        if self.seller_id.is_none() {
+            if let Some(seller) = event.seller_id.as_deref().filter(|s| !s.is_empty()) {
+                self.seller_id = Some(seller.to_owned());
+            }
+        }
+        let viewer = id_hash(&event.viewer_id);
+        match &event.action {
+            Action::View => self.viewers.presence(viewer, event.ts, true),
+            Action::Leave => self.viewers.presence(viewer, event.ts, false),
+            Action::Impression { product_id } => self.product(product_id).impressions += 1,
+            Action::Click { product_id } => self.product(product_id).clicks += 1,
+            Action::AddToCart { product_id } => self.product(product_id).add_to_carts += 1,
+            Action::Purchase(line) => self.purchase(line),
+            // Refunds are not attributed to products: the contract's product
+            // figures are all about selling.
+            Action::Refund(line) => {
+                self.currency.get_or_insert(line.currency);
+            }
+            Action::Like | Action::Comment | Action::Share | Action::Follow => {}
+        }
+        let concurrent = self.viewers.concurrent;
+        self.totals.count(event, viewer, concurrent);
+        let start = clock.window_start(event.ts);
+        if clock.expired(start) {
+            return true;
+        }
+        let window = self.windows.entry(start).or_default();
+        window.figures.count(event, viewer, concurrent);
+        window.dirty = true;
+        false
+    }
+
+    fn purchase(&mut self, line: &OrderLine<'_>) {
+        self.currency.get_or_insert(line.currency);
+        let quantity = u64::from(line.quantity);
+        let order = id_hash(&line.order_id);
+        let product = self.product(&line.product_id);
+        product.items_sold = product.items_sold.saturating_add(quantity);
+        product.gmv = product.gmv.saturating_add(line.amount());
+        product.orders.insert(order);
+    }
+
+    /// The product's figures, created on first sight; no allocation when it exists.
+    fn product(&mut self, product_id: &str) -> &mut ProductState {
+        self.products.entry_ref(product_id).or_default()
+    }
+
+    /// The cumulative figures now, at the current revision.
+    pub(crate) fn rollup(&self, stream_id: String, rate: CommissionRate) -> StreamRollup {
+        self.totals.rollup(self, stream_id, rate, self.revision)
+    }
+
+    /// Rollups of the windows changed since the last call, each at a new
+    /// revision, oldest first.
+    pub(crate) fn publish_windows(
+        &mut self,
+        stream_id: &str,
+        rate: CommissionRate,
+        window_ms: i64,
+    ) -> Vec<StreamRollup> {
+        let mut changed: Vec<(EventTime, &mut WindowState)> = self
+            .windows
+            .iter_mut()
+            .filter(|(_, w)| w.dirty)
+            .map(|(s, w)| (*s, w))
+            .collect();
+        for (_, window) in &mut changed {
+            window.dirty = false;
+            window.revision += 1;
+        }
+        let changed: Vec<(EventTime, u64)> =
+            changed.into_iter().map(|(s, w)| (s, w.revision)).collect();
+        changed
+            .into_iter()
+            .map(|(start, revision)| {
+                let mut rollup =
+                    self.windows[&start]
+                        .figures
+                        .rollup(self, stream_id.to_owned(), rate, revision);
+                rollup.kind = RollupKind::Window;
+                rollup.window_start = Some(start);
+                rollup.window_end = Some(start.saturating_add(window_ms));
+                rollup.is_final = false;
+                rollup
+            })
+            .collect()
+    }
+
+    /// Every retained window's figures now, oldest first (no new revision).
+    pub(crate) fn window_rollups(
+        &self,
+        stream_id: &str,
+        rate: CommissionRate,
+        window_ms: i64,
+    ) -> Vec<StreamRollup> {
+        self.windows
+            .iter()
+            .map(|(start, w)| {
+                let mut rollup = w
+                    .figures
+                    .rollup(self, stream_id.to_owned(), rate, w.revision);
+                rollup.kind = RollupKind::Window;
+                rollup.window_start = Some(*start);
+                rollup.window_end = Some(start.saturating_add(window_ms));
+                rollup.is_final = false;
+                rollup
+            })
+            .collect()
+    }
+
+    /// Drops what the watermark made useless: windows past retention, event
+    /// ids past the duplicate horizon, absent viewers past retention.
+    pub(crate) fn expire(&mut self, clock: &Clock) {
+        let Some(watermark) = clock.watermark else {
+            return;
+        };
+        while let Some((&start, _)) = self.windows.first_key_value() {
+            if !clock.expired(start) {
+                break;
+            }
+            self.windows.pop_first();
+        }
+        self.seen
+            .expire(watermark.saturating_sub(clock.dedup_horizon_ms));
+        self.viewers
+            .expire_absent(watermark.saturating_sub(clock.retention_ms));
+    }
+
+    /// Whether the stream has been idle (in event time) for `idle_ms` at `watermark`.
+    pub(crate) fn idle(&self, watermark: EventTime, idle_ms: i64) -> bool {
+        !self.finalized && self.totals.last_event_ts.saturating_add(idle_ms) <= watermark
+    }
+
+    /// Ends the stream: releases per-viewer and per-event state, keeps the
+    /// cumulative figures (a later event reopens it from them), and marks it
+    /// for a last publication with `final: true` and no viewer present.
+    pub(crate) fn finalize(&mut self) {
+        self.finalized = true;
+        self.viewers = Viewers::default();
+        self.seen = SeenEvents::default();
+        self.totals.concurrent = 0;
+        self.dirty = true;
     }
 
     /// Every product's figures, by `gmv` descending then `product_id`.
@@ -262,6 +485,11 @@ impl StreamState {
         products
     }
 
+    /// Largest event time counted (`EventTime::MIN` before any).
+    pub(crate) fn last_event_ts(&self) -> EventTime {
+        self.totals.last_event_ts
+    }
+
     /// Approximate heap and inline bytes, for the state-size metric.
     pub(crate) fn bytes_estimate(&self) -> usize {
         let products: usize = self
@@ -270,12 +498,18 @@ impl StreamState {
             .map(|(id, p)| id.capacity() + p.orders.heap_bytes())
             .sum::<usize>()
             + self.products.capacity() * (std::mem::size_of::<(String, ProductState)>() + 1);
+        let windows: usize = self
+            .windows
+            .values()
+            .map(|w| std::mem::size_of::<(EventTime, WindowState)>() + w.figures.heap_bytes())
+            .sum();
         std::mem::size_of::<Self>()
             + self.seller_id.as_ref().map_or(0, String::capacity)
-            + self.orders.heap_bytes()
+            + self.totals.heap_bytes()
             + self.viewers.heap_bytes()
-            + self.seen.0.heap_bytes()
+            + self.seen.heap_bytes()
             + products
+            + windows
     }
 }
 
@@ -291,22 +525,80 @@ fn money_ratio(numerator: i128, denominator: u64) -> Option<i64> {
     Some(i64::try_from(rounded).unwrap_or(if rounded < 0 { i64::MIN } else { i64::MAX }))
 }
 
-/// The `event_id` hashes already counted for a stream. Unbounded for now; its
-/// own type so that a time-bounded version can replace it.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(transparent)]
-struct SeenEvents(IdSet);
+/// The `event_id` hashes counted for a stream, each with its event time, so
+/// that the set forgets ids older than the duplicate horizon (spec: duplicates
+/// are caught at least within 10 minutes of the original's event time).
+#[derive(Clone, Debug, Default)]
+struct SeenEvents {
+    by_hash: HashMap<u64, EventTime>,
+    /// No entry is older than this (the last expiry's cut-off).
+    oldest: EventTime,
+}
 
 impl SeenEvents {
     fn contains(&self, event_hash: u64) -> bool {
-        self.0.contains(event_hash)
+        self.by_hash.contains_key(&event_hash)
     }
 
     /// `false` when the event was already seen.
-    fn insert(&mut self, event_hash: u64) -> bool {
-        self.0.insert(event_hash)
+    fn insert(&mut self, event_hash: u64, ts: EventTime) -> bool {
+        match self.by_hash.entry(event_hash) {
+            hashbrown::hash_map::Entry::Occupied(_) => false,
+            hashbrown::hash_map::Entry::Vacant(slot) => {
+                slot.insert(ts);
+                true
+            }
+        }
+    }
+
+    /// Forgets ids whose event time is before `cutoff`. Scans only when the
+    /// cut-off moved a minute or more, so the cost is amortized.
+    fn expire(&mut self, cutoff: EventTime) {
+        if cutoff < self.oldest.saturating_add(60_000) {
+            return;
+        }
+        self.by_hash.retain(|_, ts| *ts >= cutoff);
+        self.oldest = cutoff;
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.by_hash.capacity() * (std::mem::size_of::<(u64, EventTime)>() + 1)
     }
 }
+
+impl Serialize for SeenEvents {
+    /// A flat blob of (hash, ts) records.
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut bytes = Vec::with_capacity(self.by_hash.len() * SEEN_RECORD);
+        for (hash, ts) in &self.by_hash {
+            bytes.extend_from_slice(&hash.to_le_bytes());
+            bytes.extend_from_slice(&ts.to_le_bytes());
+        }
+        serializer.serialize_bytes(&bytes)
+    }
+}
+
+impl<'de> Deserialize<'de> for SeenEvents {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let bytes = deserialize_blob(deserializer)?;
+        let records = fixed_records::<SEEN_RECORD, D::Error>(&bytes)?;
+        let mut seen = SeenEvents {
+            by_hash: HashMap::with_capacity(records.len()),
+            oldest: EventTime::MIN,
+        };
+        for record in records {
+            let (hash, ts) = record.split_at(8);
+            let hash = u64::from_le_bytes(hash.try_into().map_err(D::Error::custom)?);
+            let ts = EventTime::from_le_bytes(ts.try_into().map_err(D::Error::custom)?);
+            seen.by_hash.insert(hash, ts);
+        }
+        Ok(seen)
+    }
+}
+
+/// Serialized size of a seen event: hash, ts.
+const SEEN_RECORD: usize = 8 + 8;
 
 /// The figures of one product within a stream.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -320,72 +612,62 @@ struct ProductState {
     orders: IdSet,
 }
 
-/// One viewer's register. `ts` is meaningful only with `HAS_PRESENCE`.
+/// One viewer's latest presence event (`view` or `leave`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Viewer {
-    /// `ts` of the latest presence event (`view` or `leave`).
+    /// `ts` of the latest presence event.
     ts: EventTime,
-    flags: u8,
+    /// The latest presence event is a `view`: the viewer is in the room.
+    present: bool,
 }
 
-/// The viewer has had a presence event; `ts` is set.
-const HAS_PRESENCE: u8 = 1;
-/// The latest presence event is a `view`: the viewer is in the room.
-const PRESENT: u8 = 1 << 1;
-/// The viewer has at least one counted `view`.
-const VIEWED: u8 = 1 << 2;
-/// The viewer has at least one counted `purchase`.
-const BOUGHT: u8 = 1 << 3;
-const ALL_FLAGS: u8 = HAS_PRESENCE | PRESENT | VIEWED | BOUGHT;
-/// Serialized size of a viewer: hash, ts, flags.
+/// Serialized size of a viewer: hash, ts, present.
 const VIEWER_RECORD: usize = 8 + 8 + 1;
 
-/// Per viewer (by hash): latest presence, whether they viewed, whether they
-/// bought — one table for three figures, so each event costs one probe.
+/// Latest presence per viewer (by hash), for concurrent viewers.
 #[derive(Clone, Debug, Default)]
 struct Viewers {
     by_hash: HashMap<u64, Viewer>,
-    /// Viewers with `PRESENT`.
+    /// Viewers present.
     concurrent: u64,
-    /// Viewers with `VIEWED`.
-    unique_viewers: u64,
-    /// Viewers with `BOUGHT`.
-    unique_buyers: u64,
 }
 
 impl Viewers {
     /// Records a `view` or `leave` at `ts`. The later `ts` wins; at equal `ts`
     /// a `leave` beats a `view`, so the result does not depend on arrival order.
     fn presence(&mut self, viewer: u64, ts: EventTime, is_view: bool) {
-        let v = self.by_hash.entry(viewer).or_default();
-        if is_view && v.flags & VIEWED == 0 {
-            v.flags |= VIEWED;
-            self.unique_viewers += 1;
-        }
-        let newer = v.flags & HAS_PRESENCE == 0 || ts > v.ts || (ts == v.ts && !is_view);
-        if !newer {
-            return;
-        }
-        let was_present = v.flags & PRESENT != 0;
-        v.ts = ts;
-        v.flags |= HAS_PRESENCE;
-        if is_view {
-            v.flags |= PRESENT;
-        } else {
-            v.flags &= !PRESENT;
-        }
-        match (was_present, is_view) {
-            (false, true) => self.concurrent += 1,
-            (true, false) => self.concurrent -= 1,
-            _ => {}
+        match self.by_hash.entry(viewer) {
+            hashbrown::hash_map::Entry::Vacant(slot) => {
+                slot.insert(Viewer {
+                    ts,
+                    present: is_view,
+                });
+                self.concurrent += u64::from(is_view);
+            }
+            hashbrown::hash_map::Entry::Occupied(mut slot) => {
+                let v = slot.get_mut();
+                let newer = ts > v.ts || (ts == v.ts && !is_view);
+                if !newer {
+                    return;
+                }
+                match (v.present, is_view) {
+                    (false, true) => self.concurrent += 1,
+                    (true, false) => self.concurrent -= 1,
+                    _ => {}
+                }
+                *v = Viewer {
+                    ts,
+                    present: is_view,
+                };
+            }
         }
     }
 
-    fn bought(&mut self, viewer: u64) {
-        let v = self.by_hash.entry(viewer).or_default();
-        if v.flags & BOUGHT == 0 {
-            v.flags |= BOUGHT;
-            self.unique_buyers += 1;
+    /// Forgets viewers who left before `cutoff`: no event that old can still
+    /// change who is present (it would be past window retention).
+    fn expire_absent(&mut self, cutoff: EventTime) {
+        if self.by_hash.len() > self.concurrent as usize {
+            self.by_hash.retain(|_, v| v.present || v.ts >= cutoff);
         }
     }
 
@@ -395,13 +677,13 @@ impl Viewers {
 }
 
 impl Serialize for Viewers {
-    /// A flat blob of fixed records; the three counters are derived on restore.
+    /// A flat blob of fixed records; the concurrent count is derived on restore.
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut bytes = Vec::with_capacity(self.by_hash.len() * VIEWER_RECORD);
         for (hash, v) in &self.by_hash {
             bytes.extend_from_slice(&hash.to_le_bytes());
             bytes.extend_from_slice(&v.ts.to_le_bytes());
-            bytes.push(v.flags);
+            bytes.push(u8::from(v.present));
         }
         serializer.serialize_bytes(&bytes)
     }
@@ -414,23 +696,24 @@ impl<'de> Deserialize<'de> for Viewers {
         let records = fixed_records::<VIEWER_RECORD, D::Error>(&bytes)?;
         let mut viewers = Viewers {
             by_hash: HashMap::with_capacity(records.len()),
-            ..Viewers::default()
+            concurrent: 0,
         };
         for record in records {
             let (hash, rest) = record.split_at(8);
-            let (ts, flags) = rest.split_at(8);
-            let flags = flags[0];
-            if flags & !ALL_FLAGS != 0 || (flags & PRESENT != 0 && flags & HAS_PRESENCE == 0) {
-                return Err(D::Error::custom(format_args!(
-                    "bad viewer flags {flags:#04x}"
-                )));
-            }
+            let (ts, flag) = rest.split_at(8);
+            let present = match flag[0] {
+                0 => false,
+                1 => true,
+                other => {
+                    return Err(D::Error::custom(format_args!(
+                        "bad presence flag {other:#04x}"
+                    )))
+                }
+            };
             let hash = u64::from_le_bytes(hash.try_into().map_err(D::Error::custom)?);
             let ts = EventTime::from_le_bytes(ts.try_into().map_err(D::Error::custom)?);
-            viewers.concurrent += u64::from(flags & PRESENT != 0);
-            viewers.unique_viewers += u64::from(flags & VIEWED != 0);
-            viewers.unique_buyers += u64::from(flags & BOUGHT != 0);
-            viewers.by_hash.insert(hash, Viewer { ts, flags });
+            viewers.concurrent += u64::from(present);
+            viewers.by_hash.insert(hash, Viewer { ts, present });
         }
         Ok(viewers)
     }
@@ -521,7 +804,8 @@ impl fmt::Debug for StreamCheckpoint {
         f.debug_struct("StreamCheckpoint")
             .field("revision", &self.state.revision)
             .field("applied_through", &self.state.applied_through)
-            .field("events", &self.state.seen.0.len())
+            .field("events", &self.state.seen.by_hash.len())
+            .field("windows", &self.state.windows.len())
             .field("viewers", &self.state.viewers.by_hash.len())
             .field("products", &self.state.products.len())
             .finish_non_exhaustive()

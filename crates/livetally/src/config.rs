@@ -55,6 +55,17 @@ pub struct Settings {
     pub max_clock_skew_ms: i64,
     /// Create missing output topics (rollup, dead-letter, changelog) at start.
     pub create_topics: bool,
+    /// Tumbling window length, milliseconds.
+    pub window_ms: i64,
+    /// Watermark lag behind the newest event time, milliseconds.
+    pub allowed_lateness_ms: i64,
+    /// How long closed windows are kept for corrected revisions, milliseconds.
+    pub window_retention_ms: i64,
+    /// Event-time idleness after which a stream has ended, milliseconds.
+    pub idle_timeout_ms: i64,
+    /// Wall-clock quiet time after which a partition's watermark follows the
+    /// wall clock, milliseconds.
+    pub idle_partition_ms: u64,
     /// Extra librdkafka properties for every client (TOML table only).
     pub kafka: std::collections::BTreeMap<String, String>,
 }
@@ -76,6 +87,11 @@ impl Default for Settings {
             max_event_bytes: 65_536,
             max_clock_skew_ms: 300_000,
             create_topics: true,
+            window_ms: 60_000,
+            allowed_lateness_ms: 5_000,
+            window_retention_ms: 3_600_000,
+            idle_timeout_ms: 1_800_000,
+            idle_partition_ms: 30_000,
             kafka: Default::default(),
         }
     }
@@ -85,7 +101,7 @@ impl Settings {
     /// The keys read from `LIVETALLY_*` variables. Other variables with that
     /// prefix (`LIVETALLY_LOG`, a test harness's own) are not settings and are
     /// left alone rather than refused.
-    const KEYS: [&'static str; 14] = [
+    const KEYS: [&'static str; 19] = [
         "brokers",
         "topic",
         "group",
@@ -100,6 +116,11 @@ impl Settings {
         "max_event_bytes",
         "max_clock_skew_ms",
         "create_topics",
+        "window_ms",
+        "allowed_lateness_ms",
+        "window_retention_ms",
+        "idle_timeout_ms",
+        "idle_partition_ms",
     ];
 
     /// Layers defaults, the optional TOML file, `LIVETALLY_*` variables and
@@ -123,7 +144,7 @@ impl Settings {
             .merge(Serialized::defaults(overrides))
             .extract()
             .context("invalid configuration")?;
-        settings.commission()?;
+        settings.aggregator()?;
         Ok(settings)
     }
 
@@ -132,6 +153,28 @@ impl Settings {
         self.changelog_topic
             .clone()
             .unwrap_or_else(|| format!("{}.changelog", self.group))
+    }
+
+    /// The aggregation settings.
+    pub fn aggregator(&self) -> anyhow::Result<livetally_aggregator::AggregatorConfig> {
+        anyhow::ensure!(self.window_ms > 0, "window_ms must be positive");
+        anyhow::ensure!(
+            self.allowed_lateness_ms >= 0,
+            "allowed_lateness_ms must not be negative"
+        );
+        anyhow::ensure!(
+            self.window_retention_ms >= 0,
+            "window_retention_ms must not be negative"
+        );
+        anyhow::ensure!(self.idle_timeout_ms > 0, "idle_timeout_ms must be positive");
+        Ok(livetally_aggregator::AggregatorConfig {
+            commission: self.commission()?,
+            window_ms: self.window_ms,
+            allowed_lateness_ms: self.allowed_lateness_ms,
+            window_retention_ms: self.window_retention_ms,
+            idle_timeout_ms: self.idle_timeout_ms,
+            ..Default::default()
+        })
     }
 
     /// The parsed commission rate.

@@ -106,6 +106,26 @@ struct RunArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     max_clock_skew_ms: Option<i64>,
+    /// Tumbling window length, milliseconds.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    window_ms: Option<i64>,
+    /// Watermark lag behind the newest event time, milliseconds.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    allowed_lateness_ms: Option<i64>,
+    /// How long closed windows are kept for corrections, milliseconds.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    window_retention_ms: Option<i64>,
+    /// Event-time idleness after which a stream has ended, milliseconds.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    idle_timeout_ms: Option<i64>,
+    /// Quiet time after which a partition's watermark follows the wall clock, milliseconds.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    idle_partition_ms: Option<u64>,
 }
 
 fn parse_format(raw: &str) -> Result<RollupFormat, String> {
@@ -188,7 +208,10 @@ fn replay_command(args: ReplayArgs) -> anyhow::Result<()> {
         .commission_rate
         .parse()
         .map_err(|e| anyhow::anyhow!("--commission-rate: {e}"))?;
-    let aggregator = livetally_aggregator::AggregatorConfig { commission };
+    let aggregator = livetally_aggregator::AggregatorConfig {
+        commission,
+        ..Default::default()
+    };
     let now_ms = match args.now.as_deref() {
         None => None,
         Some("now") => Some(

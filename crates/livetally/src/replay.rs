@@ -24,6 +24,8 @@ pub struct Summary {
     pub invalid: std::collections::BTreeMap<&'static str, u64>,
     /// Duplicate events ignored.
     pub duplicates: u64,
+    /// Events too late for any retained window (counted cumulatively).
+    pub late: u64,
     /// Streams in the output.
     pub streams: u64,
 }
@@ -69,6 +71,7 @@ pub fn aggregate(
             Outcome::AlreadyApplied => {}
         }
     }
+    summary.late = state.take_late();
     let mut rollups: Vec<StreamRollup> = state
         .publish()
         .into_iter()

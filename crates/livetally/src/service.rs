@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
-use livetally_aggregator::AggregatorConfig;
 use livetally_ingest::consumer::ConsumerSettings;
 use livetally_ingest::DecodeConfig;
 use livetally_sink::http::{self, ApiState};
@@ -56,15 +55,14 @@ pub fn engine_config(settings: &Settings) -> anyhow::Result<EngineConfig> {
             format: settings.rollup_format,
             extra,
         },
-        aggregator: AggregatorConfig {
-            commission: settings.commission()?,
-        },
+        aggregator: settings.aggregator()?,
         decode: DecodeConfig {
             max_event_bytes: settings.max_event_bytes,
             max_future_skew_ms: settings.max_clock_skew_ms,
         },
         publish_interval: Duration::from_millis(settings.publish_interval_ms.max(1)),
         clock_guard: true,
+        idle_partition: Duration::from_millis(settings.idle_partition_ms.max(1)),
     })
 }
 

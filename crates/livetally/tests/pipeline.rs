@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::io::Write;
 
 use common::reference::{diff_products, diff_rollup, Reference};
@@ -69,6 +70,9 @@ fn pipeline_matches_the_reference_everywhere() {
     check_sorted(&listed, "gmv");
     api_routes_match(&livetally, &reference);
 
+    // Windows: every minute of every stream, summing to the cumulative figures.
+    windows_sum_to_the_reference(&livetally, &reference);
+
     // (e) metrics.
     metrics_match(&livetally, &reference);
 
@@ -83,6 +87,37 @@ fn pipeline_matches_the_reference_everywhere() {
         "rollup topic vs reference",
         &reference.diff_streams(&latest),
     );
+
+    // The rollup topic's windows: the newest revision of each sums to the
+    // cumulative reference too.
+    let mut windows: BTreeMap<(String, i64), Value> = BTreeMap::new();
+    for record in &rollups {
+        let w = record.json();
+        if w["kind"] != "window" {
+            continue;
+        }
+        let key = (
+            w["stream_id"].as_str().unwrap_or_default().to_string(),
+            w["window_start"].as_i64().unwrap_or_default(),
+        );
+        let newer = windows
+            .get(&key)
+            .is_none_or(|old| old["revision"].as_u64() < w["revision"].as_u64());
+        if newer {
+            windows.insert(key, w);
+        }
+    }
+    for (id, stream) in &reference.streams {
+        let mine: Vec<Value> = windows
+            .iter()
+            .filter(|((s, _), _)| s == id)
+            .map(|(_, w)| w.clone())
+            .collect();
+        assert_no_problems(
+            &format!("rollup topic windows of {id}"),
+            &window_sum_problems(id, &stream.expected(id), &mine),
+        );
+    }
 
     // (d) the dead-letter topic.
     let dlq = read_topic(&brokers, &names.dlq);
@@ -332,4 +367,86 @@ fn metrics_match(livetally: &Livetally, reference: &Reference) {
         dead,
         "dead letters written"
     );
+}
+
+/// The figures that add up across windows.
+const ADDITIVE: [&str; 14] = [
+    "views",
+    "impressions",
+    "clicks",
+    "add_to_carts",
+    "likes",
+    "comments",
+    "shares",
+    "follows",
+    "items_sold",
+    "gmv",
+    "refunds",
+    "net_gmv",
+    "orders",
+    "unique_viewers",
+];
+
+/// Sums of window figures against the cumulative ones. Counts and money must
+/// be equal; `orders` and `unique_viewers` can only be at least the
+/// cumulative value (an order or viewer may span two windows).
+fn window_sum_problems(id: &str, expected: &Value, windows: &[Value]) -> Vec<String> {
+    let mut problems = Vec::new();
+    if windows.is_empty() {
+        problems.push(format!("{id}: no windows"));
+    }
+    for w in windows {
+        let (start, end) = (w["window_start"].as_i64(), w["window_end"].as_i64());
+        if w["kind"] != "window"
+            || start.is_none()
+            || end.zip(start).map(|(e, s)| e - s) != Some(60_000)
+        {
+            problems.push(format!("{id}: bad window {w}"));
+        }
+        if start.is_some_and(|s| s % 60_000 != 0) {
+            problems.push(format!("{id}: window not aligned to the minute: {w}"));
+        }
+    }
+    for field in ADDITIVE {
+        let sum: i64 = windows.iter().map(|w| w[field].as_i64().unwrap_or(0)).sum();
+        let total = expected[field].as_i64().unwrap_or(0);
+        let ok = if matches!(field, "orders" | "unique_viewers") {
+            sum >= total
+        } else {
+            sum == total
+        };
+        if !ok {
+            problems.push(format!(
+                "{id}: windows sum {field} = {sum}, cumulative {total}"
+            ));
+        }
+    }
+    problems
+}
+
+fn windows_sum_to_the_reference(livetally: &Livetally, reference: &Reference) {
+    for (id, stream) in &reference.streams {
+        let (status, body) = livetally.get_json(&format!("/v1/streams/{id}/windows"));
+        assert_eq!(status, 200, "/v1/streams/{id}/windows: {body}");
+        let windows = body["windows"].as_array().cloned().unwrap_or_default();
+        assert_no_problems(
+            &format!("GET /v1/streams/{id}/windows"),
+            &window_sum_problems(id, &stream.expected(id), &windows),
+        );
+        // from/to select by overlap.
+        if let Some(first) = windows.first() {
+            let start = first["window_start"].as_i64().unwrap_or_default();
+            let (_, one) = livetally.get_json(&format!(
+                "/v1/streams/{id}/windows?from={start}&to={}",
+                start + 1
+            ));
+            assert_eq!(
+                one["windows"].as_array().map(Vec::len),
+                Some(1),
+                "{id}: from/to"
+            );
+        }
+    }
+    let (status, body) = livetally.get_json("/v1/streams/nope/windows");
+    assert_eq!(status, 404, "windows of an unknown stream: {body}");
 }

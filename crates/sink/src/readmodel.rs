@@ -16,6 +16,8 @@ use tokio::sync::broadcast;
 /// How many rollups the live feed buffers for a slow SSE client before it
 /// skips ahead.
 const LIVE_FEED_CAPACITY: usize = 4096;
+/// Windows kept per stream for `/windows`: an hour of minutes, and some.
+const MAX_WINDOWS_PER_STREAM: usize = 90;
 
 /// What a reader sees of one stream.
 #[derive(Clone, Debug)]
@@ -52,16 +54,24 @@ impl ReadModel {
         }
     }
 
-    /// Stores a partition's publications and announces them on the live feed.
+    /// Stores a partition's publications and announces them on the live feed:
+    /// each stream's windows first, then its cumulative rollup.
     pub fn publish(&self, publications: &[Publication]) {
+        let watching = self.live.receiver_count() > 0;
         for publication in publications {
             self.store(publication);
-            if self.live.receiver_count() > 0 {
-                let json = crate::encode::to_json(&publication.rollup);
-                // Rollup JSON is always UTF-8.
-                let text: Arc<str> = String::from_utf8(json).unwrap_or_default().into();
-                // No subscriber left is not an error: nobody is watching.
-                let _ = self.live.send(text);
+            if watching {
+                for rollup in publication
+                    .windows
+                    .iter()
+                    .chain(std::iter::once(&publication.rollup))
+                {
+                    let json = crate::encode::to_json(rollup);
+                    // Rollup JSON is always UTF-8.
+                    let text: Arc<str> = String::from_utf8(json).unwrap_or_default().into();
+                    // No subscriber left is not an error: nobody is watching.
+                    let _ = self.live.send(text);
+                }
             }
         }
     }
@@ -69,6 +79,9 @@ impl ReadModel {
     /// Stores a publication's snapshot without announcing it.
     pub fn store(&self, publication: &Publication) {
         self.store_rollup(publication.rollup.clone(), &publication.products);
+        for window in &publication.windows {
+            self.store_rollup(window.clone(), &[]);
+        }
     }
 
     /// Stores one rollup (and, for a cumulative one, its products) without
@@ -95,6 +108,10 @@ impl ReadModel {
                     (rollup.window_start, self.streams.get_mut(&rollup.stream_id))
                 {
                     view.windows.insert(start, rollup);
+                    // Retention is the engine's; this only bounds what readers keep.
+                    while view.windows.len() > MAX_WINDOWS_PER_STREAM {
+                        view.windows.pop_first();
+                    }
                 }
             }
         }

@@ -172,7 +172,10 @@ fn commission_rounds_half_away_from_zero_even_when_negative() {
 #[test]
 fn commission_uses_the_configured_rate() {
     let rate = "12.5%".parse().unwrap();
-    let mut f = Feed::with(AggregatorConfig { commission: rate });
+    let mut f = Feed::with(AggregatorConfig {
+        commission: rate,
+        ..AggregatorConfig::default()
+    });
     let _ = f.send("a", 1, purchase("p", "o", 1, 4));
     assert_eq!(f.rollup().commission, 1, "0.5 rounds up");
     assert_eq!(f.agg.config().commission, rate);

@@ -46,8 +46,12 @@ pub struct EngineConfig {
     pub decode: DecodeConfig,
     /// How often dirty streams are published.
     pub publish_interval: Duration,
-    /// Whether decoding guards event time against the wall clock.
+    /// Whether decoding guards event time against the wall clock (live
+    /// mode); also lets an idle partition's watermark follow the wall clock.
     pub clock_guard: bool,
+    /// How long a partition may go without records before its watermark
+    /// follows the wall clock.
+    pub idle_partition: Duration,
 }
 
 /// A running engine; [`Engine::shutdown`] drains and commits.

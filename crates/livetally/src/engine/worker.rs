@@ -65,6 +65,8 @@ struct PartitionWork {
     /// Wall clock for the skew guard, refreshed every tick (the guard's
     /// tolerance is minutes, so a tick-old clock is exact enough).
     now_ms: i64,
+    /// When the last record arrived, for idle-partition handling.
+    last_record: Instant,
 }
 
 fn wall_clock_ms() -> i64 {
@@ -90,6 +92,7 @@ pub async fn run(
         last_offset: None,
         counts: BatchCounts::default(),
         now_ms: wall_clock_ms(),
+        last_record: Instant::now(),
     };
     if !work.restore(&mut control).await {
         return;
@@ -110,6 +113,7 @@ pub async fn run(
             }
             _ = tick.tick() => {
                 work.now_ms = wall_clock_ms();
+                work.idle_watermark();
                 work.flush(false).await;
             }
             message = messages.next() => match message {
@@ -172,8 +176,21 @@ impl PartitionWork {
         }
     }
 
+    /// A partition quiet for longer than the idle timeout would hold its
+    /// windows open and its streams alive forever: in live mode its watermark
+    /// follows the wall clock instead.
+    fn idle_watermark(&mut self) {
+        let config = &self.context.config;
+        if config.clock_guard && self.last_record.elapsed() >= config.idle_partition {
+            let lateness = self.aggregator.config().allowed_lateness_ms;
+            self.aggregator
+                .advance_watermark(self.now_ms.saturating_sub(lateness));
+        }
+    }
+
     /// Decodes and applies one record; an invalid one becomes a dead letter.
     fn apply(&mut self, message: &BorrowedMessage<'_>) {
+        self.last_record = Instant::now();
         let offset = message.offset();
         self.counts.consumed += 1;
         self.last_offset = Some(self.last_offset.map_or(offset, |o| o.max(offset)));
@@ -234,19 +251,24 @@ impl PartitionWork {
     /// stores the offsets it covers. Retries until it succeeds (a draining
     /// partition gives up after a while: its records will be reprocessed).
     async fn flush(&mut self, draining: bool) {
-        if self.last_offset.is_none() && self.dead_letters.is_empty() {
+        let started = Instant::now();
+        // Also publishes streams that ended because the watermark moved.
+        let publications = self.aggregator.publish();
+        if publications.is_empty() && self.last_offset.is_none() && self.dead_letters.is_empty() {
             return;
         }
-        let started = Instant::now();
-        let publications = self.aggregator.publish();
         // Readers see the new figures at once; durability follows below. A crash
         // in between recomputes the same figures from the same records.
         self.context.model.publish(&publications);
         let batch = OutBatch {
-            rollups: publications.iter().map(|p| p.rollup.clone()).collect(),
+            // A stream's windows before its cumulative rollup: on a compacted
+            // topic the newest record per key is then the cumulative state.
+            rollups: publications
+                .iter()
+                .flat_map(|p| p.windows.iter().chain(std::iter::once(&p.rollup)).cloned())
+                .collect(),
             changelog: publications
                 .iter()
-                .filter(|p| p.rollup.kind == livetally_aggregator::RollupKind::Cumulative)
                 .map(|p| (p.rollup.stream_id.clone(), p.checkpoint.to_bytes()))
                 .collect(),
             dead_letters: std::mem::take(&mut self.dead_letters),
@@ -293,6 +315,7 @@ impl PartitionWork {
         let counts = std::mem::take(&mut self.counts);
         metrics::counter!(names::EVENTS_CONSUMED).increment(counts.consumed);
         metrics::counter!(names::EVENTS_DUPLICATE).increment(counts.duplicates);
+        metrics::counter!(names::EVENTS_LATE).increment(self.aggregator.take_late());
         for (reason, n) in InvalidReason::ALL.iter().zip(counts.invalid) {
             if n > 0 {
                 metrics::counter!(names::EVENTS_INVALID, "reason" => reason.as_str()).increment(n);

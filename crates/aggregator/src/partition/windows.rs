@@ -1,0 +1,343 @@
+//! Event time: windows, the watermark, late data, the duplicate horizon and
+//! the stream lifecycle.
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::event::Action;
+use crate::rollup::RollupKind;
+use crate::testkit::{event, purchase, Feed};
+
+const MIN: i64 = 60_000;
+/// A round epoch-ms origin, on a window boundary.
+const T0: i64 = 1_764_115_200_000;
+
+fn windows_of(publications: &[Publication], stream_id: &str) -> Vec<StreamRollup> {
+    publications
+        .iter()
+        .filter(|p| p.rollup.stream_id == stream_id)
+        .flat_map(|p| p.windows.clone())
+        .collect()
+}
+
+#[test]
+fn events_land_in_their_tumbling_window_with_every_figure() {
+    let mut f = Feed::new();
+    let _ = f.send("u1", T0 + 1_000, Action::View);
+    let _ = f.send("u2", T0 + 2_000, Action::View);
+    let _ = f.send("u1", T0 + 3_000, purchase("p1", "o1", 2, 500));
+    let _ = f.send("u1", T0 + MIN + 10, Action::View);
+    let _ = f.send("u3", T0 + MIN + 20, purchase("p2", "o2", 1, 300));
+    let published = f.agg.publish();
+    let windows = windows_of(&published, "live-1");
+    assert_eq!(windows.len(), 2);
+    let (w0, w1) = (&windows[0], &windows[1]);
+    assert_eq!(
+        (w0.kind, w0.window_start, w0.window_end),
+        (RollupKind::Window, Some(T0), Some(T0 + MIN))
+    );
+    assert_eq!(
+        (
+            w0.views,
+            w0.unique_viewers,
+            w0.orders,
+            w0.gmv,
+            w0.unique_buyers
+        ),
+        (2, 2, 1, 1000, 1)
+    );
+    assert_eq!(w0.commission, 100);
+    assert_eq!(w0.gpm, Some(500_000));
+    assert_eq!(
+        (w0.first_event_ts, w0.last_event_ts),
+        (T0 + 1_000, T0 + 3_000)
+    );
+    assert_eq!(w1.window_start, Some(T0 + MIN));
+    assert_eq!(
+        (w1.views, w1.unique_viewers, w1.orders, w1.gmv),
+        (1, 1, 1, 300)
+    );
+    assert_eq!(w0.revision, 1);
+    assert!(!w0.is_final);
+    // Nothing new: nothing republished.
+    assert!(f.agg.publish().is_empty());
+    // The cumulative figures hold both windows.
+    let total = f.rollup();
+    assert_eq!((total.views, total.unique_viewers, total.gmv), (3, 2, 1300));
+}
+
+#[test]
+fn only_changed_windows_are_republished_with_a_new_revision() {
+    let mut f = Feed::new();
+    let _ = f.send("u1", T0, Action::View);
+    let _ = f.send("u1", T0 + MIN, Action::View);
+    let _ = f.agg.publish();
+    let _ = f.send("u2", T0 + MIN + 5, Action::Like);
+    let windows = windows_of(&f.agg.publish(), "live-1");
+    assert_eq!(windows.len(), 1);
+    assert_eq!(
+        (
+            windows[0].window_start,
+            windows[0].revision,
+            windows[0].likes
+        ),
+        (Some(T0 + MIN), 2, 1)
+    );
+}
+
+#[test]
+fn a_late_event_within_lateness_lands_in_its_window() {
+    let mut f = Feed::new();
+    let _ = f.send("u1", T0 + MIN + 3_000, Action::View);
+    // Watermark = T0 + MIN − 2 s: the first window is still open.
+    assert_eq!(f.agg.watermark(), Some(T0 + MIN - 2_000));
+    let _ = f.send("u2", T0 + 59_000, Action::View);
+    assert_eq!(f.agg.take_late(), 0);
+    let windows = windows_of(&f.agg.publish(), "live-1");
+    assert_eq!(
+        windows
+            .iter()
+            .map(|w| (w.window_start, w.views))
+            .collect::<Vec<_>>(),
+        [(Some(T0), 1), (Some(T0 + MIN), 1)]
+    );
+}
+
+#[test]
+fn an_event_after_the_window_closed_gives_a_corrected_revision() {
+    let mut f = Feed::new();
+    let _ = f.send("u1", T0 + 1_000, purchase("p1", "o1", 1, 100));
+    let first = windows_of(&f.agg.publish(), "live-1");
+    assert_eq!((first[0].gmv, first[0].revision), (100, 1));
+    // Ten minutes later in event time: the first window closed long ago.
+    let _ = f.send("u2", T0 + 10 * MIN, Action::View);
+    let _ = f.agg.publish();
+    let _ = f.send("u3", T0 + 2_000, purchase("p1", "o2", 1, 250));
+    assert_eq!(f.agg.take_late(), 0, "still retained: not late");
+    let corrected = windows_of(&f.agg.publish(), "live-1");
+    assert_eq!(corrected.len(), 1);
+    assert_eq!(
+        (
+            corrected[0].window_start,
+            corrected[0].gmv,
+            corrected[0].orders,
+            corrected[0].revision
+        ),
+        (Some(T0), 350, 2, 2)
+    );
+    assert_eq!(f.rollup().gmv, 350);
+}
+
+#[test]
+fn an_event_beyond_retention_is_late_but_still_counted_cumulatively() {
+    let mut f = Feed::new();
+    let _ = f.send("u1", T0, Action::View);
+    let _ = f.send("u1", T0 + 2 * 3_600_000, Action::View);
+    let _ = f.agg.publish();
+    assert_eq!(
+        f.agg.windows("live-1").unwrap().len(),
+        1,
+        "the old window expired"
+    );
+    let _ = f.send("u2", T0 + 30_000, purchase("p1", "o1", 1, 999));
+    assert_eq!(f.agg.take_late(), 1);
+    assert_eq!(f.agg.take_late(), 0, "taken once");
+    let published = f.agg.publish();
+    assert!(
+        windows_of(&published, "live-1").is_empty(),
+        "no window for a late event"
+    );
+    assert_eq!(published[0].rollup.gmv, 999);
+    assert_eq!(published[0].rollup.orders, 1);
+}
+
+#[test]
+fn a_pushed_watermark_moves_a_quiet_partition_on() {
+    let mut f = Feed::new();
+    let _ = f.send("u1", T0, Action::View);
+    let _ = f.agg.publish();
+    f.agg.advance_watermark(T0 - 5 * MIN);
+    assert_eq!(f.agg.watermark(), Some(T0 - 5_000), "never moves back");
+    f.agg.advance_watermark(T0 + 2 * 3_600_000);
+    let ended = f.agg.publish();
+    assert_eq!(ended.len(), 1, "the idle stream ends");
+    assert!(ended[0].rollup.is_final);
+    assert!(
+        f.agg.windows("live-1").unwrap().is_empty(),
+        "its windows expired"
+    );
+}
+
+#[test]
+fn an_idle_stream_ends_and_a_later_event_reopens_it_from_its_figures() {
+    let mut f = Feed::new();
+    let _ = f.send("u1", T0, Action::View);
+    let _ = f.send("u2", T0, Action::View);
+    let _ = f.send("u1", T0 + 1, purchase("p1", "o1", 1, 700));
+    let _ = f.agg.publish();
+    assert_eq!(f.rollup().concurrent_viewers, 2);
+    // Another stream of the partition moves event time 31 minutes on.
+    let other = event("x", "live-2", "u9", T0 + 31 * MIN + 5_000, Action::Like);
+    let _ = f.agg.apply(&other, 100);
+    let published = f.agg.publish();
+    let ended = published
+        .iter()
+        .find(|p| p.rollup.stream_id == "live-1")
+        .expect("final rollup");
+    assert!(ended.rollup.is_final);
+    assert_eq!(ended.rollup.concurrent_viewers, 0);
+    assert_eq!(
+        (
+            ended.rollup.views,
+            ended.rollup.gmv,
+            ended.rollup.unique_viewers
+        ),
+        (2, 700, 2)
+    );
+    let state_after = f.agg.state_bytes_estimate();
+    assert!(f.agg.rollup("live-2").is_some_and(|r| !r.is_final));
+    // The API keeps serving it; a new event reopens it, never from zero.
+    let _ = f.send("u3", T0 + 32 * MIN, Action::View);
+    let reopened = f.rollup();
+    assert!(!reopened.is_final);
+    assert_eq!(
+        (reopened.views, reopened.gmv, reopened.concurrent_viewers),
+        (3, 700, 1)
+    );
+    assert!(state_after > 0);
+}
+
+#[test]
+fn duplicates_are_caught_within_the_horizon_and_forgotten_after() {
+    let mut f = Feed::new();
+    let original = event("dup", "live-1", "u1", T0, Action::Like);
+    assert_eq!(f.send_event(&original), Outcome::Counted);
+    let _ = f.send("u2", T0 + 9 * MIN, Action::Like);
+    assert_eq!(
+        f.send_event(&original),
+        Outcome::Duplicate,
+        "9 minutes later"
+    );
+    // Event time moves 20 minutes on: the horizon (10 min) forgets old ids,
+    // which bounds the state; the contract asks for 10 minutes, no more.
+    let _ = f.send("u2", T0 + 20 * MIN, Action::Like);
+    let _ = f.agg.publish();
+    let late_copy = event("dup", "live-1", "u1", T0, Action::Like);
+    assert_eq!(
+        f.send_event(&late_copy),
+        Outcome::Counted,
+        "forgotten after the horizon"
+    );
+    let recent = event("e-3", "live-1", "u2", T0 + 20 * MIN, Action::Like);
+    assert_eq!(
+        f.send_event(&recent),
+        Outcome::Duplicate,
+        "recent ids are kept"
+    );
+}
+
+#[test]
+fn windows_survive_a_checkpoint_round_trip() {
+    let mut f = Feed::new();
+    let _ = f.send("u1", T0, purchase("p1", "o1", 1, 100));
+    let _ = f.send("u1", T0 + MIN, purchase("p1", "o2", 1, 200));
+    let _ = f.agg.publish();
+    let bytes = f.agg.checkpoint("live-1").unwrap().to_bytes();
+    let mut restored = PartitionAggregator::new(AggregatorConfig::default());
+    restored.restore("live-1", StreamCheckpoint::from_bytes(&bytes).unwrap());
+    assert_eq!(restored.windows("live-1"), f.agg.windows("live-1"));
+    assert_eq!(
+        restored.watermark(),
+        f.agg.watermark(),
+        "the watermark follows restored state"
+    );
+    let late = event("late", "live-1", "u2", T0 + 5, purchase("p1", "o3", 1, 50));
+    let _ = restored.apply(&late, 10);
+    let windows = windows_of(&restored.publish(), "live-1");
+    assert_eq!(
+        (windows[0].gmv, windows[0].revision),
+        (150, 2),
+        "the revision keeps increasing"
+    );
+}
+
+/// Events over a few minutes, in any order: nothing is past retention.
+fn spread() -> impl Strategy<Value = Vec<Event<'static>>> {
+    let one = (
+        0u8..2,
+        0u8..8,
+        0i64..(5 * MIN),
+        0u8..6,
+        1u32..4,
+        0i64..5_000,
+    );
+    prop::collection::vec(one, 1..80).prop_map(|specs| {
+        specs
+            .into_iter()
+            .enumerate()
+            .map(|(i, (stream, viewer, offset, kind, quantity, price))| {
+                let action = match kind {
+                    0 => Action::View,
+                    1 => Action::Leave,
+                    2 => crate::testkit::impression("p1"),
+                    3 => crate::testkit::click("p1"),
+                    4 => purchase("p1", &format!("o{}", i % 7), quantity, price),
+                    _ => crate::testkit::refund("p1", "o1", quantity, price),
+                };
+                event(
+                    &format!("e{i}"),
+                    &format!("live-{stream}"),
+                    &format!("u{viewer}"),
+                    T0 + offset,
+                    action,
+                )
+            })
+            .collect()
+    })
+}
+
+fn apply_all(events: &[Event<'_>]) -> (PartitionAggregator, Vec<StreamRollup>) {
+    let mut agg = PartitionAggregator::new(AggregatorConfig::default());
+    for (i, e) in events.iter().enumerate() {
+        let _ = agg.apply(e, i as u64);
+    }
+    let mut windows: Vec<StreamRollup> = agg
+        .stream_ids()
+        .iter()
+        .flat_map(|id| agg.windows(id).unwrap())
+        .collect();
+    for w in &mut windows {
+        // Arrival-order figures by definition.
+        w.concurrent_viewers = 0;
+        w.peak_concurrent_viewers = 0;
+    }
+    (agg, windows)
+}
+
+proptest! {
+    #[test]
+    fn windows_sum_to_the_cumulative_figures(events in spread()) {
+        let (agg, windows) = apply_all(&events);
+        prop_assert_eq!(agg.take_late_peek(), 0);
+        for total in agg.rollups() {
+            let mine: Vec<&StreamRollup> = windows.iter().filter(|w| w.stream_id == total.stream_id).collect();
+            let sum = |f: fn(&StreamRollup) -> i128| mine.iter().map(|w| f(w)).sum::<i128>();
+            prop_assert_eq!(sum(|w| w.views.into()), i128::from(total.views));
+            prop_assert_eq!(sum(|w| w.impressions.into()), i128::from(total.impressions));
+            prop_assert_eq!(sum(|w| w.clicks.into()), i128::from(total.clicks));
+            prop_assert_eq!(sum(|w| w.items_sold.into()), i128::from(total.items_sold));
+            prop_assert_eq!(sum(|w| w.gmv.into()), i128::from(total.gmv));
+            prop_assert_eq!(sum(|w| w.refunds.into()), i128::from(total.refunds));
+            prop_assert_eq!(sum(|w| w.net_gmv.into()), i128::from(total.net_gmv));
+        }
+    }
+
+    #[test]
+    fn window_figures_do_not_depend_on_arrival_order(
+        (original, shuffled) in spread().prop_flat_map(|v| (Just(v.clone()), Just(v).prop_shuffle()))
+    ) {
+        let (_, a) = apply_all(&original);
+        let (_, b) = apply_all(&shuffled);
+        prop_assert_eq!(a, b);
+    }
+}
