@@ -80,8 +80,8 @@ const MAX_RANK: usize = 64 - PRECISION as usize + 1;
 const PACKED_BYTES: usize = REGISTERS / 4 * 3;
 
 // The ranks must fit the 6-bit serialized forms, the register count must pack
-// evenly, and a register's index and rank must fit a 3-byte sparse entry.
-const _: () = assert!(MAX_RANK < 64 && REGISTERS % 4 == 0 && PRECISION + 6 <= 24);
+// four by four, and a register's index and rank must fit a 3-byte sparse entry.
+const _: () = assert!(MAX_RANK < 64 && PRECISION >= 2 && PRECISION + 6 <= 24);
 
 /// A distinct counter of 64-bit id hashes: exact up to [`EXACT_LIMIT`]
 /// distinct hashes, a HyperLogLog estimate within 1 % beyond.
@@ -125,12 +125,22 @@ impl DistinctCount {
                     true
                 }
                 Err(_) => {
-                    let mut sketch = Sketch::from_hashes(hashes);
-                    sketch.insert(hash);
-                    self.repr = Repr::Dense(sketch);
+                    self.switch_to_dense(hash);
                     true
                 }
             },
+        }
+    }
+
+    /// Replaces a full exact phase by the sketch of its hashes and `hash`.
+    /// Once per counter at most: kept out of line, off the hot path.
+    #[cold]
+    #[inline(never)]
+    fn switch_to_dense(&mut self, hash: u64) {
+        if let Repr::Exact(SortedHashes(hashes)) = &self.repr {
+            let mut sketch = Sketch::from_hashes(hashes);
+            sketch.insert(hash);
+            self.repr = Repr::Dense(sketch);
         }
     }
 
@@ -454,8 +464,8 @@ impl<'de> Deserialize<'de> for Sketch {
         use serde::de::Error;
 
         let bytes = deserialize_blob(deserializer)?;
-        let entries = fixed_records::<3, D::Error>(&bytes)?
-            .map(|[a, b, c]| u32::from_le_bytes([a, b, c, 0]));
+        let entries =
+            fixed_records::<3, D::Error>(&bytes)?.map(|[a, b, c]| u32::from_le_bytes([a, b, c, 0]));
         let mut ranks = zeroed_registers();
         if bytes.len() == PACKED_BYTES {
             for (four, packed) in ranks.chunks_exact_mut(4).zip(entries) {
@@ -688,7 +698,11 @@ mod tests {
             );
         }
         // Few registers set: only those, 3 bytes each; many: all, packed.
-        for (n, packed) in [(EXACT_LIMIT as u64 + 1, false), (20_000, false), (200_000, true)] {
+        for (n, packed) in [
+            (EXACT_LIMIT as u64 + 1, false),
+            (20_000, false),
+            (200_000, true),
+        ] {
             let dense = counter(11, 0..n);
             let Repr::Dense(sketch) = &dense.repr else {
                 panic!("{n} ids are past the exact phase");
@@ -757,7 +771,10 @@ mod tests {
             "bad rank"
         );
         let sparse = |entries: &[u32]| -> Vec<u8> {
-            entries.iter().flat_map(|e| e.to_le_bytes()[..3].to_vec()).collect()
+            entries
+                .iter()
+                .flat_map(|e| e.to_le_bytes()[..3].to_vec())
+                .collect()
         };
         assert!(decode(encoded(1, &sparse(&[1, 2 << 6 | 5]))).is_ok());
         assert!(

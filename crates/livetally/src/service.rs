@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use livetally_ingest::consumer::ConsumerSettings;
 use livetally_ingest::DecodeConfig;
 use livetally_sink::http::{self, ApiState};
@@ -16,9 +16,6 @@ use crate::engine::{topics, Engine, EngineConfig};
 
 /// Runs the service until SIGTERM or Ctrl-C, then drains, commits and returns.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
-    if settings.guarantee == Guarantee::ExactlyOnce {
-        bail!("--guarantee exactly-once is not available yet; use at-least-once (figures stay exact through the state changelog)");
-    }
     let metrics = livetally_sink::metrics::install();
     topics::ensure(&settings, settings.create_topics).await?;
     let model = Arc::new(ReadModel::new());
@@ -40,12 +37,20 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
 /// The engine's configuration from the settings.
 pub fn engine_config(settings: &Settings) -> anyhow::Result<EngineConfig> {
     let extra = settings.kafka_extra();
+    let exactly_once = settings.guarantee == Guarantee::ExactlyOnce;
+    let mut consumer_extra = Vec::new();
+    if exactly_once {
+        // Offsets are committed inside each partition's transaction.
+        consumer_extra.push(("enable.auto.commit".to_string(), "false".to_string()));
+        consumer_extra.push(("isolation.level".to_string(), "read_committed".to_string()));
+    }
+    consumer_extra.extend(extra.iter().cloned());
     Ok(EngineConfig {
         consumer: ConsumerSettings {
             brokers: settings.brokers.clone(),
             topic: settings.topic.clone(),
             group: settings.group.clone(),
-            extra: extra.clone(),
+            extra: consumer_extra,
         },
         publisher: PublisherConfig {
             brokers: settings.brokers.clone(),
@@ -54,6 +59,7 @@ pub fn engine_config(settings: &Settings) -> anyhow::Result<EngineConfig> {
             changelog_topic: settings.changelog_topic(),
             format: settings.rollup_format,
             extra,
+            transactional_id: None,
         },
         aggregator: settings.aggregator()?,
         decode: DecodeConfig {
@@ -63,6 +69,7 @@ pub fn engine_config(settings: &Settings) -> anyhow::Result<EngineConfig> {
         publish_interval: Duration::from_millis(settings.publish_interval_ms.max(1)),
         clock_guard: true,
         idle_partition: Duration::from_millis(settings.idle_partition_ms.max(1)),
+        exactly_once,
     })
 }
 

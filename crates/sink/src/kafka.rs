@@ -9,9 +9,12 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use livetally_aggregator::{InvalidReason, StreamRollup};
+use rdkafka::consumer::ConsumerGroupMetadata;
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::ClientConfig;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientConfig, TopicPartitionList};
 
 use crate::encode::RollupFormat;
 
@@ -44,6 +47,9 @@ pub struct PublisherConfig {
     pub format: RollupFormat,
     /// Extra librdkafka producer properties (`key`, `value`).
     pub extra: Vec<(String, String)>,
+    /// Exactly-once: the producer's `transactional.id`, one per input
+    /// partition so that a new owner fences every older one.
+    pub transactional_id: Option<String>,
 }
 
 /// An invalid input record, kept unchanged for the dead-letter topic.
@@ -86,6 +92,13 @@ impl OutBatch {
 /// Errors from publishing.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
+    /// The transaction was aborted; the same batch may be sent again.
+    #[error("transaction aborted: {0}")]
+    Aborted(#[source] rdkafka::error::KafkaError),
+    /// This producer was fenced by a newer owner of the partition, or hit a
+    /// fatal error: it must stop, its partition belongs to someone else.
+    #[error("producer fenced or failed: {0}")]
+    Fenced(#[source] rdkafka::error::KafkaError),
     /// The producer could not be created.
     #[error("create producer: {0}")]
     Create(#[source] rdkafka::error::KafkaError),
@@ -120,8 +133,70 @@ impl Publisher {
         for (k, v) in &config.extra {
             client.set(k, v);
         }
-        let producer = client.create().map_err(PublishError::Create)?;
+        if let Some(id) = &config.transactional_id {
+            client
+                .set("transactional.id", id)
+                .set("transaction.timeout.ms", "60000");
+        }
+        let producer: FutureProducer = client.create().map_err(PublishError::Create)?;
+        if config.transactional_id.is_some() {
+            // Blocks until the coordinator fenced any older producer with this id.
+            producer
+                .init_transactions(TXN_TIMEOUT)
+                .map_err(PublishError::Fenced)?;
+        }
         Ok(Publisher { producer, config })
+    }
+
+    /// Sends a batch and commits `offsets` (the next offsets to read of the
+    /// input partition) in one Kafka transaction: the rollups, the dead
+    /// letters, the changelog records and the consumer offsets become
+    /// visible together or not at all. Blocks a worker thread while the
+    /// transaction commits (`block_in_place`), so call it from a
+    /// multi-threaded runtime.
+    pub async fn send_transaction(
+        &self,
+        batch: &OutBatch,
+        changelog_partition: i32,
+        offsets: &TopicPartitionList,
+        group: &ConsumerGroupMetadata,
+    ) -> Result<(), PublishError> {
+        self.producer.begin_transaction().map_err(classify)?;
+        let sent = async {
+            let deliveries = self.deliveries(batch, changelog_partition);
+            settle(deliveries).await?;
+            tokio::task::block_in_place(|| {
+                if offsets.count() > 0 {
+                    self.producer
+                        .send_offsets_to_transaction(offsets, group, TXN_TIMEOUT)?;
+                }
+                self.producer.commit_transaction(TXN_TIMEOUT)
+            })
+            .map_err(classify)
+        }
+        .await;
+        match sent {
+            Ok(()) => {
+                metrics::counter!(crate::metrics::TRANSACTIONS, "result" => "commit").increment(1);
+                self.count(batch);
+                Ok(())
+            }
+            Err(PublishError::Fenced(error)) => {
+                metrics::counter!(crate::metrics::TRANSACTIONS, "result" => "fenced").increment(1);
+                Err(PublishError::Fenced(error))
+            }
+            Err(error) => {
+                metrics::counter!(crate::metrics::TRANSACTIONS, "result" => "abort").increment(1);
+                tokio::task::block_in_place(|| self.producer.abort_transaction(TXN_TIMEOUT))
+                    .map_err(classify)?;
+                Err(error)
+            }
+        }
+    }
+
+    fn count(&self, batch: &OutBatch) {
+        metrics::counter!(crate::metrics::ROLLUPS_PUBLISHED).increment(batch.rollups.len() as u64);
+        metrics::counter!(crate::metrics::DEAD_LETTERS).increment(batch.dead_letters.len() as u64);
     }
 
     /// The configuration in use.
@@ -140,12 +215,22 @@ impl Publisher {
         batch: &OutBatch,
         changelog_partition: i32,
     ) -> Result<(), PublishError> {
+        let mut deliveries = self.deliveries(batch, changelog_partition);
+        let rest = deliveries.split_off(batch.dead_letters.len());
+        settle(deliveries).await?;
+        settle(rest).await?;
+        self.count(batch);
+        Ok(())
+    }
+
+    /// Starts sending every record of the batch: dead letters first, then
+    /// rollups, then changelog records.
+    fn deliveries<'a>(
+        &'a self,
+        batch: &'a OutBatch,
+        changelog_partition: i32,
+    ) -> Vec<(&'a str, Queued)> {
         let c = &self.config;
-        let encoded: Vec<(&str, Vec<u8>)> = batch
-            .rollups
-            .iter()
-            .map(|r| (r.stream_id.as_str(), c.format.encode(r)))
-            .collect();
         let mut deliveries = Vec::with_capacity(
             batch.rollups.len() + batch.changelog.len() + batch.dead_letters.len(),
         );
@@ -184,25 +269,19 @@ impl Publisher {
             if let Some(payload) = &letter.payload {
                 record = record.payload(payload.as_slice());
             }
-            deliveries.push((
-                c.dlq_topic.as_str(),
-                self.producer.send(record, Duration::from_secs(30)),
-            ));
+            deliveries.push((c.dlq_topic.as_str(), self.enqueue(record)));
         }
-        settle(std::mem::take(&mut deliveries)).await?;
         let content_type = OwnedHeaders::new().insert(Header {
             key: headers::CONTENT_TYPE,
             value: Some(c.format.content_type()),
         });
-        for (key, value) in &encoded {
+        for rollup in &batch.rollups {
+            let value = c.format.encode(rollup);
             let record = FutureRecord::<[u8], [u8]>::to(&c.rollup_topic)
-                .key(key.as_bytes())
+                .key(rollup.stream_id.as_bytes())
                 .payload(value.as_slice())
                 .headers(content_type.clone());
-            deliveries.push((
-                c.rollup_topic.as_str(),
-                self.producer.send(record, Duration::from_secs(30)),
-            ));
+            deliveries.push((c.rollup_topic.as_str(), self.enqueue(record)));
         }
         for (key, value) in &batch.changelog {
             let mut record = FutureRecord::<[u8], [u8]>::to(&c.changelog_topic)
@@ -211,33 +290,84 @@ impl Publisher {
             if !value.is_empty() {
                 record = record.payload(value.as_slice());
             }
-            deliveries.push((
-                c.changelog_topic.as_str(),
-                self.producer.send(record, Duration::from_secs(30)),
-            ));
+            deliveries.push((c.changelog_topic.as_str(), self.enqueue(record)));
         }
-        settle(deliveries).await?;
-        metrics::counter!(crate::metrics::ROLLUPS_PUBLISHED).increment(batch.rollups.len() as u64);
-        metrics::counter!(crate::metrics::DEAD_LETTERS).increment(batch.dead_letters.len() as u64);
-        Ok(())
+        deliveries
+    }
+
+    /// Queues one record; when librdkafka's queue is full, waits for room by
+    /// polling (the producer's own thread drains it) and tries again.
+    fn enqueue(&self, mut record: FutureRecord<'_, [u8], [u8]>) -> Queued {
+        loop {
+            match self.producer.send_result(record) {
+                Ok(delivery) => return Ok(delivery),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err((error, _)) => return Err(error),
+            }
+        }
     }
 }
 
+/// A record handed to the producer, or the error that kept it out.
+type Queued = Result<DeliveryFuture, KafkaError>;
+
 /// Awaits every delivery; the first failure is the batch's error.
-async fn settle<F>(deliveries: Vec<(&str, F)>) -> Result<(), PublishError>
-where
-    F: std::future::Future<Output = rdkafka::producer::future_producer::OwnedDeliveryResult>,
-{
-    let (topics, futures): (Vec<&str>, Vec<F>) = deliveries.into_iter().unzip();
-    let results = join_all(futures).await;
-    for (topic, result) in topics.into_iter().zip(results) {
-        if let Err((source, _)) = result {
-            metrics::counter!(crate::metrics::PUBLISH_FAILURES).increment(1);
-            return Err(PublishError::Delivery {
-                topic: topic.to_string(),
-                source,
-            });
+async fn settle(deliveries: Vec<(&str, Queued)>) -> Result<(), PublishError> {
+    let mut topics = Vec::with_capacity(deliveries.len());
+    let mut futures = Vec::with_capacity(deliveries.len());
+    for (topic, queued) in deliveries {
+        match queued {
+            Ok(future) => {
+                topics.push(topic);
+                futures.push(future);
+            }
+            Err(source) => {
+                metrics::counter!(crate::metrics::PUBLISH_FAILURES).increment(1);
+                return Err(PublishError::Delivery {
+                    topic: topic.to_string(),
+                    source,
+                });
+            }
         }
     }
+    let results = join_all(futures).await;
+    for (topic, result) in topics.into_iter().zip(results) {
+        let source = match result {
+            Ok(Ok(_)) => continue,
+            Ok(Err((source, _))) => source,
+            Err(_) => KafkaError::Canceled,
+        };
+        metrics::counter!(crate::metrics::PUBLISH_FAILURES).increment(1);
+        return Err(PublishError::Delivery {
+            topic: topic.to_string(),
+            source,
+        });
+    }
     Ok(())
+}
+
+/// Longest a transaction call may block.
+const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Sorts a transactional error: fatal or fenced means stop, anything else
+/// means abort and retry.
+fn classify(error: KafkaError) -> PublishError {
+    let fenced = match &error {
+        KafkaError::Transaction(e) => {
+            e.is_fatal()
+                || matches!(
+                    e.code(),
+                    RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::InvalidProducerEpoch
+                )
+        }
+        _ => false,
+    };
+    if fenced {
+        PublishError::Fenced(error)
+    } else {
+        PublishError::Aborted(error)
+    }
 }

@@ -38,6 +38,8 @@ pub const REBALANCES: &str = "livetally_rebalances_total";
 pub const COMMIT_FAILURES: &str = "livetally_commit_failures_total";
 /// Failed publications (rollups, dead letters, changelog) that were retried.
 pub const PUBLISH_FAILURES: &str = "livetally_publish_failures_total";
+/// Exactly-once transactions, by `result` (commit, abort, fenced).
+pub const TRANSACTIONS: &str = "livetally_transactions_total";
 /// Seconds taken to restore a partition's state from the changelog.
 pub const RESTORE_SECONDS: &str = "livetally_restore_seconds";
 /// Partitions currently assigned to this instance.

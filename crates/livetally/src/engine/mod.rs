@@ -52,6 +52,8 @@ pub struct EngineConfig {
     /// How long a partition may go without records before its watermark
     /// follows the wall clock.
     pub idle_partition: Duration,
+    /// Kafka transactions per partition instead of stored offsets.
+    pub exactly_once: bool,
 }
 
 /// A running engine; [`Engine::shutdown`] drains and commits.

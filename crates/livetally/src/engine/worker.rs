@@ -14,6 +14,7 @@ use futures::StreamExt;
 use livetally_aggregator::{InvalidReason, Outcome, PartitionAggregator};
 use livetally_ingest::consumer::PartitionQueue;
 use livetally_ingest::decode;
+use livetally_sink::kafka::PublishError;
 use livetally_sink::metrics as names;
 use livetally_sink::{DeadLetter, OutBatch, Publisher, ReadModel};
 use rdkafka::consumer::Consumer;
@@ -67,6 +68,16 @@ struct PartitionWork {
     now_ms: i64,
     /// When the last record arrived, for idle-partition handling.
     last_record: Instant,
+    /// Exactly-once: this partition's own transactional producer.
+    transactional: Option<Publisher>,
+}
+
+/// Whether a worker goes on after a publication.
+#[must_use]
+enum Flow {
+    Continue,
+    /// The partition is lost (fenced) or could not drain: stop consuming it.
+    Stop,
 }
 
 fn wall_clock_ms() -> i64 {
@@ -74,6 +85,21 @@ fn wall_clock_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// A producer whose transactional id belongs to this input partition: its
+/// `init_transactions` fences every earlier owner of the partition.
+async fn transactional_publisher(
+    context: &WorkerContext,
+    partition: i32,
+) -> anyhow::Result<Publisher> {
+    let config = &context.config;
+    let mut publisher = config.publisher.clone();
+    publisher.transactional_id = Some(format!(
+        "livetally-{}-{}-{partition}",
+        config.consumer.group, config.consumer.topic
+    ));
+    Ok(tokio::task::spawn_blocking(move || Publisher::new(publisher)).await??)
 }
 
 /// Runs one partition until it is drained.
@@ -93,9 +119,19 @@ pub async fn run(
         counts: BatchCounts::default(),
         now_ms: wall_clock_ms(),
         last_record: Instant::now(),
+        transactional: None,
     };
     if !work.restore(&mut control).await {
         return;
+    }
+    if context.config.exactly_once {
+        match transactional_publisher(&context, partition).await {
+            Ok(publisher) => work.transactional = Some(publisher),
+            Err(error) => {
+                tracing::error!(partition, %error, "cannot start the transactional producer; partition not consumed");
+                return;
+            }
+        }
     }
     let mut messages = queue.stream();
     let mut tick = tokio::time::interval(context.config.publish_interval);
@@ -106,7 +142,7 @@ pub async fn run(
             biased;
             command = control.recv() => {
                 let Some(Control::Drain(ack)) = command else { return };
-                work.flush(true).await;
+                let _ = work.flush(true).await;
                 tracing::info!(partition, uptime_s = started.elapsed().as_secs(), "partition drained");
                 let _ = ack.send(());
                 return;
@@ -114,7 +150,9 @@ pub async fn run(
             _ = tick.tick() => {
                 work.now_ms = wall_clock_ms();
                 work.idle_watermark();
-                work.flush(false).await;
+                if let Flow::Stop = work.flush(false).await {
+                    return;
+                }
             }
             message = messages.next() => match message {
                 Some(Ok(message)) => work.apply(&message),
@@ -250,12 +288,12 @@ impl PartitionWork {
     /// Publishes what changed, waits for the broker's acknowledgement, then
     /// stores the offsets it covers. Retries until it succeeds (a draining
     /// partition gives up after a while: its records will be reprocessed).
-    async fn flush(&mut self, draining: bool) {
+    async fn flush(&mut self, draining: bool) -> Flow {
         let started = Instant::now();
         // Also publishes streams that ended because the watermark moved.
         let publications = self.aggregator.publish();
         if publications.is_empty() && self.last_offset.is_none() && self.dead_letters.is_empty() {
-            return;
+            return Flow::Continue;
         }
         // Readers see the new figures at once; durability follows below. A crash
         // in between recomputes the same figures from the same records.
@@ -274,19 +312,66 @@ impl PartitionWork {
             dead_letters: std::mem::take(&mut self.dead_letters),
         };
         let mut delay = Duration::from_millis(100);
-        while let Err(error) = self.context.publisher.send(&batch, self.partition).await {
-            if draining && started.elapsed() > DRAIN_RETRY_LIMIT {
-                tracing::error!(partition = self.partition, %error, "publication failed while draining; offsets not stored");
-                return;
+        loop {
+            let result = match &self.transactional {
+                Some(publisher) => {
+                    let offsets = self.next_offsets();
+                    match self.group_metadata() {
+                        Some(group) => {
+                            publisher
+                                .send_transaction(&batch, self.partition, &offsets, &group)
+                                .await
+                        }
+                        None => return Flow::Stop,
+                    }
+                }
+                None => self.context.publisher.send(&batch, self.partition).await,
+            };
+            match result {
+                Ok(()) => break,
+                Err(PublishError::Fenced(error)) => {
+                    // Another instance owns the partition now; its state wins.
+                    tracing::error!(partition = self.partition, %error, "fenced: giving the partition up");
+                    return Flow::Stop;
+                }
+                Err(error) if draining && started.elapsed() > DRAIN_RETRY_LIMIT => {
+                    tracing::error!(partition = self.partition, %error, "publication failed while draining; offsets not committed");
+                    return Flow::Stop;
+                }
+                Err(error) => {
+                    tracing::warn!(partition = self.partition, %error, "publication failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
             }
-            tracing::warn!(partition = self.partition, %error, "publication failed; retrying");
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(5));
         }
         if let Some(offset) = self.last_offset.take() {
-            self.store_offset(offset + 1);
+            if self.transactional.is_none() {
+                self.store_offset(offset + 1);
+            }
         }
         self.report(publications.len(), started);
+        Flow::Continue
+    }
+
+    /// The input offset to resume from, for the transaction's offset commit.
+    fn next_offsets(&self) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::new();
+        if let Some(offset) = self.last_offset {
+            let topic = &self.context.config.consumer.topic;
+            // Only fails for a partition number librdkafka cannot hold.
+            let _ = tpl.add_partition_offset(topic, self.partition, Offset::Offset(offset + 1));
+        }
+        tpl
+    }
+
+    fn group_metadata(&self) -> Option<rdkafka::consumer::ConsumerGroupMetadata> {
+        let consumer = self
+            .context
+            .consumer
+            .get()
+            .and_then(std::sync::Weak::upgrade)?;
+        consumer.group_metadata()
     }
 
     fn store_offset(&self, next: i64) {
