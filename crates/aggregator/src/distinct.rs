@@ -12,8 +12,9 @@
 //!   allocation at all until the first id, no dependence on the hash's low
 //!   bits (crafted ids cannot flood it), and one canonical order, so equal
 //!   sets are equal values and serialize to equal bytes. Its cost, the shift
-//!   on inserting a new id, is bounded by the limit: about 0.1 µs per *new*
-//!   id on average (release build); a repeat costs a 12-step binary search.
+//!   on inserting a new id, is bounded by the limit: 0.1–0.2 µs per *new* id
+//!   on average up to 4,096 (hashbrown: ~0.05 µs), and a repeat costs a
+//!   binary search, ~20 ns at 4,096 ids and ~7 ns at 10 (release build).
 //! - **Dense** beyond: a HyperLogLog sketch with 2^18 one-byte registers
 //!   (256 KiB). On the switch every stored hash goes into the registers, so
 //!   the sketch is exactly what it would be had it been dense from the start.

@@ -16,6 +16,7 @@ use hashbrown::HashMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::commission::{div_round, CommissionRate};
+use crate::distinct::DistinctCount;
 use crate::event::{Action, Currency, Event, EventTime, EventType, OrderLine};
 use crate::ids::{deserialize_blob, fixed_records, id_hash, IdSet};
 use crate::partition::Outcome;
@@ -76,11 +77,11 @@ pub(crate) struct Figures {
     /// Largest counted `ts`; `EventTime::MIN` until the first event.
     last_event_ts: EventTime,
     /// Hashes of distinct `order_id`s over purchases.
-    orders: IdSet,
+    orders: DistinctCount,
     /// Hashes of distinct viewers over `view` events.
-    viewers: IdSet,
+    viewers: DistinctCount,
     /// Hashes of distinct viewers over `purchase` events.
-    buyers: IdSet,
+    buyers: DistinctCount,
     /// The stream's concurrent viewers after the last event counted here.
     concurrent: u64,
     /// The highest `concurrent` after any event counted here.
@@ -96,9 +97,9 @@ impl Default for Figures {
             refunds: 0,
             first_event_ts: EventTime::MAX,
             last_event_ts: EventTime::MIN,
-            orders: IdSet::default(),
-            viewers: IdSet::default(),
-            buyers: IdSet::default(),
+            orders: DistinctCount::default(),
+            viewers: DistinctCount::default(),
+            buyers: DistinctCount::default(),
             concurrent: 0,
             peak: 0,
         }
@@ -145,9 +146,9 @@ impl Figures {
         let views = self.count_of(EventType::View);
         let impressions = self.count_of(EventType::Impression);
         let clicks = self.count_of(EventType::Click);
-        let orders = self.orders.len();
-        let unique_viewers = self.viewers.len();
-        let unique_buyers = self.buyers.len();
+        let orders = self.orders.count();
+        let unique_viewers = self.viewers.count();
+        let unique_buyers = self.buyers.count();
         let net_gmv = self.gmv.saturating_sub(self.refunds);
         StreamRollup {
             kind: RollupKind::Cumulative,
