@@ -129,7 +129,10 @@ impl Publisher {
             .set("enable.idempotence", "true")
             .set("linger.ms", "5")
             .set("compression.type", "lz4")
-            .set("message.timeout.ms", "30000");
+            .set("message.timeout.ms", "30000")
+            // A changelog record is one stream's whole state (the changelog
+            // topic is created to accept as much).
+            .set("message.max.bytes", "67108864");
         for (k, v) in &config.extra {
             client.set(k, v);
         }

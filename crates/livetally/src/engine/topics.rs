@@ -9,6 +9,9 @@ use rdkafka::config::ClientConfig;
 
 use crate::config::Settings;
 
+/// Largest changelog record: the checkpoint of one stream, windows included.
+pub const MAX_CHECKPOINT_BYTES: &str = "67108864";
+
 /// Checks that the input topic exists and creates the rollup, dead-letter and
 /// changelog topics when missing (when `create` is set). The changelog needs
 /// at least as many partitions as the input: partition `p`'s state lives in
@@ -56,7 +59,10 @@ pub async fn ensure(settings: &Settings, create: bool) -> anyhow::Result<usize> 
         .map(|(name, compact)| {
             let topic = NewTopic::new(name, input as i32, TopicReplication::Fixed(-1));
             if *compact {
-                topic.set("cleanup.policy", "compact")
+                // One record holds one stream's whole state: allow big streams.
+                topic
+                    .set("cleanup.policy", "compact")
+                    .set("max.message.bytes", MAX_CHECKPOINT_BYTES)
             } else {
                 topic
             }
