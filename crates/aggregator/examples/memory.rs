@@ -1,0 +1,1140 @@
+//! Memory benchmark (not a test): resident memory and state bytes per stream,
+//! for live streams and for ended (finalised) ones.
+//!
+//! ```text
+//! CARGO_TARGET_DIR=/work/target-mem cargo run --release -p livetally-aggregator \
+//!     --example memory -- --streams 1000000 --viewers-per-stream 10 --scenario both
+//! ```
+//!
+//! Options (all optional):
+//!
+//! | flag | default | meaning |
+//! |---|---|---|
+//! | `--streams N` | 1,000,000 | live streams to create |
+//! | `--viewers-per-stream V` | 10 | viewers per stream |
+//! | `--scenario live\|ended\|both` | both | `live` stops after the live phase; `ended` and `both` then end every stream |
+//! | `--partitions P` | 1 | `PartitionAggregator`s the streams are spread over (a real instance owns one per assigned Kafka partition) |
+//! | `--stream-minutes M` | 3 | event-time span of one stream's events |
+//! | `--publish-every E` | 50,000 | events between two `publish()` calls of every partition |
+//! | `--seed S` | 1 | seed of the deterministic event generator |
+//! | `--malloc-trim` | off | after the ended phase, also call glibc's `malloc_trim(0)` and measure again |
+//!
+//! What it does: streams are generated deterministically (an inline
+//! splitmix64, no extra crates) in chunks of about 50,000 events, each chunk
+//! as compact 40-byte records sorted by arrival time, so that the input never
+//! dominates the measurement; each record becomes a borrowed [`Event`] (as
+//! the engine hands the aggregator events borrowed from Kafka records) and
+//! is applied, and every partition publishes every `--publish-every` events,
+//! as the engine's publish tick would. Then, for `ended`, the watermark is
+//! pushed past the idle timeout minute by minute so every stream ends, and
+//! further past window retention so their windows expire.
+//!
+//! Measured at each phase: `VmRSS`/`VmHWM` from `/proc/self/status`; the
+//! live heap bytes requested from the allocator (a counting wrapper around
+//! the system allocator, which also keeps a histogram of live allocations by
+//! size, so each piece of state can be told apart by its allocation size);
+//! those bytes as glibc malloc chunks (8-byte header, 16-byte granularity,
+//! 32-byte minimum); `state_bytes_estimate()`; and the checkpoint size
+//! (`checkpoint(id).to_bytes().len()`) over an evenly spaced sample of
+//! streams.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::mem::size_of;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Instant;
+
+use livetally_aggregator::distinct::DistinctCount;
+use livetally_aggregator::{
+    Action, AggregatorConfig, Currency, Event, EventTime, OrderLine, Outcome, PartitionAggregator,
+    StreamCheckpoint,
+};
+
+// ---------------------------------------------------------------------------
+// Counting allocator
+// ---------------------------------------------------------------------------
+
+/// Allocation sizes counted one by one up to this; larger ones by power of two.
+const EXACT_SIZES: usize = 16384;
+/// Histogram slots: every exact size, then one per power of two.
+const SLOTS: usize = EXACT_SIZES + 1 + 64;
+
+static LIVE_BYTES: AtomicI64 = AtomicI64::new(0);
+static LIVE_CHUNK_BYTES: AtomicI64 = AtomicI64::new(0);
+static LIVE_ALLOCS: AtomicI64 = AtomicI64::new(0);
+static SLOT_COUNT: [AtomicI64; SLOTS] = [const { AtomicI64::new(0) }; SLOTS];
+static SLOT_BYTES: [AtomicI64; SLOTS] = [const { AtomicI64::new(0) }; SLOTS];
+
+fn slot(size: usize) -> usize {
+    if size <= EXACT_SIZES {
+        size
+    } else {
+        EXACT_SIZES + 1 + (usize::BITS - 1 - size.leading_zeros()) as usize
+    }
+}
+
+/// What glibc malloc takes for a request of `size` bytes: an 8-byte header,
+/// rounded up to 16 bytes, at least 32 (large requests are mmapped whole
+/// pages, a difference that does not matter per stream).
+fn chunk_bytes(size: usize) -> i64 {
+    ((size + 8 + 15) & !15).max(32) as i64
+}
+
+fn track(size: usize, sign: i64) {
+    LIVE_BYTES.fetch_add(sign * size as i64, Ordering::Relaxed);
+    LIVE_CHUNK_BYTES.fetch_add(sign * chunk_bytes(size), Ordering::Relaxed);
+    LIVE_ALLOCS.fetch_add(sign, Ordering::Relaxed);
+    let slot = slot(size);
+    SLOT_COUNT[slot].fetch_add(sign, Ordering::Relaxed);
+    SLOT_BYTES[slot].fetch_add(sign * size as i64, Ordering::Relaxed);
+}
+
+struct Counting;
+
+// SAFETY: every call is forwarded unchanged to the system allocator; the
+// bookkeeping is lock-free atomics in statics and never allocates.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract.
+        let ptr = unsafe { System.alloc(layout) };
+        if !ptr.is_null() {
+            track(layout.size(), 1);
+        }
+        ptr
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller upholds `GlobalAlloc::alloc_zeroed`'s contract.
+        let ptr = unsafe { System.alloc_zeroed(layout) };
+        if !ptr.is_null() {
+            track(layout.size(), 1);
+        }
+        ptr
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from this allocator, i.e. `System`, with `layout`.
+        unsafe { System.dealloc(ptr, layout) };
+        track(layout.size(), -1);
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: the caller upholds `GlobalAlloc::realloc`'s contract, and
+        // `ptr` came from `System` with `layout`.
+        let new = unsafe { System.realloc(ptr, layout, new_size) };
+        if !new.is_null() {
+            track(layout.size(), -1);
+            track(new_size, 1);
+        }
+        new
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// The allocator's totals at one moment.
+#[derive(Clone, Copy, Default)]
+struct Heap {
+    bytes: i64,
+    chunks: i64,
+    allocs: i64,
+}
+
+impl Heap {
+    fn now() -> Heap {
+        Heap {
+            bytes: LIVE_BYTES.load(Ordering::Relaxed),
+            chunks: LIVE_CHUNK_BYTES.load(Ordering::Relaxed),
+            allocs: LIVE_ALLOCS.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The histogram of live allocations (count and bytes per slot), copied into
+/// buffers allocated once up front so that taking it allocates nothing.
+struct Histogram {
+    count: Box<[i64]>,
+    bytes: Box<[i64]>,
+}
+
+impl Histogram {
+    fn new() -> Histogram {
+        Histogram {
+            count: vec![0; SLOTS].into_boxed_slice(),
+            bytes: vec![0; SLOTS].into_boxed_slice(),
+        }
+    }
+
+    fn fill(&mut self) {
+        for i in 0..SLOTS {
+            self.count[i] = SLOT_COUNT[i].load(Ordering::Relaxed);
+            self.bytes[i] = SLOT_BYTES[i].load(Ordering::Relaxed);
+        }
+    }
+
+    /// `(slot, count, bytes)` of `self − base`, largest bytes first.
+    fn diff(&self, base: &Histogram) -> Vec<(usize, i64, i64)> {
+        let mut rows: Vec<(usize, i64, i64)> = (0..SLOTS)
+            .map(|i| {
+                (
+                    i,
+                    self.count[i] - base.count[i],
+                    self.bytes[i] - base.bytes[i],
+                )
+            })
+            .filter(|&(_, count, bytes)| count != 0 || bytes != 0)
+            .collect();
+        rows.sort_by_key(|&(slot, _, bytes)| (std::cmp::Reverse(bytes.abs()), slot));
+        rows
+    }
+}
+
+fn slot_label(slot: usize) -> String {
+    if slot <= EXACT_SIZES {
+        format!("{slot} B")
+    } else {
+        let low = 1_u64 << (slot - EXACT_SIZES - 1);
+        format!("{low}..{} B", low * 2 - 1)
+    }
+}
+
+/// The allocations `build` leaves live, as `(size, count)` of the exactly
+/// counted sizes, smallest first: how the layout of the aggregator's private
+/// structures is probed through mirrors.
+fn probe<T>(build: impl FnOnce() -> T) -> Vec<(usize, i64)> {
+    let (mut before, mut after) = (Histogram::new(), Histogram::new());
+    before.fill();
+    let value = build();
+    after.fill();
+    drop(value);
+    let mut rows: Vec<(usize, i64)> = after
+        .diff(&before)
+        .into_iter()
+        .filter(|&(slot, count, _)| count > 0 && slot <= EXACT_SIZES)
+        .map(|(slot, count, _)| (slot, count))
+        .collect();
+    rows.sort_unstable();
+    rows
+}
+
+fn describe(rows: &[(usize, i64)]) -> String {
+    if rows.is_empty() {
+        return "none".to_owned();
+    }
+    let parts: Vec<String> = rows
+        .iter()
+        .map(|&(size, count)| format!("{size} B × {count}"))
+        .collect();
+    parts.join(" + ")
+}
+
+/// Bytes of a hashbrown table of `buckets` slots of `slot` bytes (x86-64,
+/// SSE2 groups of 16 control bytes): the slots rounded up to 16, then one
+/// control byte per bucket plus a trailing group.
+fn table_bytes(slot: usize, buckets: usize) -> usize {
+    (slot * buckets).next_multiple_of(16) + buckets + 16
+}
+
+/// Names the aggregator structure behind an allocation size: hashbrown
+/// tables and BTreeMap nodes of the state's types have sizes no other part
+/// has (checked against probes in `print_layout`).
+struct Labels {
+    rules: Vec<(usize, &'static str)>,
+}
+
+impl Labels {
+    fn new(window_nodes: &[usize]) -> Labels {
+        let mut rules = Vec::new();
+        for k in 2..=30 {
+            let buckets = 1 << k;
+            let table = |slot| table_bytes(slot, buckets);
+            rules.push((
+                table(size_of::<(String, StreamCheckpoint)>()),
+                "stream table: (String, StreamState) slots",
+            ));
+            rules.push((table(16), "seen: event-id hashes, HashMap<u64, i64>"));
+            rules.push((table(24), "viewers: presence, HashMap<u64, Viewer>"));
+            rules.push((
+                table(size_of::<(String, MirrorProduct)>()),
+                "products: HashMap<String, ProductState>",
+            ));
+            rules.push((table(8), "products: order sets, HashSet<u64>"));
+        }
+        for &node in window_nodes {
+            rules.push((node, "windows: BTreeMap<i64, WindowState> nodes"));
+        }
+        for k in 2..=12 {
+            rules.push((8 << k, "distinct counts: sorted Vec<u64>"));
+        }
+        Labels { rules }
+    }
+
+    fn label(&self, slot: usize) -> &'static str {
+        if slot > EXACT_SIZES {
+            return "over 16 KiB (here: the stream table)";
+        }
+        if let Some(&(_, label)) = self.rules.iter().find(|&&(size, _)| size == slot) {
+            return label;
+        }
+        if slot < 32 {
+            "strings: stream id keys, seller ids, product ids"
+        } else {
+            "other"
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// /proc/self/status
+// ---------------------------------------------------------------------------
+
+/// `(VmRSS, VmHWM)` in KiB.
+fn rss_kib() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|kib| kib.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn malloc_trim() -> bool {
+    extern "C" {
+        /// glibc: returns free memory at the top of the heap and, since
+        /// 2.8, whole free pages inside it, to the kernel.
+        fn malloc_trim(pad: usize) -> i32;
+    }
+    // SAFETY: glibc's malloc_trim takes a size and touches only allocator
+    // bookkeeping; it is safe to call at any time from any thread.
+    unsafe { malloc_trim(0) != 0 }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn malloc_trim() -> bool {
+    false
+}
+
+// ---------------------------------------------------------------------------
+// Deterministic event generation
+// ---------------------------------------------------------------------------
+
+/// splitmix64: tiny, fast, deterministic.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        mix(self.0)
+    }
+
+    /// Uniform in `0..n` (n > 0), by multiply-shift.
+    fn below(&mut self, n: u64) -> u64 {
+        ((u128::from(self.next()) * u128::from(n)) >> 64) as u64
+    }
+
+    /// `true` with probability `percent` / 100.
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Event time of the run's first event (the contract's example timestamp).
+const T0: EventTime = 1_764_120_000_000;
+/// Stream starts are spread over this much event time, plus up to 30 s.
+const START_SPREAD_MS: i64 = 120_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    View,
+    Leave,
+    Impression,
+    Click,
+    AddToCart,
+    Purchase,
+    Like,
+    Comment,
+    Share,
+    Follow,
+}
+
+/// One planned event, 40 bytes: ids are formatted only when it is applied.
+#[derive(Clone, Copy)]
+struct Planned {
+    /// When it reaches the aggregator (event time plus a jitter).
+    arrival: i64,
+    ts: EventTime,
+    stream: u32,
+    /// Index of the event within its stream: its `event_id`.
+    seq: u32,
+    viewer: u32,
+    price: u32,
+    kind: Kind,
+    product: u8,
+    quantity: u8,
+}
+
+struct Settings {
+    streams: u32,
+    viewers: u32,
+    scenario: Scenario,
+    partitions: usize,
+    stream_ms: i64,
+    publish_every: u64,
+    seed: u64,
+    malloc_trim: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Scenario {
+    Live,
+    Ended,
+    Both,
+}
+
+/// Appends one stream's events: every viewer views, sees a few product cards,
+/// maybe clicks, adds to cart, likes, comments, shares, follows, leaves; one
+/// stream in ten sells (one order of one or two lines). 1 % of the records
+/// are delivered twice, as an at-least-once producer does.
+fn plan_stream(n: u32, s: &Settings, out: &mut Vec<Planned>) {
+    let mut rng = Rng::new(s.seed ^ mix(u64::from(n) + 1));
+    let start = T0
+        + (i64::from(n) * START_SPREAD_MS) / i64::from(s.streams.max(1))
+        + rng.below(30_000) as i64;
+    let end = start + s.stream_ms;
+    let products = 3 + rng.below(6); // 3..=8 products pinned in the room
+    let mut seq = 0_u32;
+    let mut push = |rng: &mut Rng, ts: EventTime, viewer: u32, kind: Kind, product: u64| {
+        let (quantity, price) = match kind {
+            Kind::Purchase => (1 + rng.below(3) as u8, 500 + rng.below(19_500) as u32),
+            _ => (0, 0),
+        };
+        let event = Planned {
+            arrival: ts + rng.below(2_000) as i64,
+            ts,
+            stream: n,
+            seq,
+            viewer,
+            price,
+            kind,
+            product: product as u8,
+            quantity,
+        };
+        seq += 1;
+        out.push(event);
+        if rng.chance(1) {
+            out.push(Planned {
+                arrival: event.arrival + rng.below(5_000) as i64,
+                ..event
+            });
+        }
+    };
+    let later =
+        |rng: &mut Rng, from: EventTime| from + rng.below((end - from).max(1) as u64) as i64;
+    for viewer in 0..s.viewers {
+        let joined = start + rng.below((s.stream_ms * 2 / 3).max(1) as u64) as i64;
+        push(&mut rng, joined, viewer, Kind::View, 0);
+        for _ in 0..1 + rng.below(3) {
+            let (ts, product) = (later(&mut rng, joined), rng.below(products));
+            push(&mut rng, ts, viewer, Kind::Impression, product);
+        }
+        let mut optional = |rng: &mut Rng, percent: u64, kind: Kind| {
+            if rng.chance(percent) {
+                let (ts, product) = (later(rng, joined), rng.below(products));
+                push(rng, ts, viewer, kind, product);
+            }
+        };
+        optional(&mut rng, 30, Kind::Click);
+        optional(&mut rng, 10, Kind::AddToCart);
+        optional(&mut rng, 50, Kind::Like);
+        optional(&mut rng, 20, Kind::Comment);
+        optional(&mut rng, 5, Kind::Share);
+        optional(&mut rng, 5, Kind::Follow);
+        optional(&mut rng, 50, Kind::Leave);
+    }
+    if s.viewers > 0 && rng.chance(10) {
+        let buyer = rng.below(u64::from(s.viewers)) as u32;
+        let ts = later(&mut rng, start + s.stream_ms / 2);
+        for _ in 0..1 + rng.below(2) {
+            let product = rng.below(products);
+            push(&mut rng, ts, buyer, Kind::Purchase, product);
+        }
+    }
+}
+
+/// The Kafka partition of a stream (the engine keys records by `stream_id`).
+fn partition_of(n: u32, partitions: usize) -> usize {
+    (mix(u64::from(n) ^ 0x5bd1_e995) % partitions as u64) as usize
+}
+
+fn stream_id(n: u32) -> String {
+    format!("live-{n}")
+}
+
+/// Reused buffers the borrowed events point into.
+#[derive(Default)]
+struct Ids {
+    event_id: String,
+    stream_id: String,
+    viewer_id: String,
+    seller_id: String,
+    product_id: String,
+    order_id: String,
+}
+
+impl Ids {
+    fn event<'a>(&'a mut self, p: &Planned) -> Event<'a> {
+        for buffer in [
+            &mut self.event_id,
+            &mut self.stream_id,
+            &mut self.viewer_id,
+            &mut self.seller_id,
+            &mut self.product_id,
+            &mut self.order_id,
+        ] {
+            buffer.clear();
+        }
+        let seller = p.stream / 4; // a shop runs several streams
+                                   // Writing into a String cannot fail.
+        let _ = write!(self.event_id, "e-{}-{}", p.stream, p.seq);
+        let _ = write!(self.stream_id, "live-{}", p.stream);
+        let _ = write!(self.viewer_id, "u-{}-{}", p.stream, p.viewer);
+        let _ = write!(self.seller_id, "shop-{seller}");
+        let _ = write!(self.product_id, "sku-{seller}-{}", p.product);
+        let _ = write!(self.order_id, "o-{}-1", p.stream);
+        let product_id = Cow::Borrowed(self.product_id.as_str());
+        let action = match p.kind {
+            Kind::View => Action::View,
+            Kind::Leave => Action::Leave,
+            Kind::Impression => Action::Impression { product_id },
+            Kind::Click => Action::Click { product_id },
+            Kind::AddToCart => Action::AddToCart { product_id },
+            Kind::Purchase => Action::Purchase(OrderLine {
+                product_id,
+                order_id: Cow::Borrowed(&self.order_id),
+                quantity: u32::from(p.quantity),
+                unit_price: i64::from(p.price),
+                currency: Currency(*b"USD"),
+            }),
+            Kind::Like => Action::Like,
+            Kind::Comment => Action::Comment,
+            Kind::Share => Action::Share,
+            Kind::Follow => Action::Follow,
+        };
+        Event {
+            event_id: Cow::Borrowed(&self.event_id),
+            stream_id: Cow::Borrowed(&self.stream_id),
+            viewer_id: Cow::Borrowed(&self.viewer_id),
+            ts: p.ts,
+            seller_id: Some(Cow::Borrowed(&self.seller_id)),
+            action,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Mirrors of the aggregator's private state, for sizes only
+// ---------------------------------------------------------------------------
+// These copy the field lists of `stream.rs` (`Figures`, `WindowState`,
+// `StreamState`, `ProductState`, `Viewer`, `Viewers`, `SeenEvents`) so that
+// their sizes and allocation sizes can be printed from outside the crate. The
+// mirror of `StreamState` is checked against `size_of::<StreamCheckpoint>()`
+// (a `#[serde(transparent)]` wrapper of it): a mismatch means the mirrors are
+// out of date, and the example says so.
+
+#[allow(dead_code)]
+struct MirrorFigures {
+    counts: [u64; 11],
+    items_sold: u64,
+    gmv: i64,
+    refunds: i64,
+    first_event_ts: EventTime,
+    last_event_ts: EventTime,
+    orders: DistinctCount,
+    viewers: DistinctCount,
+    buyers: DistinctCount,
+    concurrent: u64,
+    peak: u64,
+}
+
+#[allow(dead_code)]
+struct MirrorWindow {
+    figures: MirrorFigures,
+    revision: u64,
+    dirty: bool,
+}
+
+#[allow(dead_code)]
+#[derive(Clone, Copy)]
+struct MirrorViewer {
+    ts: EventTime,
+    present: bool,
+}
+
+#[allow(dead_code)]
+#[derive(Default)]
+struct MirrorProduct {
+    impressions: u64,
+    clicks: u64,
+    add_to_carts: u64,
+    items_sold: u64,
+    gmv: i64,
+    orders: hashbrown::HashSet<u64>,
+}
+
+#[allow(dead_code)]
+struct MirrorStream {
+    totals: MirrorFigures,
+    currency: Option<Currency>,
+    seller_id: Option<String>,
+    revision: u64,
+    applied_through: Option<u64>,
+    viewers: (hashbrown::HashMap<u64, MirrorViewer>, u64),
+    seen: (hashbrown::HashMap<u64, EventTime>, EventTime),
+    products: hashbrown::HashMap<String, MirrorProduct>,
+    windows: BTreeMap<EventTime, MirrorWindow>,
+    finalized: bool,
+    dirty: bool,
+    restored_through: Option<u64>,
+}
+
+fn mirror_figures() -> MirrorFigures {
+    MirrorFigures {
+        counts: [0; 11],
+        items_sold: 0,
+        gmv: 0,
+        refunds: 0,
+        first_event_ts: 0,
+        last_event_ts: 0,
+        orders: DistinctCount::new(),
+        viewers: DistinctCount::new(),
+        buyers: DistinctCount::new(),
+        concurrent: 0,
+        peak: 0,
+    }
+}
+
+fn print_layout(viewers: u32, events_per_stream: u64, windows_per_stream: u64) {
+    let stream = size_of::<StreamCheckpoint>();
+    let mirror = size_of::<MirrorStream>();
+    println!("## Sizes (std::mem::size_of, bytes)");
+    println!(
+        "PartitionAggregator                 {}",
+        size_of::<PartitionAggregator>()
+    );
+    println!(
+        "StreamState (= StreamCheckpoint)    {stream}  (mirror: {mirror}, {})",
+        if stream == mirror {
+            "matches"
+        } else {
+            "DIFFERS: mirrors out of date"
+        }
+    );
+    println!(
+        "table slot (String, StreamState)    {}  (+1 control byte; hashbrown keeps 1/8..1/2 of the slots empty)",
+        size_of::<(String, StreamCheckpoint)>()
+    );
+    println!(
+        "  Figures (totals, and per window)  {}",
+        size_of::<MirrorFigures>()
+    );
+    println!(
+        "  DistinctCount                     {}",
+        size_of::<DistinctCount>()
+    );
+    println!(
+        "  Viewers / SeenEvents / products   {} / {} / {}",
+        size_of::<(hashbrown::HashMap<u64, MirrorViewer>, u64)>(),
+        size_of::<(hashbrown::HashMap<u64, EventTime>, EventTime)>(),
+        size_of::<hashbrown::HashMap<String, MirrorProduct>>()
+    );
+    println!(
+        "WindowState                         {}",
+        size_of::<MirrorWindow>()
+    );
+    println!(
+        "(String, ProductState)              {}",
+        size_of::<(String, MirrorProduct)>()
+    );
+    println!(
+        "Event<'_>                           {}",
+        size_of::<Event<'static>>()
+    );
+    println!(
+        "Planned (input record)              {}",
+        size_of::<Planned>()
+    );
+    println!();
+    println!("## Heap allocations of one small stream's pieces (probed on mirrors)");
+    let windows = windows_per_stream.max(1);
+    println!(
+        "windows: BTreeMap<i64, WindowState>, {windows} window(s): {}",
+        allocations_of(|| {
+            (0..windows as i64)
+                .map(|w| {
+                    let window = MirrorWindow {
+                        figures: mirror_figures(),
+                        revision: 0,
+                        dirty: false,
+                    };
+                    (w, window)
+                })
+                .collect::<BTreeMap<_, _>>()
+        })
+    );
+    println!(
+        "viewers: HashMap<u64, Viewer>, {viewers} viewers: {}",
+        allocations_of(|| {
+            let mut map = hashbrown::HashMap::new();
+            for v in 0..u64::from(viewers) {
+                map.insert(
+                    mix(v),
+                    MirrorViewer {
+                        ts: 0,
+                        present: true,
+                    },
+                );
+            }
+            map
+        })
+    );
+    println!(
+        "seen: HashMap<u64, i64>, {events_per_stream} event ids: {}",
+        allocations_of(|| {
+            let mut map = hashbrown::HashMap::new();
+            for e in 0..events_per_stream {
+                map.insert(mix(e), 0_i64);
+            }
+            map
+        })
+    );
+    println!(
+        "unique viewers: DistinctCount, {viewers} ids: {}",
+        allocations_of(|| {
+            let mut count = DistinctCount::new();
+            for v in 0..u64::from(viewers) {
+                count.insert(mix(v));
+            }
+            count
+        })
+    );
+    println!(
+        "products: HashMap<String, ProductState>, 5 products: {}",
+        allocations_of(|| {
+            let mut map = hashbrown::HashMap::new();
+            for p in 0..5 {
+                map.insert(format!("sku-250000-{p}"), MirrorProduct::default());
+            }
+            map
+        })
+    );
+    println!(
+        "one product's orders: HashSet<u64>, 1 order: {}",
+        allocations_of(|| {
+            let mut set = hashbrown::HashSet::new();
+            set.insert(1_u64);
+            set
+        })
+    );
+    println!();
+}
+
+// ---------------------------------------------------------------------------
+// Measurements
+// ---------------------------------------------------------------------------
+
+struct Sample {
+    phase: &'static str,
+    rss_kib: u64,
+    hwm_kib: u64,
+    heap: Heap,
+    estimate: usize,
+    checkpoint_avg: f64,
+    streams: usize,
+}
+
+struct Bench {
+    settings: Settings,
+    aggregators: Vec<PartitionAggregator>,
+    /// Per partition: the next input position (the Kafka offset).
+    positions: Vec<u64>,
+    since_publish: u64,
+    publications: u64,
+    finals: u64,
+    outcomes: [u64; 4],
+}
+
+impl Bench {
+    fn publish_all(&mut self) {
+        for aggregator in &mut self.aggregators {
+            let publications = aggregator.publish();
+            self.publications += publications.len() as u64;
+            self.finals += publications.iter().filter(|p| p.rollup.is_final).count() as u64;
+        }
+        self.since_publish = 0;
+    }
+
+    fn apply(&mut self, ids: &mut Ids, planned: &Planned) {
+        let partition = partition_of(planned.stream, self.settings.partitions);
+        let position = self.positions[partition];
+        self.positions[partition] += 1;
+        let event = ids.event(planned);
+        let outcome = self.aggregators[partition].apply(&event, position);
+        let index = match outcome {
+            Outcome::Counted => 0,
+            Outcome::Duplicate => 1,
+            Outcome::Invalid(_) => 2,
+            Outcome::AlreadyApplied => 3,
+        };
+        self.outcomes[index] += 1;
+        self.since_publish += 1;
+        if self.since_publish >= self.settings.publish_every {
+            self.publish_all();
+        }
+    }
+
+    fn advance_watermark(&mut self, watermark: EventTime) {
+        for aggregator in &mut self.aggregators {
+            aggregator.advance_watermark(watermark);
+        }
+        self.publish_all();
+    }
+
+    fn stream_count(&self) -> usize {
+        self.aggregators
+            .iter()
+            .map(PartitionAggregator::stream_count)
+            .sum()
+    }
+
+    fn sample(&self, phase: &'static str) -> Sample {
+        // Read the process first: the sampling below allocates.
+        let (rss_kib, hwm_kib) = rss_kib();
+        let heap = Heap::now();
+        let estimate = self
+            .aggregators
+            .iter()
+            .map(PartitionAggregator::state_bytes_estimate)
+            .sum();
+        let n = self.settings.streams;
+        let picks = n.min(10_000);
+        let mut total = 0_usize;
+        let mut found = 0_usize;
+        for i in 0..picks {
+            let stream = (u64::from(i) * u64::from(n) / u64::from(picks)) as u32;
+            let partition = partition_of(stream, self.settings.partitions);
+            if let Some(checkpoint) = self.aggregators[partition].checkpoint(&stream_id(stream)) {
+                total += checkpoint.to_bytes().len();
+                found += 1;
+            }
+        }
+        Sample {
+            phase,
+            rss_kib,
+            hwm_kib,
+            heap,
+            estimate,
+            checkpoint_avg: total as f64 / found.max(1) as f64,
+            streams: self.stream_count(),
+        }
+    }
+}
+
+fn parse_args() -> Result<Settings, String> {
+    let mut settings = Settings {
+        streams: 1_000_000,
+        viewers: 10,
+        scenario: Scenario::Both,
+        partitions: 1,
+        stream_ms: 3 * 60_000,
+        publish_every: 50_000,
+        seed: 1,
+        malloc_trim: false,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        if flag == "--malloc-trim" {
+            settings.malloc_trim = true;
+            continue;
+        }
+        let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        let number = || {
+            value
+                .replace('_', "")
+                .parse::<u64>()
+                .map_err(|e| format!("{flag} {value}: {e}"))
+        };
+        match flag.as_str() {
+            "--streams" => {
+                settings.streams =
+                    u32::try_from(number()?).map_err(|_| "--streams: too many".to_owned())?
+            }
+            "--viewers-per-stream" => {
+                settings.viewers = u32::try_from(number()?)
+                    .map_err(|_| "--viewers-per-stream: too many".to_owned())?
+            }
+            "--scenario" => {
+                settings.scenario = match value.as_str() {
+                    "live" => Scenario::Live,
+                    "ended" => Scenario::Ended,
+                    "both" => Scenario::Both,
+                    other => return Err(format!("--scenario {other}: live, ended or both")),
+                }
+            }
+            "--partitions" => settings.partitions = (number()? as usize).max(1),
+            "--stream-minutes" => settings.stream_ms = (number()? as i64).max(1) * 60_000,
+            "--publish-every" => settings.publish_every = number()?.max(1),
+            "--seed" => settings.seed = number()?,
+            other => return Err(format!("unknown flag {other}")),
+        }
+    }
+    if settings.streams == 0 {
+        return Err("--streams must be at least 1".to_owned());
+    }
+    Ok(settings)
+}
+
+fn main() {
+    let settings = match parse_args() {
+        Ok(settings) => settings,
+        Err(message) => {
+            eprintln!("memory: {message}");
+            std::process::exit(2);
+        }
+    };
+    let n = settings.streams;
+    let viewers = settings.viewers;
+    let config = AggregatorConfig::default();
+
+    // Touch the histograms so their pages are resident before the baseline,
+    // and allocate every buffer the measurements need up front.
+    track(0, 0);
+    for i in 0..SLOTS {
+        SLOT_COUNT[i].fetch_add(0, Ordering::Relaxed);
+        SLOT_BYTES[i].fetch_add(0, Ordering::Relaxed);
+    }
+    let (mut base_histogram, mut histogram) = (Histogram::new(), Histogram::new());
+
+    let events_per_stream = 5 * u64::from(viewers) + 1;
+    let windows_per_stream = (settings.stream_ms / config.window_ms + 1) as u64;
+    print_layout(viewers, events_per_stream, windows_per_stream);
+
+    let started = rss_kib();
+    let mut samples = Vec::with_capacity(8);
+    samples.push(Sample {
+        phase: "start",
+        rss_kib: started.0,
+        hwm_kib: started.1,
+        heap: Heap::now(),
+        estimate: 0,
+        checkpoint_avg: 0.0,
+        streams: 0,
+    });
+
+    let chunk_streams = (50_000 / (5 * u64::from(viewers.max(1)))).clamp(1, 20_000) as u32;
+    let mut input: Vec<Planned> =
+        Vec::with_capacity(chunk_streams as usize * (12 * viewers.max(1) as usize + 8));
+    let mut bench = Bench {
+        aggregators: (0..settings.partitions)
+            .map(|_| PartitionAggregator::new(config.clone()))
+            .collect(),
+        positions: vec![0; settings.partitions],
+        since_publish: 0,
+        publications: 0,
+        finals: 0,
+        outcomes: [0; 4],
+        settings,
+    };
+    let mut ids = Ids::default();
+    let mut max_ts = EventTime::MIN;
+    let mut events = 0_u64;
+    let mut input_peak_bytes = 0_usize;
+    let clock = Instant::now();
+    let mut first = 0_u32;
+    while first < n {
+        let last = first.saturating_add(chunk_streams).min(n);
+        input.clear();
+        for stream in first..last {
+            plan_stream(stream, &bench.settings, &mut input);
+        }
+        input.sort_unstable_by_key(|p| (p.arrival, p.stream, p.seq));
+        input_peak_bytes = input_peak_bytes.max(input.capacity() * size_of::<Planned>());
+        if first == 0 {
+            // The input buffer stays allocated (and reused) from here to the
+            // end, so every later delta excludes it.
+            let (rss, hwm) = rss_kib();
+            samples.push(Sample {
+                phase: "input built (first chunk)",
+                rss_kib: rss,
+                hwm_kib: hwm,
+                heap: Heap::now(),
+                estimate: 0,
+                checkpoint_avg: 0.0,
+                streams: 0,
+            });
+            base_histogram.fill();
+        }
+        for planned in &input {
+            max_ts = max_ts.max(planned.ts);
+            bench.apply(&mut ids, planned);
+        }
+        events += input.len() as u64;
+        first = last;
+    }
+    bench.publish_all();
+    let live_secs = clock.elapsed().as_secs_f64();
+    samples.push(bench.sample("live (after last publish)"));
+    histogram.fill();
+    let live_allocations = histogram.diff(&base_histogram);
+
+    let mut ended_allocations = None;
+    if bench.settings.scenario != Scenario::Live {
+        // Every stream's last event is at or before max_ts: step the
+        // watermark a minute at a time past the idle timeout, as time would
+        // pass, so streams end in a few batches and not in one.
+        let mut watermark = T0 + config.idle_timeout_ms;
+        let done = max_ts + config.idle_timeout_ms + 60_000;
+        while watermark <= done {
+            bench.advance_watermark(watermark);
+            watermark += 60_000;
+        }
+        samples.push(bench.sample("ended (finalised, windows still retained)"));
+        // Past window retention: the windows expire too.
+        bench.advance_watermark(max_ts + config.window_ms + config.window_retention_ms + 60_000);
+        bench.advance_watermark(max_ts + config.window_ms + config.window_retention_ms + 120_000);
+        samples.push(bench.sample("ended + window retention passed"));
+        histogram.fill();
+        ended_allocations = Some(histogram.diff(&base_histogram));
+        if bench.settings.malloc_trim {
+            let trimmed = malloc_trim();
+            let phase = if trimmed {
+                "ended + retention, after malloc_trim(0)"
+            } else {
+                "ended + retention, malloc_trim(0) released nothing"
+            };
+            samples.push(bench.sample(phase));
+        }
+    }
+
+    // -----------------------------------------------------------------------
+    // Report
+    // -----------------------------------------------------------------------
+    let s = &bench.settings;
+    println!("## Run");
+    println!(
+        "streams {n}, viewers/stream {viewers}, partitions {}, stream span {} min, publish every {} events, seed {}",
+        s.partitions,
+        s.stream_ms / 60_000,
+        s.publish_every,
+        s.seed
+    );
+    println!(
+        "events {events} ({:.1}/stream): counted {}, duplicate {}, invalid {}, already applied {}; \
+         live phase {live_secs:.1} s ({:.0} events/s incl. generation); publications {}, final {}",
+        events as f64 / f64::from(n),
+        bench.outcomes[0],
+        bench.outcomes[1],
+        bench.outcomes[2],
+        bench.outcomes[3],
+        events as f64 / live_secs,
+        bench.publications,
+        bench.finals
+    );
+    println!(
+        "input: {chunk_streams} streams per chunk, largest chunk buffer {:.1} MiB (kept allocated, so inside the baseline)",
+        input_peak_bytes as f64 / 1_048_576.0
+    );
+    println!();
+    println!("## Memory per stream (deltas from \"input built\"; B = bytes)");
+    println!(
+        "| phase | streams held | VmRSS MiB | RSS Δ B/stream | heap requested B/stream | malloc chunks B/stream | allocations/stream | state_bytes_estimate B/stream | checkpoint B/stream | VmHWM MiB |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let base = samples
+        .iter()
+        .find(|x| x.phase.starts_with("input built"))
+        .map(|x| (x.rss_kib, x.heap))
+        .unwrap_or_default();
+    let per = |value: f64| value / f64::from(n);
+    for x in &samples {
+        let measured = x.streams > 0 || x.phase.starts_with("live") || x.phase.starts_with("ended");
+        let dash = || "–".to_owned();
+        let f0 = |v: f64| format!("{v:.0}");
+        println!(
+            "| {} | {} | {:.1} | {} | {} | {} | {} | {} | {} | {:.1} |",
+            x.phase,
+            x.streams,
+            x.rss_kib as f64 / 1024.0,
+            if measured {
+                f0(per((x.rss_kib as f64 - base.0 as f64) * 1024.0))
+            } else {
+                dash()
+            },
+            if measured {
+                f0(per((x.heap.bytes - base.1.bytes) as f64))
+            } else {
+                dash()
+            },
+            if measured {
+                f0(per((x.heap.chunks - base.1.chunks) as f64))
+            } else {
+                dash()
+            },
+            if measured {
+                format!("{:.1}", per((x.heap.allocs - base.1.allocs) as f64))
+            } else {
+                dash()
+            },
+            if measured {
+                f0(per(x.estimate as f64))
+            } else {
+                dash()
+            },
+            if measured {
+                f0(x.checkpoint_avg)
+            } else {
+                dash()
+            },
+            x.hwm_kib as f64 / 1024.0,
+        );
+    }
+    println!();
+    let print_allocations = |title: &str, rows: &[(usize, i64, i64)]| {
+        println!("## Live allocations by size, {title} (per stream, largest first)");
+        println!("| allocation size | count/stream | bytes/stream | share |");
+        println!("|---|---:|---:|---:|");
+        let total: i64 = rows.iter().map(|r| r.2).sum();
+        for &(slot, count, bytes) in rows.iter().take(14) {
+            println!(
+                "| {} | {:.3} | {:.1} | {:.1} % |",
+                slot_label(slot),
+                per(count as f64),
+                per(bytes as f64),
+                100.0 * bytes as f64 / total.max(1) as f64
+            );
+        }
+        println!();
+    };
+    print_allocations("live", &live_allocations);
+    if let Some(rows) = &ended_allocations {
+        print_allocations("ended + retention passed", rows);
+    }
+    drop(input);
+}
