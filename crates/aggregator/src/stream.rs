@@ -2,11 +2,13 @@
 //! arithmetic that turns them into a [`StreamRollup`], and its
 //! [`StreamCheckpoint`].
 //!
-//! Every piece of state here is order-insensitive (counts, sums, min/max, sets,
-//! a per-viewer "latest presence" register), so the same events in any order
-//! give the same figures — except `peak_concurrent_viewers`, which is a maximum
-//! over arrival order by definition, and `seller_id`/`currency`, which are the
-//! first seen.
+//! Every piece of state here is order-insensitive (counts, sums, min/max,
+//! distinct counts, a per-viewer "latest presence" register), so the same
+//! events in any order give the same figures; `peak_concurrent_viewers` is a
+//! maximum over event time (presence events wait, in event-time order, until
+//! the watermark passes them), so it too is independent of arrival order for
+//! events within the allowed lateness. `seller_id` and `currency` are the
+//! first seen, by contract.
 
 use std::fmt;
 
@@ -216,8 +218,13 @@ pub(crate) struct StreamState {
     pub(crate) revision: u64,
     /// Highest input position whose effect is in this state.
     pub(crate) applied_through: Option<u64>,
-    /// Latest presence per viewer, for concurrent viewers.
+    /// Latest presence per viewer over the settled presence events: those at
+    /// or before the watermark, applied in event-time order (and late ones).
     viewers: Viewers,
+    /// Presence events after the watermark, in event-time order, not yet settled.
+    pending: PendingPresence,
+    /// Highest concurrent viewers over the settled events, in event-time order.
+    settled_peak: u64,
     /// Event ids counted recently (event time), for duplicates.
     seen: SeenEvents,
     /// Per-product figures, keyed by `product_id`.
@@ -246,6 +253,8 @@ impl Default for StreamState {
             revision: 0,
             applied_through: None,
             viewers: Viewers::default(),
+            pending: PendingPresence::default(),
+            settled_peak: 0,
             seen: SeenEvents::default(),
             products: HashMap::new(),
             windows: BTreeMap::new(),
@@ -326,8 +335,8 @@ impl StreamState {
         }
         let viewer = id_hash(&event.viewer_id);
         match &event.action {
-            Action::View => self.viewers.presence(viewer, event.ts, true),
-            Action::Leave => self.viewers.presence(viewer, event.ts, false),
+            Action::View => self.presence(viewer, event.ts, true, clock),
+            Action::Leave => self.presence(viewer, event.ts, false, clock),
             Action::Impression { product_id } => self.product(product_id).impressions += 1,
             Action::Click { product_id } => self.product(product_id).clicks += 1,
             Action::AddToCart { product_id } => self.product(product_id).add_to_carts += 1,
@@ -351,6 +360,64 @@ impl StreamState {
         false
     }
 
+    /// A presence event waits, in event-time order, until the watermark
+    /// passes it; one already behind the watermark is settled at once.
+    fn presence(&mut self, viewer: u64, ts: EventTime, is_view: bool, clock: &Clock) {
+        if clock.watermark.is_some_and(|wm| ts <= wm) {
+            self.viewers.presence(viewer, ts, is_view);
+            self.settled_peak = self.settled_peak.max(self.viewers.concurrent);
+        } else {
+            self.pending.push(ts, viewer, is_view);
+        }
+        self.settle(clock.watermark);
+    }
+
+    /// Applies the pending presence events at or before `watermark`, oldest
+    /// first, so that the peak is a maximum over event time.
+    pub(crate) fn settle(&mut self, watermark: Option<EventTime>) {
+        let Some(watermark) = watermark else { return };
+        while let Some((ts, viewer, is_view)) = self.pending.pop_through(watermark) {
+            self.viewers.presence(viewer, ts, is_view);
+            self.settled_peak = self.settled_peak.max(self.viewers.concurrent);
+        }
+    }
+
+    /// Concurrent viewers after every presence event, and the highest count
+    /// at any event time: the settled state played forward through the
+    /// pending events in event-time order (without changing it).
+    fn presence_now(&self) -> (u64, u64) {
+        if self.pending.is_empty() {
+            return (self.viewers.concurrent, self.settled_peak);
+        }
+        let mut overlay: HashMap<u64, Viewer> = HashMap::new();
+        let mut concurrent = self.viewers.concurrent;
+        let mut peak = self.settled_peak;
+        for (ts, viewer, is_view) in self.pending.iter() {
+            let before = overlay
+                .get(&viewer)
+                .or_else(|| self.viewers.by_hash.get(&viewer))
+                .copied();
+            let newer = before.is_none_or(|v| ts > v.ts || (ts == v.ts && !is_view));
+            if !newer {
+                continue;
+            }
+            match (before.is_some_and(|v| v.present), is_view) {
+                (false, true) => concurrent += 1,
+                (true, false) => concurrent -= 1,
+                _ => {}
+            }
+            overlay.insert(
+                viewer,
+                Viewer {
+                    ts,
+                    present: is_view,
+                },
+            );
+            peak = peak.max(concurrent);
+        }
+        (concurrent, peak)
+    }
+
     fn purchase(&mut self, line: &OrderLine<'_>) {
         self.currency.get_or_insert(line.currency);
         let quantity = u64::from(line.quantity);
@@ -368,7 +435,11 @@ impl StreamState {
 
     /// The cumulative figures now, at the current revision.
     pub(crate) fn rollup(&self, stream_id: String, rate: CommissionRate) -> StreamRollup {
-        self.totals.rollup(self, stream_id, rate, self.revision)
+        let mut rollup = self.totals.rollup(self, stream_id, rate, self.revision);
+        let (concurrent, peak) = self.presence_now();
+        rollup.concurrent_viewers = concurrent;
+        rollup.peak_concurrent_viewers = peak;
+        rollup
     }
 
     /// Rollups of the windows changed since the last call, each at a new
@@ -458,6 +529,7 @@ impl StreamState {
     pub(crate) fn finalize(&mut self) {
         self.finalized = true;
         self.viewers = Viewers::default();
+        self.pending = PendingPresence::default();
         self.seen = SeenEvents::default();
         self.totals.concurrent = 0;
         self.dirty = true;
@@ -508,6 +580,7 @@ impl StreamState {
             + self.seller_id.as_ref().map_or(0, String::capacity)
             + self.totals.heap_bytes()
             + self.viewers.heap_bytes()
+            + self.pending.heap_bytes()
             + self.seen.heap_bytes()
             + products
             + windows
@@ -620,6 +693,92 @@ struct Viewer {
     ts: EventTime,
     /// The latest presence event is a `view`: the viewer is in the room.
     present: bool,
+}
+
+/// Presence events waiting for the watermark, in event-time order; at equal
+/// times a `leave` sorts after a `view`, so it is the one that stays.
+#[derive(Clone, Debug, Default)]
+struct PendingPresence {
+    /// Keyed by (ts, leave?, arrival number), for a total order.
+    events: BTreeMap<(EventTime, bool, u64), u64>,
+    arrivals: u64,
+}
+
+/// Serialized size of a pending presence event: ts, leave flag, arrival, viewer.
+const PENDING_RECORD: usize = 8 + 1 + 8 + 8;
+
+impl PendingPresence {
+    fn push(&mut self, ts: EventTime, viewer: u64, is_view: bool) {
+        self.arrivals += 1;
+        self.events.insert((ts, !is_view, self.arrivals), viewer);
+    }
+
+    /// The oldest event, if it is at or before `watermark`.
+    fn pop_through(&mut self, watermark: EventTime) -> Option<(EventTime, u64, bool)> {
+        let entry = self.events.first_entry()?;
+        let (ts, leave, _) = *entry.key();
+        if ts > watermark {
+            return None;
+        }
+        Some((ts, entry.remove(), !leave))
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (EventTime, u64, bool)> + '_ {
+        self.events
+            .iter()
+            .map(|(&(ts, leave, _), &viewer)| (ts, viewer, !leave))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.events.len() * (std::mem::size_of::<((EventTime, bool, u64), u64)>() + 16)
+    }
+}
+
+impl Serialize for PendingPresence {
+    /// A flat blob of fixed records.
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut bytes = Vec::with_capacity(self.events.len() * PENDING_RECORD);
+        for (&(ts, leave, arrival), viewer) in &self.events {
+            bytes.extend_from_slice(&ts.to_le_bytes());
+            bytes.push(u8::from(leave));
+            bytes.extend_from_slice(&arrival.to_le_bytes());
+            bytes.extend_from_slice(&viewer.to_le_bytes());
+        }
+        serializer.serialize_bytes(&bytes)
+    }
+}
+
+impl<'de> Deserialize<'de> for PendingPresence {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let bytes = deserialize_blob(deserializer)?;
+        let records = fixed_records::<PENDING_RECORD, D::Error>(&bytes)?;
+        let mut pending = PendingPresence::default();
+        for record in records {
+            let word = |at: usize| -> Result<[u8; 8], D::Error> {
+                record[at..at + 8].try_into().map_err(D::Error::custom)
+            };
+            let ts = EventTime::from_le_bytes(word(0)?);
+            let leave = match record[8] {
+                0 => false,
+                1 => true,
+                other => {
+                    return Err(D::Error::custom(format_args!(
+                        "bad presence flag {other:#04x}"
+                    )))
+                }
+            };
+            let arrival = u64::from_le_bytes(word(9)?);
+            let viewer = u64::from_le_bytes(word(17)?);
+            pending.arrivals = pending.arrivals.max(arrival);
+            pending.events.insert((ts, leave, arrival), viewer);
+        }
+        Ok(pending)
+    }
 }
 
 /// Serialized size of a viewer: hash, ts, present.

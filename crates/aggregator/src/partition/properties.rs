@@ -155,20 +155,14 @@ fn figures(agg: &PartitionAggregator) -> Vec<(StreamRollup, Vec<ProductRollup>)>
 
 proptest! {
     #[test]
-    fn any_arrival_order_gives_the_same_figures_but_peak(
+    fn any_arrival_order_gives_the_same_figures_peak_included(
         (original, shuffled) in events(false).prop_flat_map(|v| (Just(v.clone()), Just(v).prop_shuffle()))
     ) {
-        let without_peak = |agg: &PartitionAggregator| {
-            let mut f = figures(agg);
-            for (r, _) in &mut f {
-                r.peak_concurrent_viewers = 0;
-            }
-            f
-        };
+        // Every event is within the allowed lateness of the others here, so
+        // even the peak, a maximum over event time, cannot depend on order.
         let a = run(&original);
         let b = run(&shuffled);
-        prop_assert_eq!(without_peak(&a), without_peak(&b));
-        // The peak is at least the final concurrency in any order.
+        prop_assert_eq!(figures(&a), figures(&b));
         for (r, _) in figures(&b) {
             prop_assert!(r.peak_concurrent_viewers >= r.concurrent_viewers);
         }

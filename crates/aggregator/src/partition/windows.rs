@@ -237,6 +237,46 @@ fn duplicates_are_caught_within_the_horizon_and_forgotten_after() {
 }
 
 #[test]
+fn the_peak_is_a_maximum_over_event_time_whatever_the_arrival_order() {
+    // u1 is in the room 0–10 s, u2 20–30 s: never together, so the peak is 1,
+    // even though u2's view arrives before u1's leave.
+    let mut f = Feed::new();
+    let _ = f.send("u1", T0, Action::View);
+    let _ = f.send("u2", T0 + 20_000, Action::View);
+    let _ = f.send("u1", T0 + 10_000, Action::Leave);
+    let _ = f.send("u2", T0 + 30_000, Action::Leave);
+    let r = f.rollup();
+    assert_eq!((r.concurrent_viewers, r.peak_concurrent_viewers), (0, 1));
+    // Settled in event-time order as the watermark passes: the same.
+    let _ = f.send("u3", T0 + 60_000, Action::Like);
+    let r = f.rollup();
+    assert_eq!((r.concurrent_viewers, r.peak_concurrent_viewers), (0, 1));
+    // A view back at 25 s overlaps u2's stay: two at once.
+    let _ = f.send("u1", T0 + 25_000, Action::View);
+    let r = f.rollup();
+    assert_eq!((r.concurrent_viewers, r.peak_concurrent_viewers), (1, 2));
+}
+
+#[test]
+fn pending_presence_survives_a_checkpoint_round_trip() {
+    let mut f = Feed::new();
+    let _ = f.send("u1", T0, Action::View);
+    let _ = f.send("u2", T0 + 1_000, Action::View);
+    let _ = f.agg.publish();
+    let bytes = f.agg.checkpoint("live-1").unwrap().to_bytes();
+    let mut restored = PartitionAggregator::new(AggregatorConfig::default());
+    restored.restore("live-1", StreamCheckpoint::from_bytes(&bytes).unwrap());
+    let late_leave = event("l", "live-1", "u1", T0 + 500, Action::Leave);
+    let _ = restored.apply(&late_leave, 10);
+    let r = restored.rollup("live-1").unwrap();
+    assert_eq!(
+        (r.concurrent_viewers, r.peak_concurrent_viewers),
+        (1, 1),
+        "u1 left before u2 came"
+    );
+}
+
+#[test]
 fn windows_survive_a_checkpoint_round_trip() {
     let mut f = Feed::new();
     let _ = f.send("u1", T0, purchase("p1", "o1", 1, 100));
