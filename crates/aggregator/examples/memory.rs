@@ -19,13 +19,16 @@
 //! | `--seed S` | 1 | seed of the deterministic event generator |
 //! | `--malloc-trim` | off | after the ended phase, also call glibc's `malloc_trim(0)` and measure again |
 //!
-//! What it does: streams are generated deterministically (an inline
-//! splitmix64, no extra crates) in chunks of about 50,000 events, each chunk
-//! as compact 40-byte records sorted by arrival time, so that the input never
-//! dominates the measurement; each record becomes a borrowed [`Event`] (as
-//! the engine hands the aggregator events borrowed from Kafka records) and
-//! is applied, and every partition publishes every `--publish-every` events,
-//! as the engine's publish tick would. Then, for `ended`, the watermark is
+//! What it does: every stream's events are generated deterministically (an
+//! inline splitmix64, no extra crates) and fed in arrival order, all streams
+//! interleaved as they would be live, one slice of arrival time at a time
+//! (each slice re-plans the streams it overlaps and keeps their events in the
+//! slice, as compact 40-byte records, about 400,000 per slice), so the input
+//! never dominates the measurement. Each record becomes a borrowed [`Event`]
+//! (as the engine hands the aggregator events borrowed from Kafka records)
+//! and is applied, and every partition publishes every `--publish-every`
+//! events, as the engine's publish tick would: the dirty lists and the
+//! publications are as large as live traffic makes them. Then, for `ended`, the watermark is
 //! pushed past the idle timeout minute by minute so every stream ends, and
 //! further past window retention so their windows expire.
 //!
@@ -358,8 +361,15 @@ fn mix(mut z: u64) -> u64 {
 
 /// Event time of the run's first event (the contract's example timestamp).
 const T0: EventTime = 1_764_120_000_000;
-/// Stream starts are spread over this much event time, plus up to 30 s.
+/// Stream starts are spread over this much event time, plus up to
+/// [`START_JITTER_MS`].
 const START_SPREAD_MS: i64 = 120_000;
+const START_JITTER_MS: i64 = 30_000;
+/// Latest arrival after event time: up to 2 s of jitter, plus up to 5 s more
+/// for a redelivered duplicate.
+const MAX_ARRIVAL_DELAY_MS: i64 = 7_000;
+/// Input records generated per slice of arrival time (about 16 MB).
+const SLICE_EVENTS: f64 = 400_000.0;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
@@ -414,10 +424,8 @@ enum Scenario {
 /// stream in ten sells (one order of one or two lines). 1 % of the records
 /// are delivered twice, as an at-least-once producer does.
 fn plan_stream(n: u32, s: &Settings, out: &mut Vec<Planned>) {
-    let mut rng = Rng::new(s.seed ^ mix(u64::from(n) + 1));
-    let start = T0
-        + (i64::from(n) * START_SPREAD_MS) / i64::from(s.streams.max(1))
-        + rng.below(30_000) as i64;
+    let mut rng = stream_rng(n, s);
+    let start = stream_start(n, s, &mut rng);
     let end = start + s.stream_ms;
     let products = 3 + rng.below(6); // 3..=8 products pinned in the room
     let mut seq = 0_u32;
@@ -477,6 +485,35 @@ fn plan_stream(n: u32, s: &Settings, out: &mut Vec<Planned>) {
             push(&mut rng, ts, buyer, Kind::Purchase, product);
         }
     }
+}
+
+fn stream_rng(n: u32, s: &Settings) -> Rng {
+    Rng::new(s.seed ^ mix(u64::from(n) + 1))
+}
+
+/// First event time of stream `n`: the first draw of its generator.
+fn stream_start(n: u32, s: &Settings, rng: &mut Rng) -> EventTime {
+    T0 + stream_base(n, s) + rng.below(START_JITTER_MS as u64) as i64
+}
+
+/// Stream `n`'s start before jitter, ms after [`T0`]: increasing with `n`.
+fn stream_base(n: u32, s: &Settings) -> i64 {
+    i64::from(n) * START_SPREAD_MS / i64::from(s.streams.max(1))
+}
+
+/// Appends the events of stream `n` arriving in `[from, to)`.
+fn plan_slice(n: u32, s: &Settings, from: i64, to: i64, out: &mut Vec<Planned>) {
+    let before = out.len();
+    plan_stream(n, s, out);
+    let mut keep = before;
+    for i in before..out.len() {
+        let planned = out[i];
+        if planned.arrival >= from && planned.arrival < to {
+            out[keep] = planned;
+            keep += 1;
+        }
+    }
+    out.truncate(keep);
 }
 
 /// The Kafka partition of a stream (the engine keys records by `stream_id`).
@@ -631,7 +668,17 @@ fn mirror_figures() -> MirrorFigures {
     }
 }
 
-fn print_layout(viewers: u32, events_per_stream: u64, windows_per_stream: u64) {
+fn mirror_window() -> MirrorWindow {
+    MirrorWindow {
+        figures: mirror_figures(),
+        revision: 0,
+        dirty: false,
+    }
+}
+
+/// Prints the sizes of the state's types and the allocations of one small
+/// stream's pieces; returns the labels for allocation sizes.
+fn print_layout(viewers: u32, events_per_stream: u64, windows_per_stream: u64) -> Labels {
     let stream = size_of::<StreamCheckpoint>();
     let mirror = size_of::<MirrorStream>();
     println!("## Sizes (std::mem::size_of, bytes)");
@@ -648,11 +695,11 @@ fn print_layout(viewers: u32, events_per_stream: u64, windows_per_stream: u64) {
         }
     );
     println!(
-        "table slot (String, StreamState)    {}  (+1 control byte; hashbrown keeps 1/8..1/2 of the slots empty)",
+        "stream table slot (String, StreamState) {}  (+1 control byte)",
         size_of::<(String, StreamCheckpoint)>()
     );
     println!(
-        "  Figures (totals, and per window)  {}",
+        "  Figures (totals; one per window)  {}",
         size_of::<MirrorFigures>()
     );
     println!(
@@ -682,78 +729,110 @@ fn print_layout(viewers: u32, events_per_stream: u64, windows_per_stream: u64) {
         size_of::<Planned>()
     );
     println!();
+
     println!("## Heap allocations of one small stream's pieces (probed on mirrors)");
-    let windows = windows_per_stream.max(1);
+    let one_window = probe(|| BTreeMap::from([(0_i64, mirror_window())]));
+    let twelve_windows = probe(|| {
+        (0..12_i64)
+            .map(|w| (w, mirror_window()))
+            .collect::<BTreeMap<_, _>>()
+    });
+    let windows = windows_per_stream.max(1) as i64;
     println!(
-        "windows: BTreeMap<i64, WindowState>, {windows} window(s): {}",
-        allocations_of(|| {
-            (0..windows as i64)
-                .map(|w| {
-                    let window = MirrorWindow {
-                        figures: mirror_figures(),
-                        revision: 0,
-                        dirty: false,
-                    };
-                    (w, window)
-                })
+        "windows: BTreeMap<i64, WindowState>, 1 / {windows} / 12 windows: {} / {} / {}",
+        describe(&one_window),
+        describe(&probe(|| {
+            (0..windows)
+                .map(|w| (w, mirror_window()))
                 .collect::<BTreeMap<_, _>>()
-        })
+        })),
+        describe(&twelve_windows)
     );
+    let emptied = probe(|| {
+        let mut map = BTreeMap::from([(0_i64, mirror_window())]);
+        map.pop_first();
+        map
+    });
+    println!(
+        "windows: the same after pop_first() of its only window: {}",
+        describe(&emptied)
+    );
+    let viewer_table = probe(|| {
+        let mut map = hashbrown::HashMap::new();
+        for v in 0..u64::from(viewers) {
+            map.insert(
+                mix(v),
+                MirrorViewer {
+                    ts: 0,
+                    present: true,
+                },
+            );
+        }
+        map
+    });
     println!(
         "viewers: HashMap<u64, Viewer>, {viewers} viewers: {}",
-        allocations_of(|| {
-            let mut map = hashbrown::HashMap::new();
-            for v in 0..u64::from(viewers) {
-                map.insert(
-                    mix(v),
-                    MirrorViewer {
-                        ts: 0,
-                        present: true,
-                    },
-                );
-            }
-            map
-        })
+        describe(&viewer_table)
     );
+    let seen_table = probe(|| {
+        let mut map = hashbrown::HashMap::new();
+        for e in 0..events_per_stream {
+            map.insert(mix(e), 0_i64);
+        }
+        map
+    });
     println!(
         "seen: HashMap<u64, i64>, {events_per_stream} event ids: {}",
-        allocations_of(|| {
-            let mut map = hashbrown::HashMap::new();
-            for e in 0..events_per_stream {
-                map.insert(mix(e), 0_i64);
-            }
-            map
-        })
+        describe(&seen_table)
     );
     println!(
         "unique viewers: DistinctCount, {viewers} ids: {}",
-        allocations_of(|| {
+        describe(&probe(|| {
             let mut count = DistinctCount::new();
             for v in 0..u64::from(viewers) {
                 count.insert(mix(v));
             }
             count
-        })
+        }))
     );
     println!(
         "products: HashMap<String, ProductState>, 5 products: {}",
-        allocations_of(|| {
+        describe(&probe(|| {
             let mut map = hashbrown::HashMap::new();
             for p in 0..5 {
                 map.insert(format!("sku-250000-{p}"), MirrorProduct::default());
             }
             map
-        })
+        }))
     );
     println!(
         "one product's orders: HashSet<u64>, 1 order: {}",
-        allocations_of(|| {
+        describe(&probe(|| {
             let mut set = hashbrown::HashSet::new();
             set.insert(1_u64);
             set
-        })
+        }))
     );
+    // The labels trust the hashbrown size formula: check it on two probes.
+    let formula_holds = viewer_table
+        .iter()
+        .all(|&(size, _)| (2..=20).any(|k| table_bytes(24, 1 << k) == size))
+        && seen_table
+            .iter()
+            .all(|&(size, _)| (2..=20).any(|k| table_bytes(16, 1 << k) == size));
+    if !formula_holds {
+        println!(
+            "WARNING: hashbrown table sizes differ from the formula: labels below may be wrong"
+        );
+    }
     println!();
+    let mut nodes: Vec<usize> = one_window
+        .iter()
+        .chain(&twelve_windows)
+        .map(|&(size, _)| size)
+        .collect();
+    nodes.dedup();
+    Labels::new(&nodes)
 }
 
 // ---------------------------------------------------------------------------
@@ -857,6 +936,11 @@ impl Bench {
     }
 }
 
+/// How long a stream's records keep arriving after its start.
+fn bench_span_ms(s: &Settings) -> i64 {
+    s.stream_ms + MAX_ARRIVAL_DELAY_MS
+}
+
 fn parse_args() -> Result<Settings, String> {
     let mut settings = Settings {
         streams: 1_000_000,
@@ -934,7 +1018,7 @@ fn main() {
 
     let events_per_stream = 5 * u64::from(viewers) + 1;
     let windows_per_stream = (settings.stream_ms / config.window_ms + 1) as u64;
-    print_layout(viewers, events_per_stream, windows_per_stream);
+    let labels = print_layout(viewers, events_per_stream, windows_per_stream);
 
     let started = rss_kib();
     let mut samples = Vec::with_capacity(8);
@@ -948,9 +1032,31 @@ fn main() {
         streams: 0,
     });
 
-    let chunk_streams = (50_000 / (5 * u64::from(viewers.max(1)))).clamp(1, 20_000) as u32;
-    let mut input: Vec<Planned> =
-        Vec::with_capacity(chunk_streams as usize * (12 * viewers.max(1) as usize + 8));
+    // Arrival time is cut into slices holding about SLICE_EVENTS records.
+    let span_ms = bench_span_ms(&settings);
+    let run_end = T0 + START_SPREAD_MS + START_JITTER_MS + span_ms;
+    let expected_events = f64::from(n) * (4.8 * f64::from(viewers) + 0.3);
+    let per_ms = expected_events / (run_end - T0) as f64;
+    let slice_ms = ((SLICE_EVENTS / per_ms) as i64).clamp(1_000, 60_000);
+    // Room for 2.5 times an average slice (streams overlap most in the
+    // middle of the run), touched now so that its pages are in the baseline.
+    let reserve = ((2.5 * per_ms * slice_ms as f64) as usize).max(1_024);
+    let mut input: Vec<Planned> = Vec::with_capacity(reserve);
+    input.resize(
+        reserve,
+        Planned {
+            arrival: 0,
+            ts: 0,
+            stream: 0,
+            seq: 0,
+            viewer: 0,
+            price: 0,
+            kind: Kind::View,
+            product: 0,
+            quantity: 0,
+        },
+    );
+    input.clear();
     let mut bench = Bench {
         aggregators: (0..settings.partitions)
             .map(|_| PartitionAggregator::new(config.clone()))
@@ -965,23 +1071,36 @@ fn main() {
     let mut ids = Ids::default();
     let mut max_ts = EventTime::MIN;
     let mut events = 0_u64;
+    let mut slices = 0_u64;
     let mut input_peak_bytes = 0_usize;
     let clock = Instant::now();
-    let mut first = 0_u32;
-    while first < n {
-        let last = first.saturating_add(chunk_streams).min(n);
+    let spread = |ms: i64| ms * i64::from(n) / START_SPREAD_MS;
+    let mut from = T0;
+    while from < run_end {
+        let to = from + slice_ms;
         input.clear();
-        for stream in first..last {
-            plan_stream(stream, &bench.settings, &mut input);
+        // Streams whose arrivals may overlap [from, to): base in
+        // (from − T0 − jitter − span, to − T0).
+        let lowest = spread(from - T0 - START_JITTER_MS - span_ms).max(1) - 1;
+        let highest = (spread(to - T0 + 1) + 1).min(i64::from(n));
+        for stream in lowest as u32..highest.max(lowest) as u32 {
+            let start = stream_start(
+                stream,
+                &bench.settings,
+                &mut stream_rng(stream, &bench.settings),
+            );
+            if start < to && start + span_ms > from {
+                plan_slice(stream, &bench.settings, from, to, &mut input);
+            }
         }
         input.sort_unstable_by_key(|p| (p.arrival, p.stream, p.seq));
         input_peak_bytes = input_peak_bytes.max(input.capacity() * size_of::<Planned>());
-        if first == 0 {
+        if slices == 0 {
             // The input buffer stays allocated (and reused) from here to the
             // end, so every later delta excludes it.
             let (rss, hwm) = rss_kib();
             samples.push(Sample {
-                phase: "input built (first chunk)",
+                phase: "input built (first slice)",
                 rss_kib: rss,
                 hwm_kib: hwm,
                 heap: Heap::now(),
@@ -996,7 +1115,8 @@ fn main() {
             bench.apply(&mut ids, planned);
         }
         events += input.len() as u64;
-        first = last;
+        slices += 1;
+        from = to;
     }
     bench.publish_all();
     let live_secs = clock.elapsed().as_secs_f64();
@@ -1058,7 +1178,7 @@ fn main() {
         bench.finals
     );
     println!(
-        "input: {chunk_streams} streams per chunk, largest chunk buffer {:.1} MiB (kept allocated, so inside the baseline)",
+        "input: {slices} slices of {slice_ms} ms of arrival time, input buffer {:.1} MiB (allocated and touched before the baseline)",
         input_peak_bytes as f64 / 1_048_576.0
     );
     println!();
@@ -1132,6 +1252,38 @@ fn main() {
         }
         println!();
     };
+    let print_structures = |title: &str, rows: &[(usize, i64, i64)]| {
+        let mut by_label: Vec<(&'static str, i64, i64)> = Vec::new();
+        for &(slot, count, bytes) in rows {
+            let label = labels.label(slot);
+            match by_label.iter_mut().find(|entry| entry.0 == label) {
+                Some(entry) => {
+                    entry.1 += count;
+                    entry.2 += bytes;
+                }
+                None => by_label.push((label, count, bytes)),
+            }
+        }
+        by_label.sort_by_key(|entry| std::cmp::Reverse(entry.2));
+        let total: i64 = by_label.iter().map(|entry| entry.2).sum();
+        println!("## Heap by structure, {title} (requested bytes per stream)");
+        println!("| structure | allocations/stream | bytes/stream | share |");
+        println!("|---|---:|---:|---:|");
+        for (label, count, bytes) in &by_label {
+            println!(
+                "| {label} | {:.2} | {:.0} | {:.1} % |",
+                per(*count as f64),
+                per(*bytes as f64),
+                100.0 * *bytes as f64 / total.max(1) as f64
+            );
+        }
+        println!("| total | | {:.0} | |", per(total as f64));
+        println!();
+    };
+    print_structures("live", &live_allocations);
+    if let Some(rows) = &ended_allocations {
+        print_structures("ended + retention passed", rows);
+    }
     print_allocations("live", &live_allocations);
     if let Some(rows) = &ended_allocations {
         print_allocations("ended + retention passed", rows);

@@ -92,7 +92,14 @@ pub struct StreamRollup {
     /// The stream has ended (idle past its timeout) and this is its last state.
     #[serde(default, rename = "final")]
     pub is_final: bool,
+    /// The stream's best-selling products by GMV (cumulative rollups only, at
+    /// most [`TOP_PRODUCTS`]), so that any reader of the rollup topic can show them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub top_products: Vec<ProductRollup>,
 }
+
+/// How many products a cumulative rollup carries.
+pub const TOP_PRODUCTS: usize = 10;
 
 /// The figures of one product within one stream (spec §2), all exact.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -23,7 +23,7 @@ use crate::event::{Action, Currency, Event, EventTime, EventType, OrderLine};
 use crate::ids::{deserialize_blob, fixed_records, id_hash, IdSet};
 use crate::partition::Outcome;
 use crate::reason::InvalidReason;
-use crate::rollup::{ProductRollup, RollupKind, StreamRollup};
+use crate::rollup::{ProductRollup, RollupKind, StreamRollup, TOP_PRODUCTS};
 
 /// Checkpoint byte format; the first byte of [`StreamCheckpoint::to_bytes`].
 /// Bump it on any change to the serialized layout.
@@ -186,6 +186,7 @@ impl Figures {
             aov: money_ratio(i128::from(self.gmv), orders),
             revision,
             is_final: stream.finalized,
+            top_products: Vec::new(),
         }
     }
 
@@ -439,6 +440,8 @@ impl StreamState {
         let (concurrent, peak) = self.presence_now();
         rollup.concurrent_viewers = concurrent;
         rollup.peak_concurrent_viewers = peak;
+        rollup.top_products = self.products();
+        rollup.top_products.truncate(TOP_PRODUCTS);
         rollup
     }
 

@@ -12,6 +12,7 @@ use livetally_sink::{PublisherConfig, ReadModel};
 use tokio::sync::watch;
 
 use crate::config::{Guarantee, Settings};
+use crate::engine::follower::Follower;
 use crate::engine::{topics, Engine, EngineConfig};
 
 /// Runs the service until SIGTERM or Ctrl-C, then drains, commits and returns.
@@ -23,9 +24,16 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let (addr, server) = serve_http(settings.http, model.clone(), metrics, http_stopped).await?;
     tracing::info!(%addr, topic = settings.topic, group = settings.group, "livetally running");
     eprintln!("livetally: serving http://{addr}/");
-    let engine = Engine::start(engine_config(&settings)?, model)?;
+    let engine = Engine::start(engine_config(&settings)?, model.clone())?;
+    let follower = Follower::start(
+        &settings.brokers,
+        &settings.rollup_topic,
+        &settings.kafka_extra(),
+        model,
+    )?;
     let server = tokio::spawn(server);
     shutdown_signal().await;
+    drop(follower);
     tracing::info!("shutting down: draining partitions");
     engine.shutdown().await;
     let _ = stop_http.send(true);

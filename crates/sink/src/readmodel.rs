@@ -117,6 +117,36 @@ impl ReadModel {
         }
     }
 
+    /// Stores a rollup read back from the rollup topic (another instance's,
+    /// or an older one of ours) when it is newer than what is held, and
+    /// announces it on the live feed. Returns whether it was stored; a window
+    /// of a stream not known yet is not (the caller keeps it for later).
+    pub fn merge(&self, rollup: StreamRollup) -> bool {
+        let newer = match self.streams.get(&rollup.stream_id) {
+            None => rollup.kind == RollupKind::Cumulative,
+            Some(view) => match rollup.kind {
+                RollupKind::Cumulative => rollup.revision > view.rollup.revision,
+                RollupKind::Window => rollup.window_start.is_some_and(|start| {
+                    view.windows
+                        .get(&start)
+                        .is_none_or(|w| rollup.revision > w.revision)
+                }),
+            },
+        };
+        if !newer {
+            return false;
+        }
+        if self.live.receiver_count() > 0 {
+            let json = crate::encode::to_json(&rollup);
+            let _ = self
+                .live
+                .send(String::from_utf8(json).unwrap_or_default().into());
+        }
+        let products = rollup.top_products.clone();
+        self.store_rollup(rollup, &products);
+        true
+    }
+
     /// Drops windows that start before `horizon` (retention), for every stream.
     pub fn expire_windows(&self, horizon: i64) {
         for mut view in self.streams.iter_mut() {

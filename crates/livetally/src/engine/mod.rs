@@ -2,6 +2,7 @@
 //! instance owns.
 //!
 //! - [`topics`]: checks the input topic and creates missing output topics.
+//! - [`follower`]: reads the rollup topic so the API answers for every stream.
 //! - [`restore`]: rebuilds a partition's state from the changelog.
 //! - [`worker`]: the task that owns one partition: decode, apply, publish,
 //!   store offsets.
@@ -10,6 +11,7 @@
 //! run there and may block while partitions drain); partition workers are
 //! tokio tasks.
 
+pub mod follower;
 pub mod restore;
 pub mod topics;
 pub mod worker;

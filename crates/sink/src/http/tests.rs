@@ -176,3 +176,39 @@ async fn live_feed_carries_published_rollups() {
     assert_eq!(json["stream_id"], "c");
     assert_eq!(json["gmv"], 42);
 }
+
+#[tokio::test]
+async fn merged_rollups_from_the_topic_keep_the_newest_revision() {
+    let state = state();
+    let mut remote = state.model.stream("a").unwrap().rollup.as_ref().clone();
+    let held = remote.revision;
+    remote.gmv = 1;
+    assert!(
+        !state.model.merge(remote.clone()),
+        "same revision: the held one stays"
+    );
+    remote.revision = held + 1;
+    remote.top_products = vec![livetally_aggregator::ProductRollup {
+        product_id: "top".into(),
+        impressions: 0,
+        clicks: 0,
+        add_to_carts: 0,
+        orders: 1,
+        items_sold: 1,
+        gmv: 1,
+    }];
+    assert!(state.model.merge(remote.clone()));
+    let (_, body) = get(state.clone(), "/v1/streams/a").await;
+    assert_eq!(body["gmv"], 1);
+    let (_, body) = get(state.clone(), "/v1/streams/a/products").await;
+    assert_eq!(
+        body["products"][0]["product_id"], "top",
+        "a remote stream's products are its top products"
+    );
+    // A window of a stream nobody knows yet is refused (kept by the caller).
+    let mut window = remote.clone();
+    window.stream_id = "unknown".into();
+    window.kind = livetally_aggregator::RollupKind::Window;
+    window.window_start = Some(0);
+    assert!(!state.model.merge(window));
+}

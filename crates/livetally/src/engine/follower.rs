@@ -1,0 +1,136 @@
+//! The rollup follower: every instance reads the whole rollup topic
+//! (read committed) into its read model, so that its API and dashboard answer
+//! for every stream, not only for the partitions it owns.
+//!
+//! Why a read model from the topic rather than routing to the owner: Kafka
+//! gives no instance the others' HTTP addresses, the topic already carries
+//! every figure (and each stream's top products), and a read path that does
+//! not depend on other instances being up keeps serving through rebalances and
+//! crashes. The cost is one extra consumer per instance and a delay of one
+//! publication for streams owned elsewhere.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use livetally_aggregator::{RollupKind, StreamRollup};
+use livetally_sink::{ReadModel, RollupFormat};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+/// Windows kept per stream while its first cumulative rollup is not read yet.
+const MAX_PENDING_WINDOWS: usize = 120;
+
+/// A running follower; dropping it stops it.
+pub struct Follower {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Follower {
+    /// Starts reading `topic` from its beginning into `model`.
+    pub fn start(
+        brokers: &str,
+        topic: &str,
+        extra: &[(String, String)],
+        model: Arc<ReadModel>,
+    ) -> anyhow::Result<Follower> {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", brokers)
+            .set("group.id", "livetally-follower")
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false")
+            .set("isolation.level", "read_committed");
+        for (k, v) in extra {
+            config.set(k, v);
+        }
+        let consumer: BaseConsumer = config.create().context("create the rollup follower")?;
+        let partitions = livetally_ingest::consumer::partition_count(
+            brokers,
+            topic,
+            extra,
+            Duration::from_secs(10),
+        )
+        .context("read the rollup topic's metadata")?;
+        let mut tpl = TopicPartitionList::new();
+        for partition in 0..partitions as i32 {
+            tpl.add_partition_offset(topic, partition, Offset::Beginning)?;
+        }
+        consumer.assign(&tpl).context("assign the rollup topic")?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("livetally-follower".into())
+                .spawn(move || follow(consumer, model, stop))
+                .context("start the follower thread")?
+        };
+        Ok(Follower {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn follow(consumer: BaseConsumer, model: Arc<ReadModel>, stop: Arc<AtomicBool>) {
+    // Windows of streams whose cumulative rollup was not read yet (a stream's
+    // windows are published just before its cumulative rollup).
+    let mut early: HashMap<String, Vec<StreamRollup>> = HashMap::new();
+    while !stop.load(Ordering::Acquire) {
+        let Some(result) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let message = match result {
+            Ok(message) => message,
+            Err(error) => {
+                tracing::warn!(%error, "rollup follower");
+                std::thread::sleep(Duration::from_millis(500));
+                continue;
+            }
+        };
+        let content_type = message.headers().and_then(|h| {
+            h.iter()
+                .find(|h| h.key.eq_ignore_ascii_case("content-type"))
+                .and_then(|h| h.value)
+        });
+        let Some(payload) = message.payload() else {
+            continue;
+        };
+        let rollup = match RollupFormat::from_content_type(content_type).decode(payload) {
+            Ok(rollup) => rollup,
+            Err(error) => {
+                tracing::warn!(partition = message.partition(), offset = message.offset(), %error, "unreadable rollup");
+                continue;
+            }
+        };
+        let stream_id = rollup.stream_id.clone();
+        let kind = rollup.kind;
+        if !model.merge(rollup.clone())
+            && kind == RollupKind::Window
+            && model.stream(&stream_id).is_none()
+        {
+            let waiting = early.entry(stream_id.clone()).or_default();
+            if waiting.len() < MAX_PENDING_WINDOWS {
+                waiting.push(rollup);
+            }
+        }
+        if kind == RollupKind::Cumulative {
+            for window in early.remove(&stream_id).unwrap_or_default() {
+                model.merge(window);
+            }
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! Scale-out against a real broker: three instances in one consumer group
+//! share a six-partition topic while records flow; one is killed, another
+//! joins. At the end every partition has exactly one owner, and every
+//! instance's API answers for every stream with the exact figures (each
+//! instance follows the rollup topic for the streams it does not own).
+//!
+//! Needs a broker: `make test`, or `LIVETALLY_TEST_BROKERS=127.0.0.1:PORT`.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::*;
+
+const PARTITIONS: usize = 6;
+
+#[test]
+fn three_instances_share_the_work_and_each_answers_for_every_stream() {
+    let brokers = brokers();
+    let names = Names::new("scale-out");
+    create_topic(&brokers, &names.topic, PARTITIONS as i32);
+    let start_ts = (now_ms() - 10 * 60_000).to_string();
+    let generator = gen_command(
+        &brokers,
+        &names.topic,
+        &[
+            "--rate",
+            "8000",
+            "--duration",
+            "8s",
+            "--streams",
+            "30",
+            "--seed",
+            "21",
+            "--start-ts",
+            &start_ts,
+        ],
+    )
+    .spawn()
+    .expect("spawn livetally gen");
+
+    let mut a = Livetally::run(&brokers, &names);
+    let mut b = Livetally::run(&brokers, &names);
+    let c = Livetally::run(&brokers, &names);
+    wait_for("three instances sharing the partitions", DEADLINE, || {
+        let owned: Vec<usize> = [&a, &b, &c]
+            .iter()
+            .map(|l| partitions_of(l).len())
+            .collect();
+        if owned.iter().all(|n| *n > 0) && owned.iter().sum::<usize>() == PARTITIONS {
+            Ok(())
+        } else {
+            Err(format!("partitions per instance: {owned:?}"))
+        }
+    });
+    // One dies mid-stream; a new one joins.
+    b.kill9();
+    let d = Livetally::run(&brokers, &names);
+
+    let output = generator
+        .wait_with_output()
+        .expect("wait for livetally gen");
+    assert!(
+        output.status.success(),
+        "gen failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let input = read_topic(&brokers, &names.topic);
+    let reference = reference_of(&input);
+    let ends: BTreeMap<i32, Option<i64>> = input
+        .iter()
+        .map(|r| (r.partition, Some(r.offset + 1)))
+        .collect();
+    wait_for("every record processed and committed", DEADLINE, || {
+        let committed = committed_offsets(&brokers, &names.topic, &names.group);
+        if committed == ends {
+            Ok(())
+        } else {
+            Err(format!("committed {committed:?}, ends {ends:?}"))
+        }
+    });
+
+    let live = [&a, &c, &d];
+    wait_for(
+        "every partition owned by exactly one live instance",
+        DEADLINE,
+        || {
+            let mut owners: BTreeMap<i64, usize> = BTreeMap::new();
+            for l in live {
+                for p in partitions_of(l) {
+                    *owners.entry(p).or_default() += 1;
+                }
+            }
+            let expected: BTreeMap<i64, usize> = (0..PARTITIONS as i64).map(|p| (p, 1)).collect();
+            if owners == expected {
+                Ok(())
+            } else {
+                Err(format!("owners per partition: {owners:?}"))
+            }
+        },
+    );
+    for (name, l) in [("a", &a), ("c", &c), ("d", &d)] {
+        let listed = wait_for(
+            &format!("instance {name} shows every stream exactly"),
+            DEADLINE,
+            || {
+                let listed = l.streams();
+                let problems = reference.diff_streams(&listed);
+                if problems.is_empty() {
+                    Ok(listed)
+                } else {
+                    Err(problems.join("\n"))
+                }
+            },
+        );
+        assert_eq!(
+            listed.len(),
+            reference.streams.len(),
+            "instance {name}: streams"
+        );
+    }
+    a.stop_cleanly();
+    let (mut c, mut d) = (c, d);
+    c.stop_cleanly();
+    d.stop_cleanly();
+}
+
+fn partitions_of(livetally: &Livetally) -> Vec<i64> {
+    livetally.get_json("/readyz").1["partitions"]
+        .as_array()
+        .map(|v| v.iter().filter_map(serde_json::Value::as_i64).collect())
+        .unwrap_or_default()
+}
