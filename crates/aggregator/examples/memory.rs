@@ -249,7 +249,7 @@ struct Labels {
 }
 
 impl Labels {
-    fn new(window_nodes: &[usize]) -> Labels {
+    fn new(window_nodes: &[usize], pending_nodes: &[usize]) -> Labels {
         let mut rules = Vec::new();
         for k in 2..=30 {
             let buckets = 1 << k;
@@ -268,6 +268,9 @@ impl Labels {
         }
         for &node in window_nodes {
             rules.push((node, "windows: BTreeMap<i64, WindowState> nodes"));
+        }
+        for &node in pending_nodes {
+            rules.push((node, "pending presence: BTreeMap nodes"));
         }
         for k in 2..=12 {
             rules.push((8 << k, "distinct counts: sorted Vec<u64>"));
@@ -590,7 +593,8 @@ impl Ids {
 // Mirrors of the aggregator's private state, for sizes only
 // ---------------------------------------------------------------------------
 // These copy the field lists of `stream.rs` (`Figures`, `WindowState`,
-// `StreamState`, `ProductState`, `Viewer`, `Viewers`, `SeenEvents`) so that
+// `StreamState`, `ProductState`, `Viewer`, `Viewers`, `PendingPresence`,
+// `SeenEvents`) so that
 // their sizes and allocation sizes can be printed from outside the crate. The
 // mirror of `StreamState` is checked against `size_of::<StreamCheckpoint>()`
 // (a `#[serde(transparent)]` wrapper of it): a mismatch means the mirrors are
@@ -636,6 +640,9 @@ struct MirrorProduct {
     orders: hashbrown::HashSet<u64>,
 }
 
+/// `PendingPresence::events`: presence events waiting for the watermark.
+type PendingMap = BTreeMap<(EventTime, bool, u64), u64>;
+
 #[allow(dead_code)]
 struct MirrorStream {
     totals: MirrorFigures,
@@ -644,6 +651,8 @@ struct MirrorStream {
     revision: u64,
     applied_through: Option<u64>,
     viewers: (hashbrown::HashMap<u64, MirrorViewer>, u64),
+    pending: (PendingMap, u64),
+    settled_peak: u64,
     seen: (hashbrown::HashMap<u64, EventTime>, EventTime),
     products: hashbrown::HashMap<String, MirrorProduct>,
     windows: BTreeMap<EventTime, MirrorWindow>,
@@ -757,6 +766,25 @@ fn print_layout(viewers: u32, events_per_stream: u64, windows_per_stream: u64) -
         "windows: the same after pop_first() of its only window: {}",
         describe(&emptied)
     );
+    let one_pending = probe(|| PendingMap::from([((0, false, 1), 7)]));
+    let twelve_pending = probe(|| {
+        (0..12_u64)
+            .map(|i| ((i as i64, false, i), i))
+            .collect::<PendingMap>()
+    });
+    println!(
+        "pending presence: BTreeMap<(i64, bool, u64), u64>, 1 / 12 events: {} / {}",
+        describe(&one_pending),
+        describe(&twelve_pending)
+    );
+    println!(
+        "pending presence: the same after pop_first() of its only event: {}",
+        describe(&probe(|| {
+            let mut map = PendingMap::from([((0, false, 1), 7)]);
+            map.pop_first();
+            map
+        }))
+    );
     let viewer_table = probe(|| {
         let mut map = hashbrown::HashMap::new();
         for v in 0..u64::from(viewers) {
@@ -831,8 +859,16 @@ fn print_layout(viewers: u32, events_per_stream: u64, windows_per_stream: u64) -
         .chain(&twelve_windows)
         .map(|&(size, _)| size)
         .collect();
+    nodes.sort_unstable();
     nodes.dedup();
-    Labels::new(&nodes)
+    let mut pending_nodes: Vec<usize> = one_pending
+        .iter()
+        .chain(&twelve_pending)
+        .map(|&(size, _)| size)
+        .collect();
+    pending_nodes.sort_unstable();
+    pending_nodes.dedup();
+    Labels::new(&nodes, &pending_nodes)
 }
 
 // ---------------------------------------------------------------------------

@@ -28,6 +28,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let follower = Follower::start(
         &settings.brokers,
         &settings.rollup_topic,
+        &settings.topic,
         &settings.kafka_extra(),
         model,
     )?;

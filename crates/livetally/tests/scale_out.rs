@@ -131,3 +131,51 @@ fn partitions_of(livetally: &Livetally) -> Vec<i64> {
         .map(|v| v.iter().filter_map(serde_json::Value::as_i64).collect())
         .unwrap_or_default()
 }
+
+#[test]
+fn input_not_keyed_by_stream_is_detected() {
+    let brokers = brokers();
+    let staging = Names::new("mis-keyed-source");
+    let names = Names::new("mis-keyed");
+    create_topic(&brokers, &staging.topic, 1);
+    create_topic(&brokers, &names.topic, 3);
+    let start_ts = (now_ms() - 10 * 60_000).to_string();
+    gen(
+        &brokers,
+        &staging.topic,
+        &[
+            "--events",
+            "3000",
+            "--streams",
+            "3",
+            "--seed",
+            "41",
+            "--start-ts",
+            &start_ts,
+        ],
+    );
+    // The same records, keyed by their position instead of their stream.
+    let misrouted: Vec<Outgoing> = read_topic(&brokers, &staging.topic)
+        .iter()
+        .map(|r| Outgoing {
+            key: Some(r.offset.to_string().into_bytes()),
+            ..Outgoing::from(r)
+        })
+        .collect();
+    produce(&brokers, &names.topic, &misrouted);
+    let mut livetally = Livetally::run(&brokers, &names);
+    wait_for("the split streams reported", DEADLINE, || {
+        match livetally.metric("livetally_streams_split_total", &[]) {
+            Some(n) if n >= 1.0 => Ok(()),
+            other => Err(format!(
+                "livetally_streams_split_total = {other:?}\n{}",
+                livetally.log()
+            )),
+        }
+    });
+    assert!(
+        livetally.log().contains("not keyed by stream_id"),
+        "a warning names the problem"
+    );
+    livetally.stop_cleanly();
+}

@@ -30,6 +30,8 @@ pub mod headers {
     pub const SOURCE_OFFSET: &str = "livetally-source-offset";
     /// Content type of rollup records.
     pub const CONTENT_TYPE: &str = "content-type";
+    /// On rollup records: the input partition whose events the rollup counts.
+    pub const INPUT_PARTITION: &str = "livetally-input-partition";
 }
 
 /// Where and how the publisher writes.
@@ -274,10 +276,16 @@ impl Publisher {
             }
             deliveries.push((c.dlq_topic.as_str(), self.enqueue(record)));
         }
-        let content_type = OwnedHeaders::new().insert(Header {
-            key: headers::CONTENT_TYPE,
-            value: Some(c.format.content_type()),
-        });
+        let input_partition = changelog_partition.to_string();
+        let content_type = OwnedHeaders::new()
+            .insert(Header {
+                key: headers::CONTENT_TYPE,
+                value: Some(c.format.content_type()),
+            })
+            .insert(Header {
+                key: headers::INPUT_PARTITION,
+                value: Some(input_partition.as_str()),
+            });
         for rollup in &batch.rollups {
             let value = c.format.encode(rollup);
             let record = FutureRecord::<[u8], [u8]>::to(&c.rollup_topic)

@@ -38,6 +38,9 @@ pub const REBALANCES: &str = "livetally_rebalances_total";
 pub const COMMIT_FAILURES: &str = "livetally_commit_failures_total";
 /// Failed publications (rollups, dead letters, changelog) that were retried.
 pub const PUBLISH_FAILURES: &str = "livetally_publish_failures_total";
+/// Streams seen on more than one input partition: the input is not keyed by
+/// `stream_id`, and each partition counts only its share of such a stream.
+pub const STREAMS_SPLIT: &str = "livetally_streams_split_total";
 /// Exactly-once transactions, by `result` (commit, abort, fenced).
 pub const TRANSACTIONS: &str = "livetally_transactions_total";
 /// Seconds taken to restore a partition's state from the changelog.

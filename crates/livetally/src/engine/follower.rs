@@ -9,7 +9,7 @@
 //! crashes. The cost is one extra consumer per instance and a delay of one
 //! publication for streams owned elsewhere.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,9 +32,11 @@ pub struct Follower {
 
 impl Follower {
     /// Starts reading `topic` from its beginning into `model`.
+    /// `input_topic` is only named in warnings.
     pub fn start(
         brokers: &str,
         topic: &str,
+        input_topic: &str,
         extra: &[(String, String)],
         model: Arc<ReadModel>,
     ) -> anyhow::Result<Follower> {
@@ -64,9 +66,10 @@ impl Follower {
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let stop = stop.clone();
+            let input_topic = input_topic.to_owned();
             std::thread::Builder::new()
                 .name("livetally-follower".into())
-                .spawn(move || follow(consumer, model, stop))
+                .spawn(move || follow(consumer, model, stop, input_topic))
                 .context("start the follower thread")?
         };
         Ok(Follower {
@@ -85,10 +88,47 @@ impl Drop for Follower {
     }
 }
 
-fn follow(consumer: BaseConsumer, model: Arc<ReadModel>, stop: Arc<AtomicBool>) {
+/// Remembers each stream's input partition and says when one shows up on a
+/// second: its events are not all keyed by `stream_id`, so no single
+/// partition sees all of them and its figures are split.
+#[derive(Default)]
+struct SplitStreams {
+    partition_of: HashMap<String, i32>,
+    reported: HashSet<String>,
+}
+
+impl SplitStreams {
+    fn saw(&mut self, stream_id: &str, partition: i32, topic: &str) {
+        match self.partition_of.get(stream_id) {
+            None => {
+                self.partition_of.insert(stream_id.to_owned(), partition);
+            }
+            Some(&first) if first != partition && self.reported.insert(stream_id.to_owned()) => {
+                metrics::counter!(livetally_sink::metrics::STREAMS_SPLIT).increment(1);
+                tracing::warn!(
+                    stream_id,
+                    first,
+                    partition,
+                    topic,
+                    "stream seen on two input partitions: its records are not keyed by stream_id; \
+                     re-key the input by stream_id, or run with --repartition"
+                );
+            }
+            Some(_) => {}
+        }
+    }
+}
+
+fn follow(
+    consumer: BaseConsumer,
+    model: Arc<ReadModel>,
+    stop: Arc<AtomicBool>,
+    input_topic: String,
+) {
     // Windows of streams whose cumulative rollup was not read yet (a stream's
     // windows are published just before its cumulative rollup).
     let mut early: HashMap<String, Vec<StreamRollup>> = HashMap::new();
+    let mut split = SplitStreams::default();
     while !stop.load(Ordering::Acquire) {
         let Some(result) = consumer.poll(Duration::from_millis(200)) else {
             continue;
@@ -118,6 +158,17 @@ fn follow(consumer: BaseConsumer, model: Arc<ReadModel>, stop: Arc<AtomicBool>) 
         };
         let stream_id = rollup.stream_id.clone();
         let kind = rollup.kind;
+        let input_partition = message
+            .headers()
+            .and_then(|h| {
+                h.iter()
+                    .find(|h| h.key == livetally_sink::kafka::headers::INPUT_PARTITION)
+            })
+            .and_then(|h| h.value)
+            .and_then(|v| std::str::from_utf8(v).ok()?.parse::<i32>().ok());
+        if let Some(partition) = input_partition {
+            split.saw(&stream_id, partition, &input_topic);
+        }
         if !model.merge(rollup.clone())
             && kind == RollupKind::Window
             && model.stream(&stream_id).is_none()
@@ -132,5 +183,23 @@ fn follow(consumer: BaseConsumer, model: Arc<ReadModel>, stop: Arc<AtomicBool>) 
                 model.merge(window);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_on_two_partitions_is_reported_once() {
+        let mut split = SplitStreams::default();
+        split.saw("a", 0, "t");
+        split.saw("a", 0, "t");
+        split.saw("b", 1, "t");
+        assert!(split.reported.is_empty(), "one partition each: fine");
+        split.saw("a", 2, "t");
+        split.saw("a", 3, "t");
+        assert_eq!(split.reported.len(), 1);
+        assert!(split.reported.contains("a"));
     }
 }
