@@ -35,6 +35,15 @@ test: setup ## Every test: unit, property and integration tests against a real K
 	echo "test broker: $$brokers"; \
 	LIVETALLY_TEST_BROKERS=$$brokers $(CARGO) test --workspace --all-targets
 
+.PHONY: soak
+soak: setup ## Long runs: the exactly-once crash test with 1 million records (about 5 minutes)
+	$(CARGO) build -p livetally --tests
+	@set -euo pipefail; \
+	rm -rf target/soak-broker; \
+	brokers=$$($(KAFKA) start target/soak-broker | tail -n 1); \
+	trap '$(KAFKA) stop target/soak-broker >/dev/null 2>&1 || true' EXIT; \
+	LIVETALLY_TEST_BROKERS=$$brokers LIVETALLY_SOAK_EVENTS=1000000 $(CARGO) test -p livetally --test exactly_once -- --nocapture
+
 .PHONY: test-unit
 test-unit: ## Unit and property tests only (no broker)
 	$(CARGO) test --workspace --lib --bins

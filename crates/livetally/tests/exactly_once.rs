@@ -12,7 +12,13 @@ use std::collections::BTreeMap;
 
 use common::*;
 
-const EVENTS: usize = 120_000;
+/// Records produced; `make soak` sets `LIVETALLY_SOAK_EVENTS=1000000`.
+fn events() -> usize {
+    std::env::var("LIVETALLY_SOAK_EVENTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(120_000)
+}
 const EXACTLY_ONCE: [&str; 2] = ["--guarantee", "exactly-once"];
 
 #[test]
@@ -21,15 +27,18 @@ fn exactly_once_survives_kill9_with_nothing_published_twice() {
     let names = Names::new("exactly-once");
     create_topic(&brokers, &names.topic, 6);
     let start_ts = (now_ms() - 10 * 60_000).to_string();
+    let events = events();
+    let rate = if events > 200_000 { 50_000 } else { 15_000 };
+    let (rate_arg, duration) = (rate.to_string(), format!("{}ms", events * 1000 / rate));
     // Paced, so that no instance can finish the backlog before it is killed.
     let generator = gen_command(
         &brokers,
         &names.topic,
         &[
             "--rate",
-            "15000",
+            &rate_arg,
             "--duration",
-            "8s",
+            &duration,
             "--streams",
             "40",
             "--seed",
@@ -73,7 +82,7 @@ fn exactly_once_survives_kill9_with_nothing_published_twice() {
         String::from_utf8_lossy(&output.stderr)
     );
     let input = read_topic(&brokers, &names.topic);
-    assert_eq!(input.len(), EVENTS);
+    assert_eq!(input.len(), events);
     let reference = reference_of(&input);
 
     let mut livetally = Livetally::run_with(&brokers, &names, &EXACTLY_ONCE);
