@@ -66,6 +66,9 @@ pub struct Settings {
     /// Wall-clock quiet time after which a partition's watermark follows the
     /// wall clock, milliseconds.
     pub idle_partition_ms: u64,
+    /// Re-key input that is not keyed by `stream_id` through the internal
+    /// topic `<group>.repartition` before aggregating it.
+    pub repartition: bool,
     /// Extra librdkafka properties for every client (TOML table only).
     pub kafka: std::collections::BTreeMap<String, String>,
 }
@@ -92,6 +95,7 @@ impl Default for Settings {
             window_retention_ms: 3_600_000,
             idle_timeout_ms: 1_800_000,
             idle_partition_ms: 30_000,
+            repartition: false,
             kafka: Default::default(),
         }
     }
@@ -101,7 +105,7 @@ impl Settings {
     /// The keys read from `LIVETALLY_*` variables. Other variables with that
     /// prefix (`LIVETALLY_LOG`, a test harness's own) are not settings and are
     /// left alone rather than refused.
-    const KEYS: [&'static str; 19] = [
+    const KEYS: [&'static str; 20] = [
         "brokers",
         "topic",
         "group",
@@ -121,6 +125,7 @@ impl Settings {
         "window_retention_ms",
         "idle_timeout_ms",
         "idle_partition_ms",
+        "repartition",
     ];
 
     /// Layers defaults, the optional TOML file, `LIVETALLY_*` variables and

@@ -126,6 +126,10 @@ struct RunArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     idle_partition_ms: Option<u64>,
+    /// Re-key input not keyed by stream_id through an internal topic first.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    repartition: Option<bool>,
 }
 
 fn parse_format(raw: &str) -> Result<RollupFormat, String> {

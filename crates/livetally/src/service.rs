@@ -13,7 +13,7 @@ use tokio::sync::watch;
 
 use crate::config::{Guarantee, Settings};
 use crate::engine::follower::Follower;
-use crate::engine::{topics, Engine, EngineConfig};
+use crate::engine::{repartition, topics, Engine, EngineConfig};
 
 /// Runs the service until SIGTERM or Ctrl-C, then drains, commits and returns.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
@@ -24,7 +24,25 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let (addr, server) = serve_http(settings.http, model.clone(), metrics, http_stopped).await?;
     tracing::info!(%addr, topic = settings.topic, group = settings.group, "livetally running");
     eprintln!("livetally: serving http://{addr}/");
-    let engine = Engine::start(engine_config(&settings)?, model.clone())?;
+    let (stop_repartition, repartition_stopped) = watch::channel(false);
+    let mut config = engine_config(&settings)?;
+    let repartitioner = if settings.repartition {
+        let internal = repartition::topic_for(&settings.group);
+        config.consumer.topic = internal.clone();
+        tracing::info!(
+            input = settings.topic,
+            internal,
+            "re-keying the input by stream_id"
+        );
+        Some(tokio::spawn(repartition_until_stopped(
+            settings.clone(),
+            internal,
+            repartition_stopped,
+        )))
+    } else {
+        None
+    };
+    let engine = Engine::start(config, model.clone())?;
     let follower = Follower::start(
         &settings.brokers,
         &settings.rollup_topic,
@@ -36,11 +54,41 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     shutdown_signal().await;
     drop(follower);
     tracing::info!("shutting down: draining partitions");
+    let _ = stop_repartition.send(true);
+    if let Some(task) = repartitioner {
+        let _ = task.await;
+    }
     engine.shutdown().await;
     let _ = stop_http.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Runs the repartition step, restarting it after a failure, until stopped.
+async fn repartition_until_stopped(
+    settings: Settings,
+    internal: String,
+    stop: watch::Receiver<bool>,
+) {
+    while !*stop.borrow() {
+        let result = repartition::run(
+            settings.brokers.clone(),
+            settings.topic.clone(),
+            internal.clone(),
+            settings.group.clone(),
+            settings.kafka_extra(),
+            stop.clone(),
+        )
+        .await;
+        if let Err(error) = result {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "repartition step failed; restarting"
+            );
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
 }
 
 /// The engine's configuration from the settings.

@@ -179,3 +179,76 @@ fn input_not_keyed_by_stream_is_detected() {
     );
     livetally.stop_cleanly();
 }
+
+#[test]
+fn repartition_makes_mis_keyed_input_exact() {
+    let brokers = brokers();
+    let staging = Names::new("repartition-source");
+    let names = Names::new("repartition");
+    create_topic(&brokers, &staging.topic, 1);
+    create_topic(&brokers, &names.topic, 3);
+    let start_ts = (now_ms() - 10 * 60_000).to_string();
+    gen(
+        &brokers,
+        &staging.topic,
+        &[
+            "--events",
+            "6000",
+            "--streams",
+            "5",
+            "--seed",
+            "43",
+            "--start-ts",
+            &start_ts,
+        ],
+    );
+    let source = read_topic(&brokers, &staging.topic);
+    // Keyed by position: every stream is spread over all three partitions.
+    let misrouted: Vec<Outgoing> = source
+        .iter()
+        .map(|r| Outgoing {
+            key: Some(r.offset.to_string().into_bytes()),
+            ..Outgoing::from(r)
+        })
+        .collect();
+    produce(&brokers, &names.topic, &misrouted);
+    // The same records in one partition: the reference needs one order per stream.
+    let reference = reference_of(&source);
+    let mut livetally = Livetally::run_with(&brokers, &names, &["--repartition"]);
+    let listed = wait_for(
+        "exact figures through the repartition topic",
+        DEADLINE,
+        || {
+            let listed = livetally.streams();
+            let problems = reference.diff_streams(&listed);
+            if problems.is_empty() {
+                Ok(listed)
+            } else {
+                Err(problems.join("\n"))
+            }
+        },
+    );
+    assert_eq!(listed.len(), reference.streams.len());
+    assert_eq!(
+        livetally.metric("livetally_streams_split_total", &[]),
+        Some(0.0),
+        "no split after re-keying"
+    );
+    livetally.stop_cleanly();
+    // Invalid records are dead-lettered, naming their place in the input topic.
+    let dlq = read_topic(&brokers, &names.dlq);
+    assert!(
+        dlq.len() >= reference.invalid().len(),
+        "every invalid record dead-lettered"
+    );
+    for letter in &dlq {
+        assert_eq!(
+            letter.header_str("livetally-source-topic"),
+            Some(names.topic.as_str())
+        );
+        assert!(letter
+            .headers
+            .iter()
+            .all(|(k, _)| !k.starts_with("livetally-origin-")));
+    }
+}

@@ -121,4 +121,10 @@ fn describe() {
     metrics::counter!(ROLLUPS_PUBLISHED).absolute(0);
     metrics::counter!(COMMIT_FAILURES).absolute(0);
     metrics::counter!(PUBLISH_FAILURES).absolute(0);
+    metrics::describe_counter!(
+        STREAMS_SPLIT,
+        "Streams seen on more than one input partition."
+    );
+    metrics::counter!(STREAMS_SPLIT).absolute(0);
+    metrics::describe_counter!(TRANSACTIONS, "Exactly-once transactions, by result.");
 }

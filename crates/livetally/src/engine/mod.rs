@@ -3,6 +3,7 @@
 //!
 //! - [`topics`]: checks the input topic and creates missing output topics.
 //! - [`follower`]: reads the rollup topic so the API answers for every stream.
+//! - [`repartition`]: the opt-in re-keying of input not keyed by `stream_id`.
 //! - [`restore`]: rebuilds a partition's state from the changelog.
 //! - [`worker`]: the task that owns one partition: decode, apply, publish,
 //!   store offsets.
@@ -12,6 +13,7 @@
 //! tokio tasks.
 
 pub mod follower;
+pub mod repartition;
 pub mod restore;
 pub mod topics;
 pub mod worker;

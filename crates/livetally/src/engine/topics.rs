@@ -28,11 +28,16 @@ pub async fn ensure(settings: &Settings, create: bool) -> anyhow::Result<usize> 
     }
     let changelog = settings.changelog_topic();
     let mut missing = Vec::new();
-    for (name, compact) in [
+    let internal = super::repartition::topic_for(&settings.group);
+    let mut outputs = vec![
         (&settings.rollup_topic, false),
         (&settings.dlq_topic, false),
         (&changelog, true),
-    ] {
+    ];
+    if settings.repartition {
+        outputs.push((&internal, false));
+    }
+    for (name, compact) in outputs {
         let have = partitions(&settings.brokers, name, &extra)?;
         if have == 0 {
             missing.push((name.clone(), compact));

@@ -22,7 +22,7 @@ use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
-use super::{ConsumerRef, EngineConfig};
+use super::{repartition, ConsumerRef, EngineConfig};
 
 /// Longest a draining partition keeps retrying a failed publication.
 const DRAIN_RETRY_LIMIT: Duration = Duration::from_secs(30);
@@ -266,7 +266,7 @@ impl PartitionWork {
         if let Some(slot) = InvalidReason::ALL.iter().position(|r| *r == reason) {
             self.counts.invalid[slot] += 1;
         }
-        let headers = message
+        let mut headers: Vec<(String, Option<Vec<u8>>)> = message
             .headers()
             .map(|h| {
                 h.iter()
@@ -274,14 +274,32 @@ impl PartitionWork {
                     .collect()
             })
             .unwrap_or_default();
+        // A record re-keyed by the repartition step names where it came from.
+        let origin = |name: &str| -> Option<String> {
+            let value = headers.iter().find(|(k, _)| k == name)?.1.as_deref()?;
+            Some(String::from_utf8_lossy(value).into_owned())
+        };
+        let (topic, partition, offset) = match (
+            origin(repartition::origin::TOPIC),
+            origin(repartition::origin::PARTITION).and_then(|p| p.parse().ok()),
+            origin(repartition::origin::OFFSET).and_then(|o| o.parse().ok()),
+        ) {
+            (Some(topic), Some(partition), Some(offset)) => (topic, partition, offset),
+            _ => (
+                message.topic().to_string(),
+                message.partition(),
+                message.offset(),
+            ),
+        };
+        headers.retain(|(k, _)| !k.starts_with("livetally-origin-"));
         self.dead_letters.push(DeadLetter {
             key: message.key().map(<[u8]>::to_vec),
             payload: message.payload().map(<[u8]>::to_vec),
             headers,
             reason,
-            topic: message.topic().to_string(),
-            partition: message.partition(),
-            offset: message.offset(),
+            topic,
+            partition,
+            offset,
         });
     }
 
