@@ -324,9 +324,18 @@ pub fn committed_offsets(brokers: &str, topic: &str, group: &str) -> BTreeMap<i3
     for p in 0..partition_count(brokers, topic) as i32 {
         tpl.add_partition(topic, p);
     }
-    let committed = consumer
-        .committed_offsets(tpl, Duration::from_secs(10))
-        .expect("committed offsets");
+    // A loaded machine can time out one request: try a few times.
+    let mut attempts = 0;
+    let committed = loop {
+        match consumer.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
+            Ok(committed) => break committed,
+            Err(e) if attempts < 5 => {
+                attempts += 1;
+                eprintln!("committed offsets: {e}; retrying");
+            }
+            Err(e) => panic!("committed offsets: {e}"),
+        }
+    };
     committed
         .elements()
         .iter()
