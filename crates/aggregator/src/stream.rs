@@ -109,8 +109,9 @@ impl Default for Figures {
 }
 
 impl Figures {
-    /// Adds one new, valid event; `viewer` is its viewer's hash and
-    /// `concurrent` the stream's concurrent viewers after it.
+    /// Adds one new, valid event; `viewer` is its viewer's hash (set for
+    /// views, leaves and purchases) and `concurrent` the stream's concurrent
+    /// viewers after it.
     fn count(&mut self, event: &Event<'_>, viewer: u64, concurrent: u64) {
         self.counts[event.action.event_type() as usize] += 1;
         self.first_event_ts = self.first_event_ts.min(event.ts);
@@ -334,7 +335,11 @@ impl StreamState {
                 self.seller_id = Some(seller.to_owned());
             }
         }
-        let viewer = id_hash(&event.viewer_id);
+        // Only presence and purchases need the viewer: hash it for those alone.
+        let viewer = match event.action {
+            Action::View | Action::Leave | Action::Purchase(_) => id_hash(&event.viewer_id),
+            _ => 0,
+        };
         match &event.action {
             Action::View => self.presence(viewer, event.ts, true, clock),
             Action::Leave => self.presence(viewer, event.ts, false, clock),
@@ -355,7 +360,11 @@ impl StreamState {
         if clock.expired(start) {
             return true;
         }
-        let window = self.windows.entry(start).or_default();
+        // Events mostly land in the newest window: try it before a full lookup.
+        let window = match self.windows.last_entry() {
+            Some(last) if *last.key() == start => last.into_mut(),
+            _ => self.windows.entry(start).or_default(),
+        };
         window.figures.count(event, viewer, concurrent);
         window.dirty = true;
         false
