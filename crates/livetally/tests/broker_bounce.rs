@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
@@ -134,24 +133,11 @@ fn the_engine_rides_out_a_broker_bounce() {
 
     let input = read_topic(&brokers, &names.topic);
     let reference = reference_of(&input);
-    let ends: BTreeMap<i32, Option<i64>> = input
-        .iter()
-        .map(|r| (r.partition, Some(r.offset + 1)))
-        .collect();
-    wait_for(
+    wait_all_committed(
+        &brokers,
+        &names,
+        &input,
         "every record processed and committed after the bounce",
-        DEADLINE,
-        || {
-            let committed = committed_offsets(&brokers, &names.topic, &names.group);
-            if committed == ends {
-                Ok(())
-            } else {
-                Err(format!(
-                    "committed {committed:?}, ends {ends:?}\n{}",
-                    livetally.log()
-                ))
-            }
-        },
     );
     let listed = livetally.wait_caught_up(0);
     assert_no_problems(

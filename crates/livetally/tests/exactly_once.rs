@@ -8,8 +8,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-
 use common::*;
 
 /// Records produced; `make soak` sets `LIVETALLY_SOAK_EVENTS=1000000`.
@@ -86,18 +84,12 @@ fn exactly_once_survives_kill9_with_nothing_published_twice() {
     let reference = reference_of(&input);
 
     let mut livetally = Livetally::run_with(&brokers, &names, &EXACTLY_ONCE);
-    let ends: BTreeMap<i32, Option<i64>> = input
-        .iter()
-        .map(|r| (r.partition, Some(r.offset + 1)))
-        .collect();
-    wait_for("every record committed in a transaction", DEADLINE, || {
-        let committed = committed_offsets(&brokers, &names.topic, &names.group);
-        if committed == ends {
-            Ok(())
-        } else {
-            Err(format!("committed {committed:?}, ends {ends:?}"))
-        }
-    });
+    wait_all_committed(
+        &brokers,
+        &names,
+        &input,
+        "every record committed in a transaction",
+    );
     let listed = livetally.wait_caught_up(0);
     assert_no_problems(
         "exactly-once: GET /v1/streams vs reference",

@@ -223,18 +223,12 @@ fn figures_stay_exact_when_partitions_move_between_instances() {
     finish_gen(generator);
     let input = read_topic(&brokers, &names.topic);
     let reference = reference_of(&input);
-    let ends: BTreeMap<i32, Option<i64>> = input
-        .iter()
-        .map(|r| (r.partition, Some(r.offset + 1)))
-        .collect();
-    wait_for("every record processed and committed", DEADLINE, || {
-        let committed = committed_offsets(&brokers, &names.topic, &names.group);
-        if committed == ends {
-            Ok(())
-        } else {
-            Err(format!("committed {committed:?}, ends {ends:?}"))
-        }
-    });
+    wait_all_committed(
+        &brokers,
+        &names,
+        &input,
+        "every record processed and committed",
+    );
     let counter = |l: &Livetally, name: &str| l.metric(name, &[]).unwrap_or(-1.0) as i64;
     let consumed_first = counter(&first, "livetally_events_consumed_total");
     let duplicates_first = counter(&first, "livetally_events_duplicate_total");

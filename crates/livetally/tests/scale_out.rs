@@ -67,18 +67,12 @@ fn three_instances_share_the_work_and_each_answers_for_every_stream() {
     );
     let input = read_topic(&brokers, &names.topic);
     let reference = reference_of(&input);
-    let ends: BTreeMap<i32, Option<i64>> = input
-        .iter()
-        .map(|r| (r.partition, Some(r.offset + 1)))
-        .collect();
-    wait_for("every record processed and committed", DEADLINE, || {
-        let committed = committed_offsets(&brokers, &names.topic, &names.group);
-        if committed == ends {
-            Ok(())
-        } else {
-            Err(format!("committed {committed:?}, ends {ends:?}"))
-        }
-    });
+    wait_all_committed(
+        &brokers,
+        &names,
+        &input,
+        "every record processed and committed",
+    );
 
     let live = [&a, &c, &d];
     wait_for(

@@ -312,6 +312,28 @@ pub fn produce(brokers: &str, topic: &str, records: &[Outgoing]) {
     }
 }
 
+/// The next offset to read of every partition `input` has records in.
+pub fn partition_ends(input: &[Record]) -> BTreeMap<i32, Option<i64>> {
+    input
+        .iter()
+        .map(|r| (r.partition, Some(r.offset + 1)))
+        .collect()
+}
+
+/// Waits until `names.group` has committed the end of every partition of
+/// `input`: every record processed (and, in exactly-once mode, committed).
+pub fn wait_all_committed(brokers: &str, names: &Names, input: &[Record], what: &str) {
+    let ends = partition_ends(input);
+    wait_for(what, DEADLINE, || {
+        let committed = committed_offsets(brokers, &names.topic, &names.group);
+        if committed == ends {
+            Ok(())
+        } else {
+            Err(format!("committed {committed:?}, ends {ends:?}"))
+        }
+    });
+}
+
 /// Offsets committed by `group` on `topic`, per partition (`None`: nothing committed).
 pub fn committed_offsets(brokers: &str, topic: &str, group: &str) -> BTreeMap<i32, Option<i64>> {
     let consumer: BaseConsumer = ClientConfig::new()
