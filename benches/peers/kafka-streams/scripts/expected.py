@@ -100,9 +100,10 @@ def main():
                 if is_view and not p[2]:
                     f["unique_viewers"] += 1
                     p[2] = True
-                if ts >= p[0]:
-                    concurrent[s] += int(is_view) - int(p[1])
-                    p[0], p[1] = ts, is_view
+                # latest presence event by ts wins; on equal ts a leave wins
+                now = is_view if ts > p[0] else (p[1] and is_view) if ts == p[0] else p[1]
+                concurrent[s] += int(now) - int(p[1])
+                p[0], p[1] = max(p[0], ts), now
             peak[s] = max(peak[s], concurrent[s])
         elif t == "purchase":
             f["items_sold"] += e["quantity"]

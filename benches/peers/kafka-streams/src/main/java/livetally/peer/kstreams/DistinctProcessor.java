@@ -120,7 +120,10 @@ final class DistinctProcessor implements FixedKeyProcessor<String, Event, Event>
         return true;
     }
 
-    /** A viewer's latest presence event by ts decides whether they are watching. */
+    /**
+     * A viewer's latest presence event by ts decides whether they are watching;
+     * on equal ts a leave wins, so arrival order does not matter.
+     */
     private void presence(Event e) {
         String k = key('p', e.streamId, e.viewerId);
         boolean isView = e.type == Event.VIEW;
@@ -139,17 +142,18 @@ final class DistinctProcessor implements FixedKeyProcessor<String, Event, Event>
         e.newViewer = isView && !everViewed;
         byte newFlags = everViewed || isView ? EVER_VIEWED : 0;
         long newTs = latestTs;
-        if (e.ts >= latestTs) { // later (or same-time, later-arrived) presence event wins
+        boolean nowView;
+        if (e.ts > latestTs) { // the latest presence event by ts wins...
             newTs = e.ts;
-            e.concurrentDelta = (isView ? 1 : 0) - (wasView ? 1 : 0);
-            if (isView) {
-                newFlags |= IS_VIEW;
-            }
+            nowView = isView;
+        } else if (e.ts == latestTs) { // ...and on equal ts a leave wins (as livetally)
+            nowView = wasView && isView;
         } else {
-            e.concurrentDelta = 0;
-            if (wasView) {
-                newFlags |= IS_VIEW;
-            }
+            nowView = wasView;
+        }
+        e.concurrentDelta = (nowView ? 1 : 0) - (wasView ? 1 : 0);
+        if (nowView) {
+            newFlags |= IS_VIEW;
         }
         if (newFlags != flags || newTs != latestTs) {
             seen.put(k, presenceValue(newFlags, newTs));

@@ -48,7 +48,6 @@ public final class Main {
     private static final int EXIT_INCOMPLETE = 3;
 
     private static volatile boolean signalled;
-    private static volatile int exitCode = EXIT_FAILED;
     private static final CountDownLatch FINISHED = new CountDownLatch(1);
 
     private Main() {}
@@ -67,32 +66,37 @@ public final class Main {
             System.exit(EXIT_USAGE);
             return;
         }
+        // SIGTERM / Ctrl-C: handled, not a JVM shutdown, so run() closes Kafka
+        // Streams cleanly, prints its line and exits 0 through System.exit.
+        for (String sig : new String[] {"TERM", "INT"}) {
+            try {
+                sun.misc.Signal.handle(new sun.misc.Signal(sig), s -> signalled = true);
+            } catch (IllegalArgumentException | UnsupportedOperationException e) {
+                // not available here: the shutdown hook below still closes cleanly
+            }
+        }
         Runtime.getRuntime().addShutdownHook(new Thread(() -> {
-            // SIGTERM / Ctrl-C: let run() close Kafka Streams cleanly first.
-            // Then exit with run()'s code (0 after a clean close), not 143.
-            // (Not on System.exit() after a normal end: other hooks, e.g. JFR's, must run.)
+            // Any other shutdown (e.g. SIGHUP): let run() close cleanly first.
             if (FINISHED.getCount() == 0) {
                 return;
             }
             signalled = true;
             try {
-                if (FINISHED.await(90, TimeUnit.SECONDS)) {
-                    System.out.flush();
-                    System.err.flush();
-                    Runtime.getRuntime().halt(exitCode);
-                }
+                FINISHED.await(90, TimeUnit.SECONDS);
             } catch (InterruptedException ignored) {
                 Thread.currentThread().interrupt();
             }
         }, "kstreams-peer-shutdown"));
+        int code = EXIT_FAILED;
         try {
-            exitCode = run(o);
+            code = run(o);
+        } catch (Throwable t) { // never leave the JVM hanging on Kafka's non-daemon threads
+            System.err.println("kstreams-peer: failed: " + t);
+            t.printStackTrace();
         } finally {
             FINISHED.countDown();
         }
-        if (!signalled) {
-            System.exit(exitCode); // (inside a shutdown, exit() would block; the hook exits)
-        }
+        System.exit(code); // (blocks harmlessly if a shutdown is already under way)
     }
 
     static Properties streamsConfig(Options o) {

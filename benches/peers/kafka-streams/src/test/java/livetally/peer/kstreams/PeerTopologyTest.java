@@ -5,7 +5,6 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import java.nio.charset.StandardCharsets;
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.Map;
@@ -24,8 +23,13 @@ import org.apache.kafka.streams.test.TestRecord;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.EnumSource;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
 
 class PeerTopologyTest {
+    /** Kafka Streams' state.dir for the TopologyTestDriver; JUnit deletes it. */
+    @TempDir
+    Path stateDir;
+
     private static final long T0 = 1_764_120_000_000L;
 
     private static PeerTopology.Settings settings(PeerTopology.StoreKind kind) {
@@ -47,11 +51,10 @@ class PeerTopologyTest {
     @EnumSource(PeerTopology.StoreKind.class)
     void computesTheFiguresAndSkipsWhatItMust(PeerTopology.StoreKind kind) throws Exception {
         RunStats stats = new RunStats(0);
-        Path dir = Files.createTempDirectory("kstreams-peer-test");
         Properties p = new Properties();
         p.put(StreamsConfig.APPLICATION_ID_CONFIG, "test");
         p.put(StreamsConfig.BOOTSTRAP_SERVERS_CONFIG, "unused:9092");
-        p.put(StreamsConfig.STATE_DIR_CONFIG, dir.toString());
+        p.put(StreamsConfig.STATE_DIR_CONFIG, stateDir.toString());
         try (TopologyTestDriver d = new TopologyTestDriver(PeerTopology.build(settings(kind), stats), p)) {
             TestInputTopic<String, byte[]> in =
                     d.createInputTopic("events", new StringSerializer(), new ByteArraySerializer());
@@ -124,6 +127,61 @@ class PeerTopologyTest {
             assertEquals(Map.of("malformed", 1L, "missing_field", 1L, "unknown_type", 1L, "bad_value", 1L,
                     "bad_timestamp", 1L, "key_mismatch", 1L, "not_json", 1L, "currency_mismatch", 1L),
                     stats.invalidByReason());
+        }
+    }
+
+    @ParameterizedTest
+    @EnumSource(PeerTopology.StoreKind.class)
+    void catchesDuplicatesAcrossDedupBuckets(PeerTopology.StoreKind kind) throws Exception {
+        RunStats stats = new RunStats(0);
+        Properties p = new Properties();
+        p.put(StreamsConfig.APPLICATION_ID_CONFIG, "test-dedup");
+        p.put(StreamsConfig.BOOTSTRAP_SERVERS_CONFIG, "unused:9092");
+        p.put(StreamsConfig.STATE_DIR_CONFIG, stateDir.toString());
+        try (TopologyTestDriver d = new TopologyTestDriver(PeerTopology.build(settings(kind), stats), p)) {
+            TestInputTopic<String, byte[]> in =
+                    d.createInputTopic("events", new StringSerializer(), new ByteArraySerializer());
+            long bucketEnd = T0 - T0 % 600_000 + 599_999; // last ms of a 10-minute bucket
+            String s = "live-9";
+            // The same event_id re-sent with a ts in the next bucket, 9 min later, and
+            // one in the bucket before, 9 min earlier: both duplicates.
+            in.pipeInput(s, ev("view", "d1", s, "u1", bucketEnd, "").getBytes(StandardCharsets.UTF_8));
+            in.pipeInput(s, ev("view", "d1", s, "u1", bucketEnd + 540_000, "").getBytes(StandardCharsets.UTF_8));
+            in.pipeInput(s, ev("view", "d1", s, "u1", bucketEnd - 540_000, "").getBytes(StandardCharsets.UTF_8));
+            // Same event_id in another stream: not a duplicate.
+            in.pipeInput("live-8", ev("view", "d1", "live-8", "u1", bucketEnd, "")
+                    .getBytes(StandardCharsets.UTF_8));
+            assertEquals(2, stats.duplicates());
+            assertEquals(4, stats.processed());
+        }
+    }
+
+    @Test
+    void onEqualTsALeaveWins() throws Exception {
+        RunStats stats = new RunStats(0);
+        Properties p = new Properties();
+        p.put(StreamsConfig.APPLICATION_ID_CONFIG, "test-ties");
+        p.put(StreamsConfig.BOOTSTRAP_SERVERS_CONFIG, "unused:9092");
+        p.put(StreamsConfig.STATE_DIR_CONFIG, stateDir.toString());
+        try (TopologyTestDriver d = new TopologyTestDriver(
+                PeerTopology.build(settings(PeerTopology.StoreKind.MEMORY), stats), p)) {
+            TestInputTopic<String, byte[]> in =
+                    d.createInputTopic("events", new StringSerializer(), new ByteArraySerializer());
+            TestOutputTopic<String, byte[]> out =
+                    d.createOutputTopic("rollups", new StringDeserializer(), new ByteArrayDeserializer());
+            String s = "live-3";
+            String[] evs = {
+                ev("view", "t1", s, "u1", T0, ""), ev("leave", "t2", s, "u1", T0, ""),  // view, leave
+                ev("leave", "t3", s, "u2", T0, ""), ev("view", "t4", s, "u2", T0, ""),  // leave, view
+                ev("view", "t5", s, "u3", T0, ""), ev("view", "t6", s, "u3", T0, ""),   // view, view
+            };
+            for (String v : evs) {
+                in.pipeInput(s, v.getBytes(StandardCharsets.UTF_8));
+            }
+            JsonNode r = JsonSerde.MAPPER.readTree(out.readKeyValuesToMap().get(s));
+            assertEquals(1, r.get("concurrent_viewers").asLong()); // only u3
+            assertEquals(3, r.get("unique_viewers").asLong());
+            assertEquals(4, r.get("views").asLong());
         }
     }
 
