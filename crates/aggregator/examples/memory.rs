@@ -893,17 +893,21 @@ struct Bench {
     since_publish: u64,
     publications: u64,
     finals: u64,
+    /// Time spent in `publish()`, seconds.
+    publish_secs: f64,
     outcomes: [u64; 4],
 }
 
 impl Bench {
     fn publish_all(&mut self) {
+        let started = Instant::now();
         for aggregator in &mut self.aggregators {
             let publications = aggregator.publish();
             self.publications += publications.len() as u64;
             self.finals += publications.iter().filter(|p| p.rollup.is_final).count() as u64;
         }
         self.since_publish = 0;
+        self.publish_secs += started.elapsed().as_secs_f64();
     }
 
     fn apply(&mut self, ids: &mut Ids, planned: &Planned) {
@@ -1101,6 +1105,7 @@ fn main() {
         since_publish: 0,
         publications: 0,
         finals: 0,
+        publish_secs: 0.0,
         outcomes: [0; 4],
         settings,
     };
@@ -1156,6 +1161,7 @@ fn main() {
     }
     bench.publish_all();
     let live_secs = clock.elapsed().as_secs_f64();
+    let live_publish_secs = bench.publish_secs;
     samples.push(bench.sample("live (after last publish)"));
     histogram.fill();
     let live_allocations = histogram.diff(&base_histogram);
@@ -1203,7 +1209,8 @@ fn main() {
     );
     println!(
         "events {events} ({:.1}/stream): counted {}, duplicate {}, invalid {}, already applied {}; \
-         live phase {live_secs:.1} s ({:.0} events/s incl. generation); publications {}, final {}",
+         live phase {live_secs:.1} s ({:.0} events/s incl. generation, of which publish() {live_publish_secs:.1} s); \
+         publications {}, final {}",
         events as f64 / f64::from(n),
         bench.outcomes[0],
         bench.outcomes[1],

@@ -45,6 +45,8 @@ pub const STREAMS_SPLIT: &str = "livetally_streams_split_total";
 pub const TRANSACTIONS: &str = "livetally_transactions_total";
 /// Seconds taken to restore a partition's state from the changelog.
 pub const RESTORE_SECONDS: &str = "livetally_restore_seconds";
+/// Changelog records still to read while a partition restores, by `partition`.
+pub const CHANGELOG_LAG: &str = "livetally_changelog_lag_records";
 /// Partitions currently assigned to this instance.
 pub const ASSIGNED_PARTITIONS: &str = "livetally_assigned_partitions";
 
@@ -127,4 +129,8 @@ fn describe() {
     );
     metrics::counter!(STREAMS_SPLIT).absolute(0);
     metrics::describe_counter!(TRANSACTIONS, "Exactly-once transactions, by result.");
+    metrics::describe_gauge!(
+        CHANGELOG_LAG,
+        "Changelog records still to read while a partition restores."
+    );
 }

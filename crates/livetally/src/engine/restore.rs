@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use livetally_aggregator::StreamCheckpoint;
+use livetally_sink::metrics::CHANGELOG_LAG;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -70,6 +71,10 @@ pub fn read_partition(
         };
         let message = result.context("read the changelog")?;
         position = message.offset() + 1;
+        if position % 1024 == 0 || position >= high {
+            metrics::gauge!(CHANGELOG_LAG, "partition" => partition.to_string())
+                .set((high - position).max(0) as f64);
+        }
         let Some(key) = message.key() else { continue };
         let key = String::from_utf8_lossy(key).into_owned();
         match message.payload() {
@@ -81,6 +86,7 @@ pub fn read_partition(
             }
         }
     }
+    metrics::gauge!(CHANGELOG_LAG, "partition" => partition.to_string()).set(0.0);
     let mut checkpoints = Vec::with_capacity(latest.len());
     for (stream_id, bytes) in latest {
         let checkpoint = StreamCheckpoint::from_bytes(&bytes)
