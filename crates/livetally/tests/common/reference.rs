@@ -16,6 +16,10 @@ use serde_json::{json, Value};
 
 /// Tolerance for ratio figures.
 pub const RATIO_TOLERANCE: f64 = 1e-9;
+/// Spec §2: distinct counts are exact up to this many ids…
+pub const SPEC_EXACT_DISTINCT: u64 = 1_000;
+/// …and within this relative error beyond.
+pub const SPEC_DISTINCT_ERROR: f64 = 0.01;
 
 /// Figures compared exactly (integers, strings and nulls).
 pub const EXACT_FIGURES: [&str; 27] = [
@@ -681,10 +685,33 @@ impl Reference {
 pub fn diff_rollup(expected: &Value, actual: &Value) -> Vec<String> {
     let id = expected["stream_id"].as_str().unwrap_or("?");
     let mut problems = Vec::new();
+    // Spec §2: distinct counts are exact up to 1,000 ids and within 1 % beyond;
+    // so are the figures derived from them.
+    let beyond_exact = |field: &str| {
+        expected[field]
+            .as_u64()
+            .is_some_and(|n| n > SPEC_EXACT_DISTINCT)
+    };
+    let tolerance = |field: &str| -> f64 {
+        let depends_on: &[&str] = match field {
+            "unique_viewers" => &["unique_viewers"],
+            "unique_buyers" => &["unique_buyers"],
+            "orders" | "aov" | "click_to_order_rate" => &["orders"],
+            "conversion_rate" => &["unique_viewers", "unique_buyers"],
+            _ => &[],
+        };
+        depends_on.iter().filter(|f| beyond_exact(f)).count() as f64 * SPEC_DISTINCT_ERROR
+    };
     for field in EXACT_FIGURES {
         let want = expected.get(field).unwrap_or(&Value::Null);
         let got = actual.get(field).unwrap_or(&Value::Null);
-        if want != got {
+        let close = match (want.as_f64(), got.as_f64()) {
+            (Some(w), Some(g)) if tolerance(field) > 0.0 => {
+                (w - g).abs() <= w.abs() * tolerance(field) + 0.5
+            }
+            _ => false,
+        };
+        if want != got && !close {
             problems.push(format!("{id}.{field}: expected {want}, got {got}"));
         }
     }
@@ -692,7 +719,7 @@ pub fn diff_rollup(expected: &Value, actual: &Value) -> Vec<String> {
         let want = &expected[field];
         let got = actual.get(field).unwrap_or(&Value::Null);
         let same = match (want.as_f64(), got.as_f64()) {
-            (Some(w), Some(g)) => (w - g).abs() <= RATIO_TOLERANCE,
+            (Some(w), Some(g)) => (w - g).abs() <= RATIO_TOLERANCE + w.abs() * tolerance(field),
             _ => want.is_null() && got.is_null(),
         };
         if !same {
