@@ -346,14 +346,17 @@ pub fn committed_offsets(brokers: &str, topic: &str, group: &str) -> BTreeMap<i3
     for p in 0..partition_count(brokers, topic) as i32 {
         tpl.add_partition(topic, p);
     }
-    // A loaded machine can time out one request: try a few times.
+    // A loaded machine can time out a request, and a coordinator can be
+    // loading or moving: try for a while.
     let mut attempts = 0;
     let committed = loop {
         match consumer.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
             Ok(committed) => break committed,
-            Err(e) if attempts < 5 => {
+            Err(e) if attempts < 20 => {
+                // Transient: a timeout, or the group coordinator loading or moving.
                 attempts += 1;
                 eprintln!("committed offsets: {e}; retrying");
+                std::thread::sleep(Duration::from_millis(500));
             }
             Err(e) => panic!("committed offsets: {e}"),
         }
