@@ -57,6 +57,10 @@ lint: ## rustfmt and clippy, as CI would
 bench: ## Criterion benches of the hot path, each beside its limit
 	$(CARGO) bench -p livetally-benches
 
+.PHONY: bench-e2e
+bench-e2e: ## End-to-end catch-up throughput and latency vs bare consumer and Kafka Streams (ARGS=--smoke for a tiny run)
+	python3 benches/e2e/run.py $(ARGS)
+
 .PHONY: broker-start
 broker-start: setup ## Start a local Kafka broker in target/dev-broker (prints its address)
 	@$(KAFKA) start target/dev-broker

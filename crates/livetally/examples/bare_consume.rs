@@ -7,16 +7,22 @@
 //! # stdout: {"records":10000000,"seconds":41.2,"bytes":2480000000,...}
 //! ```
 //!
-//! It is the floor `make bench-e2e` (`benches/e2e/run.py`) measures
-//! `livetally run` against, so it is tuned like livetally's own consumer and
-//! no better: librdkafka's default fetch settings (livetally sets none
-//! either: `fetch.max.bytes`, `max.partition.fetch.bytes`,
-//! `queued.min.messages` are left at their defaults), `auto.offset.reset =
-//! earliest`, one thread polling. It does not join a group: it assigns every
-//! partition of the topic from the beginning, so there is no rebalance wait
-//! (livetally pays one; the harness reports it). Each payload is touched (the
-//! lengths are summed and one byte of each is read) so the records really are
-//! delivered to the application.
+//! It is the limit `make bench-e2e` (`benches/e2e/run.py`) measures
+//! `livetally run` against: one thread polling one consumer queue, nothing
+//! done with the records but touching each payload (the lengths are summed
+//! and one byte of each is read, so the records really are delivered to the
+//! application). It does not join a group: it assigns every partition of the
+//! topic from the beginning, so there is no rebalance wait (livetally pays
+//! one; the harness reports it).
+//!
+//! Settings are librdkafka's defaults plus `--set key=value` (repeatable).
+//! The harness passes `--set fetch.queue.backoff.ms=10`: with every partition
+//! feeding one queue, the default 1 s fetch back-off (taken whenever the
+//! queue holds `queued.min.messages`) leaves the fetcher idle most of the time
+//! and caps a do-nothing consumer at about a fifth of what the broker
+//! delivers, below livetally itself (which reads one queue per partition, so
+//! its thresholds apply per partition). The harness also runs it once with
+//! the defaults, for the record.
 //!
 //! `seconds` runs from the start of the process to the N-th record.
 
@@ -32,6 +38,8 @@ struct Args {
     topic: String,
     expected: u64,
     timeout: Duration,
+    /// Extra librdkafka properties (`--set key=value`, repeatable), applied last.
+    extra: Vec<(String, String)>,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -39,6 +47,7 @@ fn parse_args() -> anyhow::Result<Args> {
     let mut topic = None;
     let mut expected = None;
     let mut timeout = Duration::from_secs(3600);
+    let mut extra = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || args.next().with_context(|| format!("{flag} needs a value"));
@@ -46,12 +55,17 @@ fn parse_args() -> anyhow::Result<Args> {
             "--brokers" => brokers = value()?,
             "--topic" => topic = Some(value()?),
             "--expected" => expected = Some(value()?.parse().context("--expected N")?),
+            "--set" => {
+                let pair = value()?;
+                let (k, v) = pair.split_once('=').context("--set key=value")?;
+                extra.push((k.to_string(), v.to_string()));
+            }
             "--timeout-secs" => {
                 timeout = Duration::from_secs(value()?.parse().context("--timeout-secs N")?)
             }
             "-h" | "--help" => {
                 println!(
-                    "bare_consume --brokers B --topic T --expected N [--timeout-secs S]\n\
+                    "bare_consume --brokers B --topic T --expected N [--timeout-secs S] [--set k=v]...\n\
                      Reads N records from every partition of T from the beginning, does nothing\n\
                      with them, prints {{\"records\",\"seconds\",\"bytes\"}} as JSON."
                 );
@@ -65,22 +79,26 @@ fn parse_args() -> anyhow::Result<Args> {
         topic: topic.context("--topic is required")?,
         expected: expected.context("--expected is required")?,
         timeout,
+        extra,
     })
 }
 
 fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let args = parse_args()?;
-    let consumer: BaseConsumer = ClientConfig::new()
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", &args.brokers)
         // Never used to commit: the partitions are assigned, not subscribed.
         .set("group.id", format!("bare-consume-{}", std::process::id()))
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("enable.partition.eof", "false")
-        .create()
-        .context("create the consumer")?;
+        .set("enable.partition.eof", "false");
+    for (k, v) in &args.extra {
+        config.set(k, v);
+    }
+    let consumer: BaseConsumer = config.create().context("create the consumer")?;
     let metadata = consumer
         .fetch_metadata(Some(&args.topic), Duration::from_secs(30))
         .context("read the topic's metadata")?;
