@@ -6,7 +6,9 @@ seeded events over 12 partitions with `livetally gen`, then measures, one
 after the other and each with a fresh consumer group and fresh output topics:
 
   1. bare_consume       an rdkafka BaseConsumer that reads every record and
-                        does nothing else (the machine's and broker's limit)
+                        does nothing else (the machine's and broker's limit;
+                        fetch.queue.backoff.ms=10, and once more with
+                        librdkafka's defaults for the record)
   2. livetally ALO      `livetally run --guarantee at-least-once`
   3. livetally EO       `livetally run --guarantee exactly-once --publish-interval-ms 100`
   4. Kafka Streams      the peer in benches/peers/kafka-streams
@@ -882,6 +884,10 @@ def ratio(a, b):
 
 def report(results):
     lines = []
+    if results["config"].get("smoke"):
+        lines.append("SMOKE RUN: tiny and start-up dominated; it keeps the harness working, "
+                     "its figures say nothing about the targets.")
+        lines.append("")
     phases = {r["key"]: r for r in results["throughput"] if "events_per_second" in r}
     bare = phases.get("bare", {}).get("events_per_second")
     ks = phases.get("kstreams", {}).get("events_per_second")
@@ -996,7 +1002,7 @@ def main():
     ap.add_argument("--peer-threads", type=int, default=os.cpu_count() or 1,
                     help="num.stream.threads of the peer (default: the number of cores)")
     ap.add_argument("--only", default="bare,bare_default,alo,eo,kstreams,latency",
-                    help="comma-separated phases to run (default: all)")
+                    help="comma-separated phases: bare,bare_default,alo,eo,kstreams,latency (default: all)")
     ap.add_argument("--keep-broker-dir", action="store_true")
     ap.add_argument("--smoke", action="store_true",
                     help="tiny run for CI: 50k events, 5 s latency runs")
