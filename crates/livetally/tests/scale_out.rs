@@ -129,34 +129,7 @@ fn partitions_of(livetally: &Livetally) -> Vec<i64> {
 #[test]
 fn input_not_keyed_by_stream_is_detected() {
     let brokers = brokers();
-    let staging = Names::new("mis-keyed-source");
-    let names = Names::new("mis-keyed");
-    create_topic(&brokers, &staging.topic, 1);
-    create_topic(&brokers, &names.topic, 3);
-    let start_ts = (now_ms() - 10 * 60_000).to_string();
-    gen(
-        &brokers,
-        &staging.topic,
-        &[
-            "--events",
-            "3000",
-            "--streams",
-            "3",
-            "--seed",
-            "41",
-            "--start-ts",
-            &start_ts,
-        ],
-    );
-    // The same records, keyed by their position instead of their stream.
-    let misrouted: Vec<Outgoing> = read_topic(&brokers, &staging.topic)
-        .iter()
-        .map(|r| Outgoing {
-            key: Some(r.offset.to_string().into_bytes()),
-            ..Outgoing::from(r)
-        })
-        .collect();
-    produce(&brokers, &names.topic, &misrouted);
+    let (names, _) = mis_keyed_input(&brokers, "mis-keyed", "3000", "3", "41");
     let mut livetally = Livetally::run(&brokers, &names);
     wait_for("the split streams reported", DEADLINE, || {
         match livetally.metric("livetally_streams_split_total", &[]) {
@@ -177,35 +150,7 @@ fn input_not_keyed_by_stream_is_detected() {
 #[test]
 fn repartition_makes_mis_keyed_input_exact() {
     let brokers = brokers();
-    let staging = Names::new("repartition-source");
-    let names = Names::new("repartition");
-    create_topic(&brokers, &staging.topic, 1);
-    create_topic(&brokers, &names.topic, 3);
-    let start_ts = (now_ms() - 10 * 60_000).to_string();
-    gen(
-        &brokers,
-        &staging.topic,
-        &[
-            "--events",
-            "6000",
-            "--streams",
-            "5",
-            "--seed",
-            "43",
-            "--start-ts",
-            &start_ts,
-        ],
-    );
-    let source = read_topic(&brokers, &staging.topic);
-    // Keyed by position: every stream is spread over all three partitions.
-    let misrouted: Vec<Outgoing> = source
-        .iter()
-        .map(|r| Outgoing {
-            key: Some(r.offset.to_string().into_bytes()),
-            ..Outgoing::from(r)
-        })
-        .collect();
-    produce(&brokers, &names.topic, &misrouted);
+    let (names, source) = mis_keyed_input(&brokers, "repartition", "6000", "5", "43");
     // The same records in one partition: the reference needs one order per stream.
     let reference = reference_of(&source);
     let mut livetally = Livetally::run_with(&brokers, &names, &["--repartition"]);
@@ -245,4 +190,47 @@ fn repartition_makes_mis_keyed_input_exact() {
             .iter()
             .all(|(k, _)| !k.starts_with("livetally-origin-")));
     }
+}
+
+/// Generates `events` records into a one-partition staging topic, then
+/// produces the same records to a three-partition input keyed by their
+/// position instead of their stream, so every stream is spread over all
+/// partitions. Returns the input's names and the staging records (one order
+/// per stream, for the reference).
+fn mis_keyed_input(
+    brokers: &str,
+    prefix: &str,
+    events: &str,
+    streams: &str,
+    seed: &str,
+) -> (Names, Vec<Record>) {
+    let staging = Names::new(&format!("{prefix}-source"));
+    let names = Names::new(prefix);
+    create_topic(brokers, &staging.topic, 1);
+    create_topic(brokers, &names.topic, 3);
+    let start_ts = (now_ms() - 10 * 60_000).to_string();
+    gen(
+        brokers,
+        &staging.topic,
+        &[
+            "--events",
+            events,
+            "--streams",
+            streams,
+            "--seed",
+            seed,
+            "--start-ts",
+            &start_ts,
+        ],
+    );
+    let source = read_topic(brokers, &staging.topic);
+    let misrouted: Vec<Outgoing> = source
+        .iter()
+        .map(|r| Outgoing {
+            key: Some(r.offset.to_string().into_bytes()),
+            ..Outgoing::from(r)
+        })
+        .collect();
+    produce(brokers, &names.topic, &misrouted);
+    (names, source)
 }
