@@ -37,13 +37,12 @@
 //! the system allocator, which also keeps a histogram of live allocations by
 //! size, so each piece of state can be told apart by its allocation size);
 //! those bytes as glibc malloc chunks (8-byte header, 16-byte granularity,
-//! 32-byte minimum); `state_bytes_estimate()`; and the checkpoint size
+//! 32-byte minimum); `state_bytes()`, in total and by structure; and the checkpoint size
 //! (`checkpoint(id).to_bytes().len()`) over an evenly spaced sample of
 //! streams.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::mem::size_of;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -52,7 +51,7 @@ use std::time::Instant;
 use livetally_aggregator::distinct::DistinctCount;
 use livetally_aggregator::{
     Action, AggregatorConfig, Currency, Event, EventTime, OrderLine, Outcome, PartitionAggregator,
-    StreamCheckpoint,
+    StateBytes, StreamCheckpoint,
 };
 
 // ---------------------------------------------------------------------------
@@ -201,95 +200,6 @@ fn slot_label(slot: usize) -> String {
     } else {
         let low = 1_u64 << (slot - EXACT_SIZES - 1);
         format!("{low}..{} B", low * 2 - 1)
-    }
-}
-
-/// The allocations `build` leaves live, as `(size, count)` of the exactly
-/// counted sizes, smallest first: how the layout of the aggregator's private
-/// structures is probed through mirrors.
-fn probe<T>(build: impl FnOnce() -> T) -> Vec<(usize, i64)> {
-    let (mut before, mut after) = (Histogram::new(), Histogram::new());
-    before.fill();
-    let value = build();
-    after.fill();
-    drop(value);
-    let mut rows: Vec<(usize, i64)> = after
-        .diff(&before)
-        .into_iter()
-        .filter(|&(slot, count, _)| count > 0 && slot <= EXACT_SIZES)
-        .map(|(slot, count, _)| (slot, count))
-        .collect();
-    rows.sort_unstable();
-    rows
-}
-
-fn describe(rows: &[(usize, i64)]) -> String {
-    if rows.is_empty() {
-        return "none".to_owned();
-    }
-    let parts: Vec<String> = rows
-        .iter()
-        .map(|&(size, count)| format!("{size} B × {count}"))
-        .collect();
-    parts.join(" + ")
-}
-
-/// Bytes of a hashbrown table of `buckets` slots of `slot` bytes (x86-64,
-/// SSE2 groups of 16 control bytes): the slots rounded up to 16, then one
-/// control byte per bucket plus a trailing group.
-fn table_bytes(slot: usize, buckets: usize) -> usize {
-    (slot * buckets).next_multiple_of(16) + buckets + 16
-}
-
-/// Names the aggregator structure behind an allocation size: hashbrown
-/// tables and BTreeMap nodes of the state's types have sizes no other part
-/// has (checked against probes in `print_layout`).
-struct Labels {
-    rules: Vec<(usize, &'static str)>,
-}
-
-impl Labels {
-    fn new(window_nodes: &[usize], pending_nodes: &[usize]) -> Labels {
-        let mut rules = Vec::new();
-        for k in 2..=30 {
-            let buckets = 1 << k;
-            let table = |slot| table_bytes(slot, buckets);
-            rules.push((
-                table(size_of::<(String, StreamCheckpoint)>()),
-                "stream table: (String, StreamState) slots",
-            ));
-            rules.push((table(16), "seen: event-id hashes, HashMap<u64, i64>"));
-            rules.push((table(24), "viewers: presence, HashMap<u64, Viewer>"));
-            rules.push((
-                table(size_of::<(String, MirrorProduct)>()),
-                "products: HashMap<String, ProductState>",
-            ));
-            rules.push((table(8), "products: order sets, HashSet<u64>"));
-        }
-        for &node in window_nodes {
-            rules.push((node, "windows: BTreeMap<i64, WindowState> nodes"));
-        }
-        for &node in pending_nodes {
-            rules.push((node, "pending presence: BTreeMap nodes"));
-        }
-        for k in 2..=12 {
-            rules.push((8 << k, "distinct counts: sorted Vec<u64>"));
-        }
-        Labels { rules }
-    }
-
-    fn label(&self, slot: usize) -> &'static str {
-        if slot > EXACT_SIZES {
-            return "over 16 KiB (here: the stream table)";
-        }
-        if let Some(&(_, label)) = self.rules.iter().find(|&&(size, _)| size == slot) {
-            return label;
-        }
-        if slot < 32 {
-            "strings: stream id keys, seller ids, product ids"
-        } else {
-            "other"
-        }
     }
 }
 
@@ -590,144 +500,23 @@ impl Ids {
 }
 
 // ---------------------------------------------------------------------------
-// Mirrors of the aggregator's private state, for sizes only
+// Measurements
 // ---------------------------------------------------------------------------
-// These copy the field lists of `stream.rs` (`Figures`, `WindowState`,
-// `StreamState`, `ProductState`, `Viewer`, `Viewers`, `PendingPresence`,
-// `SeenEvents`) so that
-// their sizes and allocation sizes can be printed from outside the crate. The
-// mirror of `StreamState` is checked against `size_of::<StreamCheckpoint>()`
-// (a `#[serde(transparent)]` wrapper of it): a mismatch means the mirrors are
-// out of date, and the example says so.
 
-#[allow(dead_code)]
-struct MirrorFigures {
-    counts: [u64; 11],
-    items_sold: u64,
-    gmv: i64,
-    refunds: i64,
-    first_event_ts: EventTime,
-    last_event_ts: EventTime,
-    orders: DistinctCount,
-    viewers: DistinctCount,
-    buyers: DistinctCount,
-    concurrent: u64,
-    peak: u64,
-}
-
-#[allow(dead_code)]
-struct MirrorWindow {
-    figures: MirrorFigures,
-    revision: u64,
-    dirty: bool,
-}
-
-#[allow(dead_code)]
-#[derive(Clone, Copy)]
-struct MirrorViewer {
-    ts: EventTime,
-    present: bool,
-}
-
-#[allow(dead_code)]
-#[derive(Default)]
-struct MirrorProduct {
-    impressions: u64,
-    clicks: u64,
-    add_to_carts: u64,
-    items_sold: u64,
-    gmv: i64,
-    orders: hashbrown::HashSet<u64>,
-}
-
-/// `PendingPresence::events`: presence events waiting for the watermark.
-type PendingMap = BTreeMap<(EventTime, bool, u64), u64>;
-
-#[allow(dead_code)]
-struct MirrorStream {
-    totals: MirrorFigures,
-    currency: Option<Currency>,
-    seller_id: Option<String>,
-    revision: u64,
-    applied_through: Option<u64>,
-    viewers: (hashbrown::HashMap<u64, MirrorViewer>, u64),
-    pending: (PendingMap, u64),
-    settled_peak: u64,
-    seen: (hashbrown::HashMap<u64, EventTime>, EventTime),
-    products: hashbrown::HashMap<String, MirrorProduct>,
-    windows: BTreeMap<EventTime, MirrorWindow>,
-    finalized: bool,
-    dirty: bool,
-    restored_through: Option<u64>,
-}
-
-fn mirror_figures() -> MirrorFigures {
-    MirrorFigures {
-        counts: [0; 11],
-        items_sold: 0,
-        gmv: 0,
-        refunds: 0,
-        first_event_ts: 0,
-        last_event_ts: 0,
-        orders: DistinctCount::new(),
-        viewers: DistinctCount::new(),
-        buyers: DistinctCount::new(),
-        concurrent: 0,
-        peak: 0,
-    }
-}
-
-fn mirror_window() -> MirrorWindow {
-    MirrorWindow {
-        figures: mirror_figures(),
-        revision: 0,
-        dirty: false,
-    }
-}
-
-/// Prints the sizes of the state's types and the allocations of one small
-/// stream's pieces; returns the labels for allocation sizes.
-fn print_layout(viewers: u32, events_per_stream: u64, windows_per_stream: u64) -> Labels {
-    let stream = size_of::<StreamCheckpoint>();
-    let mirror = size_of::<MirrorStream>();
+/// Prints the inline sizes of the types the state is made of.
+fn print_layout() {
     println!("## Sizes (std::mem::size_of, bytes)");
     println!(
         "PartitionAggregator                 {}",
         size_of::<PartitionAggregator>()
     );
     println!(
-        "StreamState (= StreamCheckpoint)    {stream}  (mirror: {mirror}, {})",
-        if stream == mirror {
-            "matches"
-        } else {
-            "DIFFERS: mirrors out of date"
-        }
+        "StreamState (= StreamCheckpoint), boxed in the stream table: {}",
+        size_of::<StreamCheckpoint>()
     );
     println!(
-        "stream table slot (String, StreamState) {}  (+1 control byte)",
-        size_of::<(String, StreamCheckpoint)>()
-    );
-    println!(
-        "  Figures (totals; one per window)  {}",
-        size_of::<MirrorFigures>()
-    );
-    println!(
-        "  DistinctCount                     {}",
+        "DistinctCount                       {}",
         size_of::<DistinctCount>()
-    );
-    println!(
-        "  Viewers / SeenEvents / products   {} / {} / {}",
-        size_of::<(hashbrown::HashMap<u64, MirrorViewer>, u64)>(),
-        size_of::<(hashbrown::HashMap<u64, EventTime>, EventTime)>(),
-        size_of::<hashbrown::HashMap<String, MirrorProduct>>()
-    );
-    println!(
-        "WindowState                         {}",
-        size_of::<MirrorWindow>()
-    );
-    println!(
-        "(String, ProductState)              {}",
-        size_of::<(String, MirrorProduct)>()
     );
     println!(
         "Event<'_>                           {}",
@@ -738,149 +527,15 @@ fn print_layout(viewers: u32, events_per_stream: u64, windows_per_stream: u64) -
         size_of::<Planned>()
     );
     println!();
-
-    println!("## Heap allocations of one small stream's pieces (probed on mirrors)");
-    let one_window = probe(|| BTreeMap::from([(0_i64, mirror_window())]));
-    let twelve_windows = probe(|| {
-        (0..12_i64)
-            .map(|w| (w, mirror_window()))
-            .collect::<BTreeMap<_, _>>()
-    });
-    let windows = windows_per_stream.max(1) as i64;
-    println!(
-        "windows: BTreeMap<i64, WindowState>, 1 / {windows} / 12 windows: {} / {} / {}",
-        describe(&one_window),
-        describe(&probe(|| {
-            (0..windows)
-                .map(|w| (w, mirror_window()))
-                .collect::<BTreeMap<_, _>>()
-        })),
-        describe(&twelve_windows)
-    );
-    let emptied = probe(|| {
-        let mut map = BTreeMap::from([(0_i64, mirror_window())]);
-        map.pop_first();
-        map
-    });
-    println!(
-        "windows: the same after pop_first() of its only window: {}",
-        describe(&emptied)
-    );
-    let one_pending = probe(|| PendingMap::from([((0, false, 1), 7)]));
-    let twelve_pending = probe(|| {
-        (0..12_u64)
-            .map(|i| ((i as i64, false, i), i))
-            .collect::<PendingMap>()
-    });
-    println!(
-        "pending presence: BTreeMap<(i64, bool, u64), u64>, 1 / 12 events: {} / {}",
-        describe(&one_pending),
-        describe(&twelve_pending)
-    );
-    println!(
-        "pending presence: the same after pop_first() of its only event: {}",
-        describe(&probe(|| {
-            let mut map = PendingMap::from([((0, false, 1), 7)]);
-            map.pop_first();
-            map
-        }))
-    );
-    let viewer_table = probe(|| {
-        let mut map = hashbrown::HashMap::new();
-        for v in 0..u64::from(viewers) {
-            map.insert(
-                mix(v),
-                MirrorViewer {
-                    ts: 0,
-                    present: true,
-                },
-            );
-        }
-        map
-    });
-    println!(
-        "viewers: HashMap<u64, Viewer>, {viewers} viewers: {}",
-        describe(&viewer_table)
-    );
-    let seen_table = probe(|| {
-        let mut map = hashbrown::HashMap::new();
-        for e in 0..events_per_stream {
-            map.insert(mix(e), 0_i64);
-        }
-        map
-    });
-    println!(
-        "seen: HashMap<u64, i64>, {events_per_stream} event ids: {}",
-        describe(&seen_table)
-    );
-    println!(
-        "unique viewers: DistinctCount, {viewers} ids: {}",
-        describe(&probe(|| {
-            let mut count = DistinctCount::new();
-            for v in 0..u64::from(viewers) {
-                count.insert(mix(v));
-            }
-            count
-        }))
-    );
-    println!(
-        "products: HashMap<String, ProductState>, 5 products: {}",
-        describe(&probe(|| {
-            let mut map = hashbrown::HashMap::new();
-            for p in 0..5 {
-                map.insert(format!("sku-250000-{p}"), MirrorProduct::default());
-            }
-            map
-        }))
-    );
-    println!(
-        "one product's orders: HashSet<u64>, 1 order: {}",
-        describe(&probe(|| {
-            let mut set = hashbrown::HashSet::new();
-            set.insert(1_u64);
-            set
-        }))
-    );
-    // The labels trust the hashbrown size formula: check it on two probes.
-    let formula_holds = viewer_table
-        .iter()
-        .all(|&(size, _)| (2..=20).any(|k| table_bytes(24, 1 << k) == size))
-        && seen_table
-            .iter()
-            .all(|&(size, _)| (2..=20).any(|k| table_bytes(16, 1 << k) == size));
-    if !formula_holds {
-        println!(
-            "WARNING: hashbrown table sizes differ from the formula: labels below may be wrong"
-        );
-    }
-    println!();
-    let mut nodes: Vec<usize> = one_window
-        .iter()
-        .chain(&twelve_windows)
-        .map(|&(size, _)| size)
-        .collect();
-    nodes.sort_unstable();
-    nodes.dedup();
-    let mut pending_nodes: Vec<usize> = one_pending
-        .iter()
-        .chain(&twelve_pending)
-        .map(|&(size, _)| size)
-        .collect();
-    pending_nodes.sort_unstable();
-    pending_nodes.dedup();
-    Labels::new(&nodes, &pending_nodes)
 }
-
-// ---------------------------------------------------------------------------
-// Measurements
-// ---------------------------------------------------------------------------
 
 struct Sample {
     phase: &'static str,
     rss_kib: u64,
     hwm_kib: u64,
     heap: Heap,
-    estimate: usize,
+    /// `state_bytes()` of every partition, summed.
+    bytes: StateBytes,
     checkpoint_avg: f64,
     streams: usize,
 }
@@ -947,11 +602,16 @@ impl Bench {
         // Read the process first: the sampling below allocates.
         let (rss_kib, hwm_kib) = rss_kib();
         let heap = Heap::now();
-        let estimate = self
-            .aggregators
-            .iter()
-            .map(PartitionAggregator::state_bytes_estimate)
-            .sum();
+        let mut bytes = StateBytes::default();
+        for aggregator in &self.aggregators {
+            let part = aggregator.state_bytes();
+            bytes.streams += part.streams;
+            bytes.distinct_counts += part.distinct_counts;
+            bytes.windows += part.windows;
+            bytes.presence += part.presence;
+            bytes.duplicate_filter += part.duplicate_filter;
+            bytes.products += part.products;
+        }
         let n = self.settings.streams;
         let picks = n.min(10_000);
         let mut total = 0_usize;
@@ -969,7 +629,7 @@ impl Bench {
             rss_kib,
             hwm_kib,
             heap,
-            estimate,
+            bytes,
             checkpoint_avg: total as f64 / found.max(1) as f64,
             streams: self.stream_count(),
         }
@@ -1056,9 +716,7 @@ fn main() {
     }
     let (mut base_histogram, mut histogram) = (Histogram::new(), Histogram::new());
 
-    let events_per_stream = 5 * u64::from(viewers) + 1;
-    let windows_per_stream = (settings.stream_ms / config.window_ms + 1) as u64;
-    let labels = print_layout(viewers, events_per_stream, windows_per_stream);
+    print_layout();
 
     let started = rss_kib();
     let mut samples = Vec::with_capacity(8);
@@ -1067,7 +725,7 @@ fn main() {
         rss_kib: started.0,
         hwm_kib: started.1,
         heap: Heap::now(),
-        estimate: 0,
+        bytes: StateBytes::default(),
         checkpoint_avg: 0.0,
         streams: 0,
     });
@@ -1145,7 +803,7 @@ fn main() {
                 rss_kib: rss,
                 hwm_kib: hwm,
                 heap: Heap::now(),
-                estimate: 0,
+                bytes: StateBytes::default(),
                 checkpoint_avg: 0.0,
                 streams: 0,
             });
@@ -1227,7 +885,7 @@ fn main() {
     println!();
     println!("## Memory per stream (deltas from \"input built\"; B = bytes)");
     println!(
-        "| phase | streams held | VmRSS MiB | RSS Δ B/stream | heap requested B/stream | malloc chunks B/stream | allocations/stream | state_bytes_estimate B/stream | checkpoint B/stream | VmHWM MiB |"
+        "| phase | streams held | VmRSS MiB | RSS Δ B/stream | heap requested B/stream | malloc chunks B/stream | allocations/stream | state_bytes B/stream | checkpoint B/stream | VmHWM MiB |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let base = samples
@@ -1266,7 +924,7 @@ fn main() {
                 dash()
             },
             if measured {
-                f0(per(x.estimate as f64))
+                f0(per(x.bytes.total() as f64))
             } else {
                 dash()
             },
@@ -1295,37 +953,25 @@ fn main() {
         }
         println!();
     };
-    let print_structures = |title: &str, rows: &[(usize, i64, i64)]| {
-        let mut by_label: Vec<(&'static str, i64, i64)> = Vec::new();
-        for &(slot, count, bytes) in rows {
-            let label = labels.label(slot);
-            match by_label.iter_mut().find(|entry| entry.0 == label) {
-                Some(entry) => {
-                    entry.1 += count;
-                    entry.2 += bytes;
-                }
-                None => by_label.push((label, count, bytes)),
-            }
-        }
-        by_label.sort_by_key(|entry| std::cmp::Reverse(entry.2));
-        let total: i64 = by_label.iter().map(|entry| entry.2).sum();
-        println!("## Heap by structure, {title} (requested bytes per stream)");
-        println!("| structure | allocations/stream | bytes/stream | share |");
-        println!("|---|---:|---:|---:|");
-        for (label, count, bytes) in &by_label {
+    let print_structures = |title: &str, bytes: &StateBytes| {
+        let total = bytes.total();
+        println!("## State by structure, {title} (`state_bytes()`, requested bytes per stream)");
+        println!("| structure | bytes/stream | share |");
+        println!("|---|---:|---:|");
+        for (name, part) in bytes.parts() {
             println!(
-                "| {label} | {:.2} | {:.0} | {:.1} % |",
-                per(*count as f64),
-                per(*bytes as f64),
-                100.0 * *bytes as f64 / total.max(1) as f64
+                "| {name} | {:.0} | {:.1} % |",
+                per(part as f64),
+                100.0 * part as f64 / total.max(1) as f64
             );
         }
-        println!("| total | | {:.0} | |", per(total as f64));
+        println!("| total | {:.0} | |", per(total as f64));
         println!();
     };
-    print_structures("live", &live_allocations);
-    if let Some(rows) = &ended_allocations {
-        print_structures("ended + retention passed", rows);
+    for x in &samples {
+        if x.phase.starts_with("live") || x.phase.starts_with("ended + window") {
+            print_structures(x.phase, &x.bytes);
+        }
     }
     print_allocations("live", &live_allocations);
     if let Some(rows) = &ended_allocations {

@@ -11,7 +11,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use hashbrown::HashSet;
+use hashbrown::HashMap;
 use serde::de::{self, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -21,15 +21,152 @@ pub(crate) fn id_hash(id: &str) -> u64 {
     xxhash_rust::xxh3::xxh3_64(id.as_bytes())
 }
 
-/// A set of id hashes; checkpointed as a flat byte string of little-endian
-/// `u64`s (8 bytes each, where a varint would take 10 for a random hash).
+/// Entries a [`CompactMap`] keeps in a sorted vector before it switches to a
+/// hash table: a binary search and a short `memmove` beat hashing at this
+/// size, and a vector has no empty buckets or control bytes.
+const SORTED_LIMIT: usize = 128;
+
+/// A map keyed by id hash, compact while small: a sorted vector grown a
+/// quarter at a time up to [`SORTED_LIMIT`] entries, a hash table beyond.
+/// Most streams have a few dozen viewers, event ids or orders, and pay a few
+/// bytes over the entries themselves; the few large ones pay a hash table's
+/// overhead and get its constant-time lookups.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum CompactMap<V> {
+    /// Strictly increasing by key.
+    Sorted(Vec<(u64, V)>),
+    /// Boxed, so that a small map stays the size of a vector.
+    Hashed(Box<HashMap<u64, V>>),
+}
+
+impl<V> Default for CompactMap<V> {
+    fn default() -> Self {
+        CompactMap::Sorted(Vec::new())
+    }
+}
+
+impl<V> CompactMap<V> {
+    pub(crate) fn get(&self, key: u64) -> Option<&V> {
+        match self {
+            CompactMap::Sorted(entries) => entries
+                .binary_search_by_key(&key, |e| e.0)
+                .ok()
+                .map(|at| &entries[at].1),
+            CompactMap::Hashed(map) => map.get(&key),
+        }
+    }
+
+    pub(crate) fn get_mut(&mut self, key: u64) -> Option<&mut V> {
+        match self {
+            CompactMap::Sorted(entries) => entries
+                .binary_search_by_key(&key, |e| e.0)
+                .ok()
+                .map(|at| &mut entries[at].1),
+            CompactMap::Hashed(map) => map.get_mut(&key),
+        }
+    }
+
+    /// Adds `key` with `value` unless it is there; `true` when it was added.
+    pub(crate) fn insert_new(&mut self, key: u64, value: V) -> bool {
+        match self {
+            CompactMap::Hashed(map) => match map.entry(key) {
+                hashbrown::hash_map::Entry::Occupied(_) => false,
+                hashbrown::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(value);
+                    true
+                }
+            },
+            CompactMap::Sorted(entries) => match entries.binary_search_by_key(&key, |e| e.0) {
+                Ok(_) => false,
+                Err(at) if entries.len() < SORTED_LIMIT => {
+                    if entries.len() == entries.capacity() {
+                        // A quarter at a time: capacity stays within 25 % of
+                        // the length, where doubling would leave up to 100 %.
+                        entries.reserve_exact((entries.len() / 4).max(4));
+                    }
+                    entries.insert(at, (key, value));
+                    true
+                }
+                Err(_) => {
+                    let mut map = HashMap::with_capacity(2 * SORTED_LIMIT);
+                    map.extend(std::mem::take(entries));
+                    map.insert(key, value);
+                    *self = CompactMap::Hashed(Box::new(map));
+                    true
+                }
+            },
+        }
+    }
+
+    /// Keeps the entries `keep` says yes to; frees the storage when none is left.
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(u64, &mut V) -> bool) {
+        match self {
+            CompactMap::Sorted(entries) => entries.retain_mut(|(k, v)| keep(*k, v)),
+            CompactMap::Hashed(map) => map.retain(|k, v| keep(*k, v)),
+        }
+        if self.is_empty() {
+            *self = CompactMap::default();
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            CompactMap::Sorted(entries) => entries.len(),
+            CompactMap::Hashed(map) => map.len(),
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every entry, in no particular order.
+    pub(crate) fn iter(&self) -> Box<dyn Iterator<Item = (u64, &V)> + '_> {
+        match self {
+            CompactMap::Sorted(entries) => Box::new(entries.iter().map(|(k, v)| (*k, v))),
+            CompactMap::Hashed(map) => Box::new(map.iter().map(|(k, v)| (*k, v))),
+        }
+    }
+
+    /// Heap bytes held, for the state-size metric: entries by capacity, and
+    /// for a table its control bytes and the box.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        let entry = std::mem::size_of::<(u64, V)>();
+        match self {
+            CompactMap::Sorted(entries) => entries.capacity() * entry,
+            CompactMap::Hashed(map) => {
+                let buckets = (map.capacity() * 8 / 7).next_power_of_two();
+                std::mem::size_of::<HashMap<u64, V>>() + buckets * (entry + 1) + 16
+            }
+        }
+    }
+}
+
+impl<V> FromIterator<(u64, V)> for CompactMap<V> {
+    fn from_iter<I: IntoIterator<Item = (u64, V)>>(iter: I) -> Self {
+        let mut map = CompactMap::default();
+        for (key, value) in iter {
+            map.insert_new(key, value);
+        }
+        map
+    }
+}
+
+/// A set of id hashes, compact while small; checkpointed as a flat byte
+/// string of little-endian `u64`s (8 bytes each, where a varint would take
+/// 10 for a random hash).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct IdSet(HashSet<u64>);
+pub(crate) struct IdSet(CompactMap<()>);
 
 impl IdSet {
     /// Adds a hash; `true` when it was not there yet.
     pub(crate) fn insert(&mut self, hash: u64) -> bool {
-        self.0.insert(hash)
+        self.0.insert_new(hash, ())
+    }
+
+    /// Whether the set holds `hash`.
+    pub(crate) fn contains(&self, hash: u64) -> bool {
+        self.0.get(hash).is_some()
     }
 
     /// How many distinct hashes the set holds.
@@ -39,14 +176,14 @@ impl IdSet {
 
     /// Approximate heap use, for the state-size metric.
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.0.capacity() * (std::mem::size_of::<u64>() + 1)
+        self.0.heap_bytes()
     }
 }
 
 impl Serialize for IdSet {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut bytes = Vec::with_capacity(self.0.len() * 8);
-        for hash in &self.0 {
+        for (hash, ()) in self.0.iter() {
             bytes.extend_from_slice(&hash.to_le_bytes());
         }
         serializer.serialize_bytes(&bytes)
@@ -57,9 +194,9 @@ impl<'de> Deserialize<'de> for IdSet {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let bytes = deserialize_blob(deserializer)?;
         let records = fixed_records::<8, D::Error>(&bytes)?;
-        let mut set = HashSet::with_capacity(records.len());
-        set.extend(records.map(u64::from_le_bytes));
-        Ok(IdSet(set))
+        Ok(IdSet(
+            records.map(|r| (u64::from_le_bytes(r), ())).collect(),
+        ))
     }
 }
 
@@ -130,6 +267,45 @@ mod tests {
         assert_eq!(id_hash(""), 0x2d06_8005_38d3_94c2);
         assert_eq!(id_hash("u-7"), id_hash("u-7"));
         assert_ne!(id_hash("u-7"), id_hash("u-8"));
+    }
+
+    #[test]
+    fn a_compact_map_switches_to_a_table_past_the_limit_and_keeps_every_entry() {
+        let mut map = CompactMap::default();
+        for key in (0..SORTED_LIMIT as u64).rev() {
+            assert!(map.insert_new(key * 7, key));
+        }
+        assert!(matches!(&map, CompactMap::Sorted(entries)
+            if entries.windows(2).all(|w| w[0].0 < w[1].0)));
+        assert!(!map.insert_new(7, 99), "an existing key is not replaced");
+        assert_eq!(map.get(7), Some(&1));
+        assert!(map.insert_new(1, 1000));
+        assert!(matches!(map, CompactMap::Hashed(_)));
+        assert_eq!(map.len(), SORTED_LIMIT + 1);
+        assert!((0..SORTED_LIMIT as u64).all(|key| map.get(key * 7) == Some(&key)));
+        *map.get_mut(7).unwrap() = 5;
+        assert_eq!(map.get(7), Some(&5));
+        map.retain(|key, _| key % 2 == 0);
+        assert_eq!(map.len(), SORTED_LIMIT / 2);
+        map.retain(|_, _| false);
+        assert_eq!(
+            map,
+            CompactMap::default(),
+            "an emptied map holds no storage"
+        );
+        assert_eq!(map.heap_bytes(), 0);
+    }
+
+    #[test]
+    fn a_small_compact_map_grows_by_a_quarter() {
+        let mut map = CompactMap::default();
+        for key in 0..100 {
+            map.insert_new(key, ());
+        }
+        let CompactMap::Sorted(entries) = &map else {
+            panic!("100 entries stay sorted");
+        };
+        assert!(entries.capacity() <= 125, "capacity {}", entries.capacity());
     }
 
     #[test]

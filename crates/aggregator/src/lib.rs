@@ -36,4 +36,4 @@ pub use event::{Action, Currency, Event, EventTime, EventType, OrderLine};
 pub use partition::{AggregatorConfig, Outcome, PartitionAggregator, Publication};
 pub use reason::InvalidReason;
 pub use rollup::{ProductRollup, RollupKind, StreamRollup, TOP_PRODUCTS};
-pub use stream::{CheckpointError, StreamCheckpoint};
+pub use stream::{CheckpointError, StateBytes, StreamCheckpoint};

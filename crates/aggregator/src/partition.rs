@@ -16,7 +16,7 @@ use crate::commission::CommissionRate;
 use crate::event::{Event, EventTime};
 use crate::reason::InvalidReason;
 use crate::rollup::{ProductRollup, StreamRollup};
-use crate::stream::{Clock, StreamCheckpoint, StreamState};
+use crate::stream::{Clock, StateBytes, StreamCheckpoint, StreamState};
 
 /// How figures are computed; the same for every partition of an instance.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,18 +80,22 @@ pub struct Publication {
     pub windows: Vec<StreamRollup>,
     /// Every product of the stream, by `gmv` descending then `product_id`.
     pub products: Vec<ProductRollup>,
-    /// The stream's state at this revision, for the changelog topic.
-    pub checkpoint: StreamCheckpoint,
+    /// The stream's state at this revision, for the changelog topic, as
+    /// [`StreamCheckpoint::to_bytes`] encodes it ([`StreamCheckpoint::from_bytes`]
+    /// reads it back).
+    pub checkpoint: Vec<u8>,
 }
 
 /// The state of every stream of one input partition, with a single owner.
 pub struct PartitionAggregator {
     config: AggregatorConfig,
-    /// Keyed by `stream_id`; looked up by `&str` so existing streams cost no allocation.
-    streams: HashMap<String, StreamState>,
+    /// Keyed by `stream_id`; looked up by `&str` so existing streams cost no
+    /// allocation. States are boxed: a table slot is 24 bytes, not the whole
+    /// state, so the table's empty buckets and its growth cost little.
+    streams: HashMap<Box<str>, Box<StreamState>>,
     /// Streams changed since the last publication, each pushed once when it
     /// turns dirty so that publishing does not scan every stream.
-    dirty: Vec<String>,
+    dirty: Vec<Box<str>>,
     /// Newest event time counted in this partition.
     max_ts: Option<EventTime>,
     /// A watermark pushed from outside (an idle partition in live mode).
@@ -136,7 +140,7 @@ impl PartitionAggregator {
             self.late += u64::from(applied.late);
             if !state.dirty {
                 state.dirty = true;
-                self.dirty.push(stream_id.to_owned());
+                self.dirty.push(stream_id.into());
             }
         }
         applied.outcome
@@ -219,7 +223,7 @@ impl PartitionAggregator {
         let clock = self.clock();
         let mut publications = Vec::with_capacity(stream_ids.len());
         for stream_id in stream_ids {
-            let Some(state) = self.streams.get_mut(stream_id.as_str()) else {
+            let Some(state) = self.streams.get_mut(&stream_id) else {
                 continue;
             };
             if !state.dirty {
@@ -232,8 +236,8 @@ impl PartitionAggregator {
             publications.push(Publication {
                 products: state.products(),
                 windows,
-                checkpoint: StreamCheckpoint::from_state(state.clone()),
-                rollup: state.rollup(stream_id, rate),
+                checkpoint: StreamCheckpoint::bytes_of(state),
+                rollup: state.rollup(stream_id.into(), rate),
             });
         }
         publications
@@ -275,7 +279,7 @@ impl PartitionAggregator {
 
     /// Every stream held, sorted.
     pub fn stream_ids(&self) -> Vec<&str> {
-        let mut ids: Vec<&str> = self.streams.keys().map(String::as_str).collect();
+        let mut ids: Vec<&str> = self.streams.keys().map(|id| &**id).collect();
         ids.sort_unstable();
         ids
     }
@@ -283,7 +287,7 @@ impl PartitionAggregator {
     /// The stream's state now, as a checkpoint (at its current revision).
     pub fn checkpoint(&self, stream_id: &str) -> Option<StreamCheckpoint> {
         let state = self.streams.get(stream_id)?;
-        Some(StreamCheckpoint::from_state(state.clone()))
+        Some(StreamCheckpoint::from_state(StreamState::clone(state)))
     }
 
     /// Replaces the stream's state with a checkpoint, as after a restart or
@@ -295,25 +299,33 @@ impl PartitionAggregator {
             self.max_ts = Some(self.max_ts.map_or(ts, |t| t.max(ts)));
         }
         match self.streams.get_mut(stream_id) {
-            Some(existing) => *existing = state,
+            Some(existing) => **existing = state,
             None => {
-                self.streams.insert(stream_id.to_owned(), state);
+                self.streams.insert(stream_id.into(), Box::new(state));
             }
         }
     }
 
-    /// Approximate bytes held, for the state-size gauge. Walks every stream,
-    /// so call it per batch at most.
+    /// Bytes held, by structure, for the state-size gauge and the memory
+    /// benchmark. Walks every stream, so call it per batch at most.
+    pub fn state_bytes(&self) -> StateBytes {
+        let mut bytes = StateBytes {
+            streams: std::mem::size_of::<Self>()
+                + (self.streams.capacity() * 8 / 7).next_power_of_two()
+                    * (std::mem::size_of::<(Box<str>, Box<StreamState>)>() + 1)
+                + self.dirty.capacity() * std::mem::size_of::<Box<str>>(),
+            ..StateBytes::default()
+        };
+        for (id, state) in &self.streams {
+            bytes.streams += id.len();
+            state.count_bytes(&mut bytes);
+        }
+        bytes
+    }
+
+    /// [`Self::state_bytes`] in total.
     pub fn state_bytes_estimate(&self) -> usize {
-        let streams: usize = self
-            .streams
-            .iter()
-            .map(|(id, s)| id.capacity() + s.bytes_estimate())
-            .sum();
-        std::mem::size_of::<Self>()
-            + self.streams.capacity() * (std::mem::size_of::<(String, StreamState)>() + 1)
-            + self.dirty.capacity() * std::mem::size_of::<String>()
-            + streams
+        self.state_bytes().total()
     }
 }
 

@@ -12,7 +12,7 @@
 
 use std::fmt;
 
-use std::collections::BTreeMap;
+use std::collections::VecDeque;
 
 use hashbrown::HashMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -20,14 +20,14 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::commission::{div_round, CommissionRate};
 use crate::distinct::DistinctCount;
 use crate::event::{Action, Currency, Event, EventTime, EventType, OrderLine};
-use crate::ids::{deserialize_blob, fixed_records, id_hash, IdSet};
+use crate::ids::{deserialize_blob, fixed_records, id_hash, CompactMap, IdSet};
 use crate::partition::Outcome;
 use crate::reason::InvalidReason;
 use crate::rollup::{ProductRollup, RollupKind, StreamRollup, TOP_PRODUCTS};
 
 /// Checkpoint byte format; the first byte of [`StreamCheckpoint::to_bytes`].
 /// Bump it on any change to the serialized layout.
-const CHECKPOINT_FORMAT: u8 = 2;
+const CHECKPOINT_FORMAT: u8 = 3;
 
 /// The event-time settings a stream needs to place an event, from
 /// [`crate::AggregatorConfig`], with the partition's watermark at the time.
@@ -47,6 +47,12 @@ impl Clock {
     /// Start of the window holding `ts`.
     pub(crate) fn window_start(&self, ts: EventTime) -> EventTime {
         ts - ts.rem_euclid(self.window_ms)
+    }
+
+    /// Length of a generation of the duplicate filter: the horizon, and at
+    /// least a minute so that a short horizon does not make many tiny ones.
+    pub(crate) fn dedup_span(&self) -> i64 {
+        self.dedup_horizon_ms.max(60_000)
     }
 
     /// Whether the window starting at `start` is past retention: its events
@@ -158,7 +164,7 @@ impl Figures {
             window_start: None,
             window_end: None,
             stream_id,
-            seller_id: stream.seller_id.clone(),
+            seller_id: stream.seller_id.as_deref().map(str::to_owned),
             currency: stream.currency.map(|c| c.as_str().to_owned()),
             first_event_ts: self.first_event_ts,
             last_event_ts: self.last_event_ts,
@@ -208,14 +214,14 @@ pub(crate) struct WindowState {
 }
 
 /// Everything kept for one stream.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub(crate) struct StreamState {
     /// Since the stream's first event.
     totals: Figures,
     /// Set by the first purchase or refund counted.
     currency: Option<Currency>,
     /// The first non-empty `seller_id` counted.
-    seller_id: Option<String>,
+    seller_id: Option<Box<str>>,
     /// Publications so far; persisted so it keeps increasing across restarts.
     pub(crate) revision: u64,
     /// Highest input position whose effect is in this state.
@@ -230,9 +236,10 @@ pub(crate) struct StreamState {
     /// Event ids counted recently (event time), for duplicates.
     seen: SeenEvents,
     /// Per-product figures, keyed by `product_id`.
-    products: HashMap<String, ProductState>,
-    /// Retained windows by start.
-    windows: BTreeMap<EventTime, WindowState>,
+    products: Products,
+    /// Retained windows, by start. Windows are mostly opened in time order,
+    /// so a new one is pushed at the back and expired ones leave the front.
+    windows: VecDeque<(EventTime, WindowState)>,
     /// Ended: idle past the timeout, per-viewer and per-event state released.
     pub(crate) finalized: bool,
     /// Changed since the last publication. Not persisted: a restored stream
@@ -244,27 +251,6 @@ pub(crate) struct StreamState {
     /// restore, positions need not increase.
     #[serde(skip)]
     pub(crate) restored_through: Option<u64>,
-}
-
-impl Default for StreamState {
-    fn default() -> Self {
-        StreamState {
-            totals: Figures::default(),
-            currency: None,
-            seller_id: None,
-            revision: 0,
-            applied_through: None,
-            viewers: Viewers::default(),
-            pending: PendingPresence::default(),
-            settled_peak: 0,
-            seen: SeenEvents::default(),
-            products: HashMap::new(),
-            windows: BTreeMap::new(),
-            finalized: false,
-            dirty: false,
-            restored_through: None,
-        }
-    }
 }
 
 /// What applying one event did, with whether it was too late for a window.
@@ -309,7 +295,7 @@ impl StreamState {
                 done(Outcome::Invalid(InvalidReason::CurrencyMismatch))
             };
         }
-        if !self.seen.insert(event_hash, event.ts) {
+        if !self.seen.insert(event_hash, event.ts, clock.dedup_span()) {
             self.advance(position);
             return done(Outcome::Duplicate);
         }
@@ -332,7 +318,7 @@ impl StreamState {
         self.finalized = false;
         if self.seller_id.is_none() {
             if let Some(seller) = event.seller_id.as_deref().filter(|s| !s.is_empty()) {
-                self.seller_id = Some(seller.to_owned());
+                self.seller_id = Some(seller.into());
             }
         }
         // Only presence and purchases need the viewer: hash it for those alone.
@@ -361,13 +347,34 @@ impl StreamState {
             return true;
         }
         // Events mostly land in the newest window: try it before a full lookup.
-        let window = match self.windows.last_entry() {
-            Some(last) if *last.key() == start => last.into_mut(),
-            _ => self.windows.entry(start).or_default(),
-        };
+        let window = self.window_mut(start);
         window.figures.count(event, viewer, concurrent);
         window.dirty = true;
         false
+    }
+
+    /// The window starting at `start`, opened if needed.
+    fn window_mut(&mut self, start: EventTime) -> &mut WindowState {
+        // Events mostly land in the newest window: try it before a search.
+        let at = match self.windows.back() {
+            Some((last, _)) if *last == start => self.windows.len() - 1,
+            Some((last, _)) if *last < start => self.open_window(self.windows.len(), start),
+            _ => match self.windows.binary_search_by_key(&start, |w| w.0) {
+                Ok(at) => at,
+                Err(at) => self.open_window(at, start),
+            },
+        };
+        &mut self.windows[at].1
+    }
+
+    /// Inserts an empty window at index `at`; grows the storage a few
+    /// windows at a time rather than doubling it.
+    fn open_window(&mut self, at: usize, start: EventTime) -> usize {
+        if self.windows.len() == self.windows.capacity() {
+            self.windows.reserve_exact((self.windows.len() / 4).max(2));
+        }
+        self.windows.insert(at, (start, WindowState::default()));
+        at
     }
 
     /// A presence event waits, in event-time order, until the watermark
@@ -405,7 +412,7 @@ impl StreamState {
         for (ts, viewer, is_view) in self.pending.iter() {
             let before = overlay
                 .get(&viewer)
-                .or_else(|| self.viewers.by_hash.get(&viewer))
+                .or_else(|| self.viewers.by_hash.get(viewer))
                 .copied();
             let newer = before.is_none_or(|v| ts > v.ts || (ts == v.ts && !is_view));
             if !newer {
@@ -440,7 +447,7 @@ impl StreamState {
 
     /// The product's figures, created on first sight; no allocation when it exists.
     fn product(&mut self, product_id: &str) -> &mut ProductState {
-        self.products.entry_ref(product_id).or_default()
+        self.products.get_or_insert(product_id)
     }
 
     /// The cumulative figures now, at the current revision.
@@ -462,31 +469,17 @@ impl StreamState {
         rate: CommissionRate,
         window_ms: i64,
     ) -> Vec<StreamRollup> {
-        let mut changed: Vec<(EventTime, &mut WindowState)> = self
-            .windows
-            .iter_mut()
-            .filter(|(_, w)| w.dirty)
-            .map(|(s, w)| (*s, w))
-            .collect();
-        for (_, window) in &mut changed {
-            window.dirty = false;
-            window.revision += 1;
+        let mut changed = Vec::new();
+        for (at, (_, window)) in self.windows.iter_mut().enumerate() {
+            if window.dirty {
+                window.dirty = false;
+                window.revision += 1;
+                changed.push(at);
+            }
         }
-        let changed: Vec<(EventTime, u64)> =
-            changed.into_iter().map(|(s, w)| (s, w.revision)).collect();
         changed
             .into_iter()
-            .map(|(start, revision)| {
-                let mut rollup =
-                    self.windows[&start]
-                        .figures
-                        .rollup(self, stream_id.to_owned(), rate, revision);
-                rollup.kind = RollupKind::Window;
-                rollup.window_start = Some(start);
-                rollup.window_end = Some(start.saturating_add(window_ms));
-                rollup.is_final = false;
-                rollup
-            })
+            .map(|at| self.window_rollup(at, stream_id, rate, window_ms))
             .collect()
     }
 
@@ -497,19 +490,28 @@ impl StreamState {
         rate: CommissionRate,
         window_ms: i64,
     ) -> Vec<StreamRollup> {
-        self.windows
-            .iter()
-            .map(|(start, w)| {
-                let mut rollup = w
-                    .figures
-                    .rollup(self, stream_id.to_owned(), rate, w.revision);
-                rollup.kind = RollupKind::Window;
-                rollup.window_start = Some(*start);
-                rollup.window_end = Some(start.saturating_add(window_ms));
-                rollup.is_final = false;
-                rollup
-            })
+        (0..self.windows.len())
+            .map(|at| self.window_rollup(at, stream_id, rate, window_ms))
             .collect()
+    }
+
+    /// The figures of the window at index `at`, at its current revision.
+    fn window_rollup(
+        &self,
+        at: usize,
+        stream_id: &str,
+        rate: CommissionRate,
+        window_ms: i64,
+    ) -> StreamRollup {
+        let (start, window) = &self.windows[at];
+        let mut rollup = window
+            .figures
+            .rollup(self, stream_id.to_owned(), rate, window.revision);
+        rollup.kind = RollupKind::Window;
+        rollup.window_start = Some(*start);
+        rollup.window_end = Some(start.saturating_add(window_ms));
+        rollup.is_final = false;
+        rollup
     }
 
     /// Drops what the watermark made useless: windows past retention, event
@@ -518,16 +520,25 @@ impl StreamState {
         let Some(watermark) = clock.watermark else {
             return;
         };
-        while let Some((&start, _)) = self.windows.first_key_value() {
-            if !clock.expired(start) {
-                break;
-            }
-            self.windows.pop_first();
+        while self.windows.front().is_some_and(|w| clock.expired(w.0)) {
+            self.windows.pop_front();
         }
-        self.seen
-            .expire(watermark.saturating_sub(clock.dedup_horizon_ms));
+        if self.windows.is_empty() {
+            self.windows = VecDeque::new();
+        }
+        self.seen.expire(
+            watermark.saturating_sub(clock.dedup_horizon_ms),
+            clock.dedup_span(),
+        );
         self.viewers
             .expire_absent(watermark.saturating_sub(clock.retention_ms));
+        if self.pending.is_empty() {
+            // Nothing waits for the watermark: give the buffer back.
+            self.pending = PendingPresence {
+                events: VecDeque::new(),
+                arrivals: self.pending.arrivals,
+            };
+        }
     }
 
     /// Whether the stream has been idle (in event time) for `idle_ms` at `watermark`.
@@ -553,7 +564,7 @@ impl StreamState {
             .products
             .iter()
             .map(|(product_id, p)| ProductRollup {
-                product_id: product_id.clone(),
+                product_id: product_id.to_owned(),
                 impressions: p.impressions,
                 clicks: p.clicks,
                 add_to_carts: p.add_to_carts,
@@ -575,27 +586,66 @@ impl StreamState {
         self.totals.last_event_ts
     }
 
-    /// Approximate heap and inline bytes, for the state-size metric.
-    pub(crate) fn bytes_estimate(&self) -> usize {
-        let products: usize = self
-            .products
-            .iter()
-            .map(|(id, p)| id.capacity() + p.orders.heap_bytes())
-            .sum::<usize>()
-            + self.products.capacity() * (std::mem::size_of::<(String, ProductState)>() + 1);
-        let windows: usize = self
-            .windows
-            .values()
-            .map(|w| std::mem::size_of::<(EventTime, WindowState)>() + w.figures.heap_bytes())
-            .sum();
-        std::mem::size_of::<Self>()
-            + self.seller_id.as_ref().map_or(0, String::capacity)
-            + self.totals.heap_bytes()
-            + self.viewers.heap_bytes()
-            + self.pending.heap_bytes()
-            + self.seen.heap_bytes()
-            + products
-            + windows
+    /// Adds this stream's bytes to `bytes`, by structure: what its parts
+    /// asked of the allocator (the allocator's own overhead left out), plus
+    /// the state itself (boxed in the stream table).
+    pub(crate) fn count_bytes(&self, bytes: &mut StateBytes) {
+        bytes.streams +=
+            std::mem::size_of::<Self>() + self.seller_id.as_ref().map_or(0, |s| s.len());
+        bytes.distinct_counts += self.totals.heap_bytes();
+        bytes.windows += self.windows.capacity() * std::mem::size_of::<(EventTime, WindowState)>()
+            + self
+                .windows
+                .iter()
+                .map(|(_, w)| w.figures.heap_bytes())
+                .sum::<usize>();
+        bytes.presence += self.viewers.heap_bytes() + self.pending.heap_bytes();
+        bytes.duplicate_filter += self.seen.heap_bytes();
+        bytes.products += self.products.heap_bytes();
+    }
+}
+
+/// Bytes of aggregation state by structure, as the parts asked of the
+/// allocator (its per-block overhead, 8–16 bytes a block with glibc, left
+/// out): for the state-size gauge and the memory benchmark.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StateBytes {
+    /// The stream table (buckets and `stream_id` keys) and each stream's
+    /// boxed state, cumulative figures and seller id included.
+    pub streams: usize,
+    /// Heap of the cumulative distinct counts (viewers, buyers, orders).
+    pub distinct_counts: usize,
+    /// Retained windows, their distinct counts included.
+    pub windows: usize,
+    /// Latest presence per viewer, and presence events waiting for the watermark.
+    pub presence: usize,
+    /// Event ids remembered for duplicates.
+    pub duplicate_filter: usize,
+    /// Per-product figures, ids and order sets.
+    pub products: usize,
+}
+
+impl StateBytes {
+    /// Every structure together.
+    pub fn total(&self) -> usize {
+        self.streams
+            + self.distinct_counts
+            + self.windows
+            + self.presence
+            + self.duplicate_filter
+            + self.products
+    }
+
+    /// Each structure with its name, for reports.
+    pub fn parts(&self) -> [(&'static str, usize); 6] {
+        [
+            ("stream table and states", self.streams),
+            ("cumulative distinct counts", self.distinct_counts),
+            ("windows", self.windows),
+            ("presence", self.presence),
+            ("duplicate filter", self.duplicate_filter),
+            ("products", self.products),
+        ]
     }
 }
 
@@ -611,80 +661,108 @@ fn money_ratio(numerator: i128, denominator: u64) -> Option<i64> {
     Some(i64::try_from(rounded).unwrap_or(if rounded < 0 { i64::MIN } else { i64::MAX }))
 }
 
-/// The `event_id` hashes counted for a stream, each with its event time, so
-/// that the set forgets ids older than the duplicate horizon (spec: duplicates
-/// are caught at least within 10 minutes of the original's event time).
-#[derive(Clone, Debug, Default)]
+/// The `event_id` hashes counted for a stream, in generations of event time
+/// one duplicate horizon long, so that whole generations are forgotten once
+/// the watermark is a horizon past their end (spec: duplicates are caught at
+/// least within 10 minutes of the original's event time). An id is kept
+/// between one and two horizons; no per-id time is stored.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct SeenEvents {
-    by_hash: HashMap<u64, EventTime>,
-    /// No entry is older than this (the last expiry's cut-off).
-    oldest: EventTime,
+    /// (generation number, its ids), by generation; one to three are live.
+    generations: Vec<(i64, IdSet)>,
 }
 
 impl SeenEvents {
     fn contains(&self, event_hash: u64) -> bool {
-        self.by_hash.contains_key(&event_hash)
+        self.generations
+            .iter()
+            .any(|(_, ids)| ids.contains(event_hash))
     }
 
-    /// `false` when the event was already seen.
-    fn insert(&mut self, event_hash: u64, ts: EventTime) -> bool {
-        match self.by_hash.entry(event_hash) {
-            hashbrown::hash_map::Entry::Occupied(_) => false,
-            hashbrown::hash_map::Entry::Vacant(slot) => {
-                slot.insert(ts);
-                true
+    /// `false` when the event was already seen. `span` is the generation
+    /// length, ms.
+    fn insert(&mut self, event_hash: u64, ts: EventTime, span: i64) -> bool {
+        if self.contains(event_hash) {
+            return false;
+        }
+        let generation = ts.div_euclid(span);
+        let at = match self.generations.binary_search_by_key(&generation, |g| g.0) {
+            Ok(at) => at,
+            Err(at) => {
+                // One to three generations: no room to spare.
+                self.generations.reserve_exact(1);
+                self.generations.insert(at, (generation, IdSet::default()));
+                at
             }
+        };
+        self.generations[at].1.insert(event_hash)
+    }
+
+    /// Forgets the generations that end at or before `cutoff`: every id in
+    /// them is older than the horizon.
+    fn expire(&mut self, cutoff: EventTime, span: i64) {
+        self.generations
+            .retain(|(generation, _)| generation.saturating_add(1).saturating_mul(span) > cutoff);
+        if self.generations.is_empty() {
+            self.generations = Vec::new();
         }
     }
 
-    /// Forgets ids whose event time is before `cutoff`. Scans only when the
-    /// cut-off moved a minute or more, so the cost is amortized.
-    fn expire(&mut self, cutoff: EventTime) {
-        if cutoff < self.oldest.saturating_add(60_000) {
-            return;
-        }
-        self.by_hash.retain(|_, ts| *ts >= cutoff);
-        self.oldest = cutoff;
+    fn len(&self) -> u64 {
+        self.generations.iter().map(|(_, ids)| ids.len()).sum()
     }
 
     fn heap_bytes(&self) -> usize {
-        self.by_hash.capacity() * (std::mem::size_of::<(u64, EventTime)>() + 1)
+        self.generations.capacity() * std::mem::size_of::<(i64, IdSet)>()
+            + self
+                .generations
+                .iter()
+                .map(|(_, ids)| ids.heap_bytes())
+                .sum::<usize>()
     }
 }
 
-impl Serialize for SeenEvents {
-    /// A flat blob of (hash, ts) records.
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut bytes = Vec::with_capacity(self.by_hash.len() * SEEN_RECORD);
-        for (hash, ts) in &self.by_hash {
-            bytes.extend_from_slice(&hash.to_le_bytes());
-            bytes.extend_from_slice(&ts.to_le_bytes());
-        }
-        serializer.serialize_bytes(&bytes)
-    }
-}
+/// Per-product figures of a stream, sorted by `product_id`: a stream shows
+/// a few to a few hundred products, so a binary search over one compact
+/// vector beats a hash table's empty buckets.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Products(Vec<(Box<str>, ProductState)>);
 
-impl<'de> Deserialize<'de> for SeenEvents {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        use serde::de::Error;
-        let bytes = deserialize_blob(deserializer)?;
-        let records = fixed_records::<SEEN_RECORD, D::Error>(&bytes)?;
-        let mut seen = SeenEvents {
-            by_hash: HashMap::with_capacity(records.len()),
-            oldest: EventTime::MIN,
+impl Products {
+    /// The product's figures, created on first sight; no allocation when it exists.
+    fn get_or_insert(&mut self, product_id: &str) -> &mut ProductState {
+        let at = match self.0.binary_search_by(|p| (*p.0).cmp(product_id)) {
+            Ok(at) => at,
+            Err(at) => {
+                if self.0.len() == self.0.capacity() && self.0.len() < 32 {
+                    // Few products: grow a couple at a time, not doubling.
+                    self.0.reserve_exact(2);
+                }
+                self.0
+                    .insert(at, (product_id.into(), ProductState::default()));
+                at
+            }
         };
-        for record in records {
-            let (hash, ts) = record.split_at(8);
-            let hash = u64::from_le_bytes(hash.try_into().map_err(D::Error::custom)?);
-            let ts = EventTime::from_le_bytes(ts.try_into().map_err(D::Error::custom)?);
-            seen.by_hash.insert(hash, ts);
-        }
-        Ok(seen)
+        &mut self.0[at].1
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&str, &ProductState)> + '_ {
+        self.0.iter().map(|(id, p)| (&**id, p))
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.0.capacity() * std::mem::size_of::<(Box<str>, ProductState)>()
+            + self
+                .0
+                .iter()
+                .map(|(id, p)| id.len() + p.orders.heap_bytes())
+                .sum::<usize>()
     }
 }
-
-/// Serialized size of a seen event: hash, ts.
-const SEEN_RECORD: usize = 8 + 8;
 
 /// The figures of one product within a stream.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -711,9 +789,20 @@ struct Viewer {
 /// times a `leave` sorts after a `view`, so it is the one that stays.
 #[derive(Clone, Debug, Default)]
 struct PendingPresence {
-    /// Keyed by (ts, leave?, arrival number), for a total order.
-    events: BTreeMap<(EventTime, bool, u64), u64>,
+    /// Sorted by (ts, leave?, arrival number), a total order. Events mostly
+    /// arrive in time order, so most are pushed at the back and all leave
+    /// from the front.
+    events: VecDeque<PendingEvent>,
     arrivals: u64,
+}
+
+/// One presence event waiting for the watermark.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct PendingEvent {
+    ts: EventTime,
+    leave: bool,
+    arrival: u64,
+    viewer: u64,
 }
 
 /// Serialized size of a pending presence event: ts, leave flag, arrival, viewer.
@@ -722,23 +811,34 @@ const PENDING_RECORD: usize = 8 + 1 + 8 + 8;
 impl PendingPresence {
     fn push(&mut self, ts: EventTime, viewer: u64, is_view: bool) {
         self.arrivals += 1;
-        self.events.insert((ts, !is_view, self.arrivals), viewer);
+        self.insert(PendingEvent {
+            ts,
+            leave: !is_view,
+            arrival: self.arrivals,
+            viewer,
+        });
+    }
+
+    fn insert(&mut self, event: PendingEvent) {
+        let at = match self.events.back() {
+            Some(last) if *last > event => self.events.partition_point(|e| *e < event),
+            _ => self.events.len(),
+        };
+        self.events.insert(at, event);
     }
 
     /// The oldest event, if it is at or before `watermark`.
     fn pop_through(&mut self, watermark: EventTime) -> Option<(EventTime, u64, bool)> {
-        let entry = self.events.first_entry()?;
-        let (ts, leave, _) = *entry.key();
-        if ts > watermark {
+        let first = self.events.front()?;
+        if first.ts > watermark {
             return None;
         }
-        Some((ts, entry.remove(), !leave))
+        let first = self.events.pop_front()?;
+        Some((first.ts, first.viewer, !first.leave))
     }
 
     fn iter(&self) -> impl Iterator<Item = (EventTime, u64, bool)> + '_ {
-        self.events
-            .iter()
-            .map(|(&(ts, leave, _), &viewer)| (ts, viewer, !leave))
+        self.events.iter().map(|e| (e.ts, e.viewer, !e.leave))
     }
 
     fn is_empty(&self) -> bool {
@@ -746,7 +846,7 @@ impl PendingPresence {
     }
 
     fn heap_bytes(&self) -> usize {
-        self.events.len() * (std::mem::size_of::<((EventTime, bool, u64), u64)>() + 16)
+        self.events.capacity() * std::mem::size_of::<PendingEvent>()
     }
 }
 
@@ -754,11 +854,11 @@ impl Serialize for PendingPresence {
     /// A flat blob of fixed records.
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut bytes = Vec::with_capacity(self.events.len() * PENDING_RECORD);
-        for (&(ts, leave, arrival), viewer) in &self.events {
-            bytes.extend_from_slice(&ts.to_le_bytes());
-            bytes.push(u8::from(leave));
-            bytes.extend_from_slice(&arrival.to_le_bytes());
-            bytes.extend_from_slice(&viewer.to_le_bytes());
+        for e in &self.events {
+            bytes.extend_from_slice(&e.ts.to_le_bytes());
+            bytes.push(u8::from(e.leave));
+            bytes.extend_from_slice(&e.arrival.to_le_bytes());
+            bytes.extend_from_slice(&e.viewer.to_le_bytes());
         }
         serializer.serialize_bytes(&bytes)
     }
@@ -787,7 +887,12 @@ impl<'de> Deserialize<'de> for PendingPresence {
             let arrival = u64::from_le_bytes(word(9)?);
             let viewer = u64::from_le_bytes(word(17)?);
             pending.arrivals = pending.arrivals.max(arrival);
-            pending.events.insert((ts, leave, arrival), viewer);
+            pending.insert(PendingEvent {
+                ts,
+                leave,
+                arrival,
+                viewer,
+            });
         }
         Ok(pending)
     }
@@ -799,7 +904,7 @@ const VIEWER_RECORD: usize = 8 + 8 + 1;
 /// Latest presence per viewer (by hash), for concurrent viewers.
 #[derive(Clone, Debug, Default)]
 struct Viewers {
-    by_hash: HashMap<u64, Viewer>,
+    by_hash: CompactMap<Viewer>,
     /// Viewers present.
     concurrent: u64,
 }
@@ -808,31 +913,25 @@ impl Viewers {
     /// Records a `view` or `leave` at `ts`. The later `ts` wins; at equal `ts`
     /// a `leave` beats a `view`, so the result does not depend on arrival order.
     fn presence(&mut self, viewer: u64, ts: EventTime, is_view: bool) {
-        match self.by_hash.entry(viewer) {
-            hashbrown::hash_map::Entry::Vacant(slot) => {
-                slot.insert(Viewer {
-                    ts,
-                    present: is_view,
-                });
-                self.concurrent += u64::from(is_view);
-            }
-            hashbrown::hash_map::Entry::Occupied(mut slot) => {
-                let v = slot.get_mut();
-                let newer = ts > v.ts || (ts == v.ts && !is_view);
-                if !newer {
-                    return;
-                }
-                match (v.present, is_view) {
-                    (false, true) => self.concurrent += 1,
-                    (true, false) => self.concurrent -= 1,
-                    _ => {}
-                }
-                *v = Viewer {
-                    ts,
-                    present: is_view,
-                };
-            }
+        let latest = Viewer {
+            ts,
+            present: is_view,
+        };
+        let Some(v) = self.by_hash.get_mut(viewer) else {
+            self.by_hash.insert_new(viewer, latest);
+            self.concurrent += u64::from(is_view);
+            return;
+        };
+        let newer = ts > v.ts || (ts == v.ts && !is_view);
+        if !newer {
+            return;
         }
+        match (v.present, is_view) {
+            (false, true) => self.concurrent += 1,
+            (true, false) => self.concurrent -= 1,
+            _ => {}
+        }
+        *v = latest;
     }
 
     /// Forgets viewers who left before `cutoff`: no event that old can still
@@ -844,7 +943,7 @@ impl Viewers {
     }
 
     fn heap_bytes(&self) -> usize {
-        self.by_hash.capacity() * (std::mem::size_of::<(u64, Viewer)>() + 1)
+        self.by_hash.heap_bytes()
     }
 }
 
@@ -852,7 +951,7 @@ impl Serialize for Viewers {
     /// A flat blob of fixed records; the concurrent count is derived on restore.
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut bytes = Vec::with_capacity(self.by_hash.len() * VIEWER_RECORD);
-        for (hash, v) in &self.by_hash {
+        for (hash, v) in self.by_hash.iter() {
             bytes.extend_from_slice(&hash.to_le_bytes());
             bytes.extend_from_slice(&v.ts.to_le_bytes());
             bytes.push(u8::from(v.present));
@@ -866,10 +965,7 @@ impl<'de> Deserialize<'de> for Viewers {
         use serde::de::Error;
         let bytes = deserialize_blob(deserializer)?;
         let records = fixed_records::<VIEWER_RECORD, D::Error>(&bytes)?;
-        let mut viewers = Viewers {
-            by_hash: HashMap::with_capacity(records.len()),
-            concurrent: 0,
-        };
+        let mut viewers = Viewers::default();
         for record in records {
             let (hash, rest) = record.split_at(8);
             let (ts, flag) = rest.split_at(8);
@@ -884,8 +980,9 @@ impl<'de> Deserialize<'de> for Viewers {
             };
             let hash = u64::from_le_bytes(hash.try_into().map_err(D::Error::custom)?);
             let ts = EventTime::from_le_bytes(ts.try_into().map_err(D::Error::custom)?);
-            viewers.concurrent += u64::from(present);
-            viewers.by_hash.insert(hash, Viewer { ts, present });
+            if viewers.by_hash.insert_new(hash, Viewer { ts, present }) {
+                viewers.concurrent += u64::from(present);
+            }
         }
         Ok(viewers)
     }
@@ -920,6 +1017,16 @@ pub enum CheckpointError {
 }
 
 impl StreamCheckpoint {
+    /// The changelog encoding of `state` ([`StreamCheckpoint::to_bytes`]),
+    /// written straight from the live state without copying it.
+    pub(crate) fn bytes_of(state: &StreamState) -> Vec<u8> {
+        // Serializing into a Vec fails only for sequences of unknown length,
+        // which no field of the state produces. The in-memory-only fields
+        // (`dirty`, `restored_through`) are not serialized.
+        postcard::to_extend(state, vec![CHECKPOINT_FORMAT])
+            .expect("checkpoint state always serializes")
+    }
+
     /// Freezes a stream's state, dropping what only matters in memory.
     pub(crate) fn from_state(mut state: StreamState) -> StreamCheckpoint {
         state.dirty = false;
@@ -949,10 +1056,7 @@ impl StreamCheckpoint {
 
     /// The compact changelog encoding: a format byte, then postcard.
     pub fn to_bytes(&self) -> Vec<u8> {
-        // Serializing into a Vec fails only for sequences of unknown length,
-        // which no field of the state produces.
-        postcard::to_extend(&self.state, vec![CHECKPOINT_FORMAT])
-            .expect("checkpoint state always serializes")
+        StreamCheckpoint::bytes_of(&self.state)
     }
 
     /// Decodes [`StreamCheckpoint::to_bytes`]; refuses other formats, bad
@@ -976,7 +1080,7 @@ impl fmt::Debug for StreamCheckpoint {
         f.debug_struct("StreamCheckpoint")
             .field("revision", &self.state.revision)
             .field("applied_through", &self.state.applied_through)
-            .field("events", &self.state.seen.by_hash.len())
+            .field("events", &self.state.seen.len())
             .field("windows", &self.state.windows.len())
             .field("viewers", &self.state.viewers.by_hash.len())
             .field("products", &self.state.products.len())

@@ -528,12 +528,19 @@ fn publish_returns_dirty_streams_sorted_with_increasing_revisions() {
     let first = agg.publish();
     let ids: Vec<&str> = first.iter().map(|p| p.rollup.stream_id.as_str()).collect();
     assert_eq!(ids, ["s1", "s2", "s3"]);
-    assert!(first
-        .iter()
-        .all(|p| p.rollup.revision == 1 && p.checkpoint.revision() == 1));
+    assert!(first.iter().all(|p| p.rollup.revision == 1
+        && StreamCheckpoint::from_bytes(&p.checkpoint)
+            .unwrap()
+            .revision()
+            == 1));
     assert_eq!(first[0].rollup.gmv, 20);
     assert_eq!(first[0].products.len(), 1);
-    assert_eq!(first[0].checkpoint.applied_through(), Some(3));
+    assert_eq!(
+        StreamCheckpoint::from_bytes(&first[0].checkpoint)
+            .unwrap()
+            .applied_through(),
+        Some(3)
+    );
     // Nothing new: nothing published, revision unchanged.
     assert!(agg.publish().is_empty());
     assert_eq!(agg.rollup("s1").unwrap().revision, 1);
@@ -601,9 +608,9 @@ fn restore_then_continue_matches_never_stopping() {
         let _ = before.apply(e, i as u64);
     }
     let published = before.publish();
-    let bytes = published[0].checkpoint.to_bytes();
+    let bytes = &published[0].checkpoint;
     let mut after = PartitionAggregator::new(AggregatorConfig::default());
-    after.restore("live-1", StreamCheckpoint::from_bytes(&bytes).unwrap());
+    after.restore("live-1", StreamCheckpoint::from_bytes(bytes).unwrap());
     assert!(after.publish().is_empty(), "a restored stream is not dirty");
     assert_eq!(after.rollup("live-1"), before.rollup("live-1"));
     // The consumer resumes from an older committed offset: 4..7 are replayed.
@@ -746,4 +753,60 @@ fn state_size_grows_with_state() {
     }
     assert!(f.agg.state_bytes_estimate() > empty + 100 * 16);
     assert!(format!("{:?}", f.agg).contains("streams: 1"));
+}
+
+#[test]
+fn a_large_stream_round_trips_through_its_checkpoint() {
+    // Past the compact sets' sorted phase: hundreds of viewers, event ids,
+    // presence records and one product's orders, all in hash tables.
+    let mut agg = PartitionAggregator::new(AggregatorConfig::default());
+    let mut events = Vec::new();
+    for v in 0..400_i64 {
+        let viewer = format!("u{v}");
+        events.push(event(
+            &format!("v{v}"),
+            "big",
+            &viewer,
+            1_000 + v,
+            Action::View,
+        ));
+        let order = format!("o{v}");
+        let line = purchase("p1", &order, 1, 100);
+        events.push(event(&format!("b{v}"), "big", &viewer, 2_000 + v, line));
+        if v % 3 == 0 {
+            events.push(event(
+                &format!("l{v}"),
+                "big",
+                &viewer,
+                3_000 + v,
+                Action::Leave,
+            ));
+        }
+    }
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(agg.apply(e, i as u64), Outcome::Counted);
+    }
+    let published = agg.publish();
+    let mut restored = PartitionAggregator::new(AggregatorConfig::default());
+    restored.restore(
+        "big",
+        StreamCheckpoint::from_bytes(&published[0].checkpoint).unwrap(),
+    );
+    assert_eq!(restored.rollup("big"), agg.rollup("big"));
+    assert_eq!(restored.products("big"), agg.products("big"));
+    assert_eq!(restored.windows("big"), agg.windows("big"));
+    let rollup = restored.rollup("big").unwrap();
+    assert_eq!(
+        (
+            rollup.unique_viewers,
+            rollup.orders,
+            rollup.concurrent_viewers
+        ),
+        (400, 400, 266)
+    );
+    // Every event id is remembered: re-sent past the checkpoint, each is a duplicate.
+    let next = events.len() as u64;
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(restored.apply(e, next + i as u64), Outcome::Duplicate);
+    }
 }

@@ -218,9 +218,11 @@ fn duplicates_are_caught_within_the_horizon_and_forgotten_after() {
         Outcome::Duplicate,
         "9 minutes later"
     );
-    // Event time moves 20 minutes on: the horizon (10 min) forgets old ids,
-    // which bounds the state; the contract asks for 10 minutes, no more.
-    let _ = f.send("u2", T0 + 20 * MIN, Action::Like);
+    // Event time moves 21 minutes on: ids are forgotten in generations of
+    // one horizon (10 min) once the watermark is a horizon past the
+    // generation's end, i.e. within two horizons and the lateness, which
+    // bounds the state; the contract asks for 10 minutes, no more.
+    let _ = f.send("u2", T0 + 21 * MIN, Action::Like);
     let _ = f.agg.publish();
     let late_copy = event("dup", "live-1", "u1", T0, Action::Like);
     assert_eq!(
@@ -228,7 +230,7 @@ fn duplicates_are_caught_within_the_horizon_and_forgotten_after() {
         Outcome::Counted,
         "forgotten after the horizon"
     );
-    let recent = event("e-3", "live-1", "u2", T0 + 20 * MIN, Action::Like);
+    let recent = event("e-3", "live-1", "u2", T0 + 21 * MIN, Action::Like);
     assert_eq!(
         f.send_event(&recent),
         Outcome::Duplicate,
@@ -380,4 +382,56 @@ proptest! {
         let (_, b) = apply_all(&shuffled);
         prop_assert_eq!(a, b);
     }
+}
+
+#[test]
+fn an_ended_stream_gives_back_its_live_state_and_then_its_windows() {
+    let mut f = Feed::new();
+    for v in 0..20 {
+        let _ = f.send(&format!("u{v}"), T0 + v * 1_000, Action::View);
+        let _ = f.send(&format!("u{v}"), T0 + MIN + v * 1_000, Action::Like);
+    }
+    let _ = f.agg.publish();
+    let live = f.agg.state_bytes();
+    assert!(live.presence > 0 && live.duplicate_filter > 0 && live.windows > 0);
+    assert_eq!(live.total(), f.agg.state_bytes_estimate());
+    // Idle past the timeout: finalised; per-viewer and per-event state freed.
+    f.agg.advance_watermark(T0 + 40 * MIN);
+    assert!(f.agg.publish()[0].rollup.is_final);
+    let ended = f.agg.state_bytes();
+    assert_eq!((ended.presence, ended.duplicate_filter), (0, 0));
+    assert!(ended.windows > 0, "windows stay for corrections");
+    // Past window retention: the windows' storage is freed too, not kept empty.
+    f.agg.advance_watermark(T0 + 3 * 3_600_000);
+    let _ = f.agg.publish();
+    let expired = f.agg.state_bytes();
+    assert_eq!(expired.windows, 0);
+    assert_eq!(expired.products, live.products);
+    assert_eq!(f.rollup().views, 20, "the figures stay");
+}
+
+#[test]
+fn a_late_event_opens_a_window_between_retained_ones() {
+    let mut f = Feed::new();
+    let _ = f.send("u1", T0 + 10, Action::View);
+    let _ = f.send("u2", T0 + 2 * MIN + 10, Action::View);
+    let _ = f.send("u3", T0 + 4 * MIN + 10, Action::View);
+    // Late, but within retention: lands in its own window, between the others.
+    let _ = f.send("u4", T0 + 3 * MIN + 10, Action::View);
+    let _ = f.send("u5", T0 + MIN + 10, Action::View);
+    let starts: Vec<Option<i64>> = f
+        .agg
+        .windows("live-1")
+        .unwrap()
+        .iter()
+        .map(|w| w.window_start)
+        .collect();
+    let expected: Vec<Option<i64>> = (0..5).map(|m| Some(T0 + m * MIN)).collect();
+    assert_eq!(starts, expected);
+    assert!(f
+        .agg
+        .windows("live-1")
+        .unwrap()
+        .iter()
+        .all(|w| w.views == 1 && w.unique_viewers == 1));
 }

@@ -316,19 +316,21 @@ impl PartitionWork {
         // Readers see the new figures at once; durability follows below. A crash
         // in between recomputes the same figures from the same records.
         self.context.model.publish(&publications);
-        let batch = OutBatch {
-            // A stream's windows before its cumulative rollup: on a compacted
-            // topic the newest record per key is then the cumulative state.
-            rollups: publications
-                .iter()
-                .flat_map(|p| p.windows.iter().chain(std::iter::once(&p.rollup)).cloned())
-                .collect(),
-            changelog: publications
-                .iter()
-                .map(|p| (p.rollup.stream_id.clone(), p.checkpoint.to_bytes()))
-                .collect(),
+        let mut batch = OutBatch {
+            rollups: Vec::with_capacity(publications.len() * 2),
+            changelog: Vec::with_capacity(publications.len()),
             dead_letters: std::mem::take(&mut self.dead_letters),
         };
+        let streams = publications.len();
+        for p in publications {
+            // A stream's windows before its cumulative rollup: on a compacted
+            // topic the newest record per key is then the cumulative state.
+            batch
+                .changelog
+                .push((p.rollup.stream_id.clone(), p.checkpoint));
+            batch.rollups.extend(p.windows);
+            batch.rollups.push(p.rollup);
+        }
         let mut delay = Duration::from_millis(100);
         loop {
             let result = match &self.transactional {
@@ -368,7 +370,7 @@ impl PartitionWork {
                 self.store_offset(offset + 1);
             }
         }
-        self.report(publications.len(), started);
+        self.report(streams, started);
         Flow::Continue
     }
 
