@@ -233,11 +233,12 @@ impl PartitionAggregator {
             state.revision += 1;
             let windows = state.publish_windows(&stream_id, rate, clock.window_ms);
             state.expire(&clock);
+            let products = state.products();
             publications.push(Publication {
-                products: state.products(),
+                rollup: state.rollup_with(stream_id.into(), rate, &products),
+                products,
                 windows,
                 checkpoint: StreamCheckpoint::bytes_of(state),
-                rollup: state.rollup(stream_id.into(), rate),
             });
         }
         publications

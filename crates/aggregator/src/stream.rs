@@ -452,12 +452,22 @@ impl StreamState {
 
     /// The cumulative figures now, at the current revision.
     pub(crate) fn rollup(&self, stream_id: String, rate: CommissionRate) -> StreamRollup {
+        self.rollup_with(stream_id, rate, &self.products())
+    }
+
+    /// [`Self::rollup`], its top products taken from `products` (this
+    /// stream's, as [`Self::products`] orders them).
+    pub(crate) fn rollup_with(
+        &self,
+        stream_id: String,
+        rate: CommissionRate,
+        products: &[ProductRollup],
+    ) -> StreamRollup {
         let mut rollup = self.totals.rollup(self, stream_id, rate, self.revision);
         let (concurrent, peak) = self.presence_now();
         rollup.concurrent_viewers = concurrent;
         rollup.peak_concurrent_viewers = peak;
-        rollup.top_products = self.products();
-        rollup.top_products.truncate(TOP_PRODUCTS);
+        rollup.top_products = products[..products.len().min(TOP_PRODUCTS)].to_vec();
         rollup
     }
 

@@ -42,12 +42,14 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     } else {
         None
     };
+    let instance = config.publisher.instance_id.clone();
     let engine = Engine::start(config, model.clone())?;
     let follower = Follower::start(
         &settings.brokers,
         &settings.rollup_topic,
         &settings.topic,
         &settings.kafka_extra(),
+        &instance,
         model,
     )?;
     let server = tokio::spawn(server);
@@ -91,6 +93,15 @@ async fn repartition_until_stopped(
     }
 }
 
+/// A random id for this process, written on its rollups: the process id and
+/// the start time are unique enough among the instances of one group.
+fn instance_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{:x}-{nanos:x}", std::process::id())
+}
+
 /// The engine's configuration from the settings.
 pub fn engine_config(settings: &Settings) -> anyhow::Result<EngineConfig> {
     let extra = settings.kafka_extra();
@@ -117,6 +128,7 @@ pub fn engine_config(settings: &Settings) -> anyhow::Result<EngineConfig> {
             format: settings.rollup_format,
             extra,
             transactional_id: None,
+            instance_id: instance_id(),
         },
         aggregator: settings.aggregator()?,
         decode: DecodeConfig {

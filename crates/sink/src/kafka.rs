@@ -32,6 +32,10 @@ pub mod headers {
     pub const CONTENT_TYPE: &str = "content-type";
     /// On rollup records: the input partition whose events the rollup counts.
     pub const INPUT_PARTITION: &str = "livetally-input-partition";
+    /// On rollup records: the instance that published it (a process's
+    /// random id), so that its own rollup follower can skip what it
+    /// already holds.
+    pub const INSTANCE: &str = "livetally-instance";
 }
 
 /// Where and how the publisher writes.
@@ -52,6 +56,8 @@ pub struct PublisherConfig {
     /// Exactly-once: the producer's `transactional.id`, one per input
     /// partition so that a new owner fences every older one.
     pub transactional_id: Option<String>,
+    /// This process's id, written on every rollup ([`headers::INSTANCE`]).
+    pub instance_id: String,
 }
 
 /// An invalid input record, kept unchanged for the dead-letter topic.
@@ -285,6 +291,10 @@ impl Publisher {
             .insert(Header {
                 key: headers::INPUT_PARTITION,
                 value: Some(input_partition.as_str()),
+            })
+            .insert(Header {
+                key: headers::INSTANCE,
+                value: Some(c.instance_id.as_str()),
             });
         for rollup in &batch.rollups {
             let value = c.format.encode(rollup);

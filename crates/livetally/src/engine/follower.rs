@@ -32,12 +32,15 @@ pub struct Follower {
 
 impl Follower {
     /// Starts reading `topic` from its beginning into `model`.
-    /// `input_topic` is only named in warnings.
+    /// `input_topic` is only named in warnings. Rollups published by
+    /// `own_instance` (this process) are already in the model and are not
+    /// decoded again.
     pub fn start(
         brokers: &str,
         topic: &str,
         input_topic: &str,
         extra: &[(String, String)],
+        own_instance: &str,
         model: Arc<ReadModel>,
     ) -> anyhow::Result<Follower> {
         let mut config = ClientConfig::new();
@@ -67,9 +70,10 @@ impl Follower {
         let thread = {
             let stop = stop.clone();
             let input_topic = input_topic.to_owned();
+            let own_instance = own_instance.to_owned();
             std::thread::Builder::new()
                 .name("livetally-follower".into())
-                .spawn(move || follow(consumer, model, stop, input_topic))
+                .spawn(move || follow(consumer, model, stop, input_topic, own_instance))
                 .context("start the follower thread")?
         };
         Ok(Follower {
@@ -119,11 +123,47 @@ impl SplitStreams {
     }
 }
 
+/// What a rollup record's headers say about where it comes from.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Origin {
+    content_type: Option<String>,
+    /// The input partition whose events it counts.
+    input_partition: Option<i32>,
+    /// The process that published it.
+    instance: Option<String>,
+}
+
+impl Origin {
+    fn of<H: Headers>(headers: Option<&H>) -> Origin {
+        let mut origin = Origin::default();
+        let Some(headers) = headers else {
+            return origin;
+        };
+        for header in headers.iter() {
+            let Some(value) = header.value.and_then(|v| std::str::from_utf8(v).ok()) else {
+                continue;
+            };
+            if header
+                .key
+                .eq_ignore_ascii_case(livetally_sink::kafka::headers::CONTENT_TYPE)
+            {
+                origin.content_type = Some(value.to_owned());
+            } else if header.key == livetally_sink::kafka::headers::INPUT_PARTITION {
+                origin.input_partition = value.parse().ok();
+            } else if header.key == livetally_sink::kafka::headers::INSTANCE {
+                origin.instance = Some(value.to_owned());
+            }
+        }
+        origin
+    }
+}
+
 fn follow(
     consumer: BaseConsumer,
     model: Arc<ReadModel>,
     stop: Arc<AtomicBool>,
     input_topic: String,
+    own_instance: String,
 ) {
     // Windows of streams whose cumulative rollup was not read yet (a stream's
     // windows are published just before its cumulative rollup).
@@ -141,15 +181,23 @@ fn follow(
                 continue;
             }
         };
-        let content_type = message.headers().and_then(|h| {
-            h.iter()
-                .find(|h| h.key.eq_ignore_ascii_case("content-type"))
-                .and_then(|h| h.value)
-        });
+        let origin = Origin::of(message.headers());
+        // The split check needs only the key and the input partition, so it
+        // sees every rollup, this instance's own included.
+        let key = message.key().and_then(|k| std::str::from_utf8(k).ok());
+        if let (Some(stream_id), Some(partition)) = (key, origin.input_partition) {
+            split.saw(stream_id, partition, &input_topic);
+        }
+        if origin.instance.as_deref() == Some(own_instance.as_str()) {
+            // Published by this process, which put it in the model first.
+            continue;
+        }
         let Some(payload) = message.payload() else {
             continue;
         };
-        let rollup = match RollupFormat::from_content_type(content_type).decode(payload) {
+        let format =
+            RollupFormat::from_content_type(origin.content_type.as_deref().map(str::as_bytes));
+        let rollup = match format.decode(payload) {
             Ok(rollup) => rollup,
             Err(error) => {
                 tracing::warn!(partition = message.partition(), offset = message.offset(), %error, "unreadable rollup");
@@ -158,16 +206,10 @@ fn follow(
         };
         let stream_id = rollup.stream_id.clone();
         let kind = rollup.kind;
-        let input_partition = message
-            .headers()
-            .and_then(|h| {
-                h.iter()
-                    .find(|h| h.key == livetally_sink::kafka::headers::INPUT_PARTITION)
-            })
-            .and_then(|h| h.value)
-            .and_then(|v| std::str::from_utf8(v).ok()?.parse::<i32>().ok());
-        if let Some(partition) = input_partition {
-            split.saw(&stream_id, partition, &input_topic);
+        if key.is_none() {
+            if let Some(partition) = origin.input_partition {
+                split.saw(&stream_id, partition, &input_topic);
+            }
         }
         if !model.merge(rollup.clone())
             && kind == RollupKind::Window
@@ -189,6 +231,34 @@ fn follow(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rollup_says_where_it_comes_from() {
+        use livetally_sink::kafka::headers;
+        use rdkafka::message::{Header, OwnedHeaders};
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "Content-Type",
+                value: Some("application/x-protobuf"),
+            })
+            .insert(Header {
+                key: headers::INPUT_PARTITION,
+                value: Some("7"),
+            })
+            .insert(Header {
+                key: headers::INSTANCE,
+                value: Some("1f-abc"),
+            });
+        assert_eq!(
+            Origin::of(Some(&headers)),
+            Origin {
+                content_type: Some("application/x-protobuf".into()),
+                input_partition: Some(7),
+                instance: Some("1f-abc".into()),
+            }
+        );
+        assert_eq!(Origin::of::<OwnedHeaders>(None), Origin::default());
+    }
 
     #[test]
     fn a_stream_on_two_partitions_is_reported_once() {
