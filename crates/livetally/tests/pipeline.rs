@@ -367,6 +367,11 @@ fn metrics_match(livetally: &Livetally, reference: &Reference) {
         dead,
         "dead letters written"
     );
+    // Every counted stream's state went to the changelog at least once.
+    assert!(
+        sample("livetally_changelog_bytes_total", &[]) >= reference.streams.len() as u64 * 50,
+        "changelog bytes"
+    );
 }
 
 /// The figures that add up across windows.

@@ -47,6 +47,9 @@ pub const TRANSACTIONS: &str = "livetally_transactions_total";
 pub const RESTORE_SECONDS: &str = "livetally_restore_seconds";
 /// Changelog records still to read while a partition restores, by `partition`.
 pub const CHANGELOG_LAG: &str = "livetally_changelog_lag_records";
+/// Bytes of state checkpoints written to the changelog topic: each
+/// publication writes every changed stream's whole state.
+pub const CHANGELOG_BYTES: &str = "livetally_changelog_bytes_total";
 /// Partitions currently assigned to this instance.
 pub const ASSIGNED_PARTITIONS: &str = "livetally_assigned_partitions";
 
@@ -129,6 +132,11 @@ fn describe() {
     );
     metrics::counter!(STREAMS_SPLIT).absolute(0);
     metrics::describe_counter!(TRANSACTIONS, "Exactly-once transactions, by result.");
+    metrics::describe_counter!(
+        CHANGELOG_BYTES,
+        "Bytes of state checkpoints written to the changelog topic."
+    );
+    metrics::counter!(CHANGELOG_BYTES).absolute(0);
     metrics::describe_gauge!(
         CHANGELOG_LAG,
         "Changelog records still to read while a partition restores."

@@ -70,6 +70,9 @@ struct PartitionWork {
     last_record: Instant,
     /// Exactly-once: this partition's own transactional producer.
     transactional: Option<Publisher>,
+    /// When the state-size gauge was last set: measuring walks every
+    /// stream, so it is done at most once a second, not every publication.
+    state_measured: Option<Instant>,
 }
 
 /// Whether a worker goes on after a publication.
@@ -120,6 +123,7 @@ pub async fn run(
         now_ms: wall_clock_ms(),
         last_record: Instant::now(),
         transactional: None,
+        state_measured: None,
     };
     if !work.restore(&mut control).await {
         return;
@@ -322,6 +326,8 @@ impl PartitionWork {
             dead_letters: std::mem::take(&mut self.dead_letters),
         };
         let streams = publications.len();
+        let checkpoint_bytes: usize = publications.iter().map(|p| p.checkpoint.len()).sum();
+        metrics::counter!(names::CHANGELOG_BYTES).increment(checkpoint_bytes as u64);
         for p in publications {
             // A stream's windows before its cumulative rollup: on a compacted
             // topic the newest record per key is then the cumulative state.
@@ -431,7 +437,13 @@ impl PartitionWork {
             let latency_ms = (wall_clock_ms() - ts).max(0);
             metrics::histogram!(names::END_TO_END_SECONDS).record(latency_ms as f64 / 1000.0);
         }
-        metrics::gauge!(names::STATE_BYTES, "partition" => self.partition.to_string())
-            .set(self.aggregator.state_bytes_estimate() as f64);
+        if self
+            .state_measured
+            .is_none_or(|at| at.elapsed() >= Duration::from_secs(1))
+        {
+            self.state_measured = Some(Instant::now());
+            metrics::gauge!(names::STATE_BYTES, "partition" => self.partition.to_string())
+                .set(self.aggregator.state_bytes_estimate() as f64);
+        }
     }
 }
