@@ -556,6 +556,7 @@ def run_livetally(label, key, brokers, topic, n, guarantee, interval_ms, tag, lo
                 "livetally_events_duplicate_total",
                 "livetally_events_late_total",
                 "livetally_rollups_published_total",
+                "livetally_changelog_bytes_total",
                 "livetally_dead_letters_total",
                 "livetally_transactions_total",
                 "livetally_publish_failures_total",

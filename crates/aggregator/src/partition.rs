@@ -70,8 +70,8 @@ pub enum Outcome {
     AlreadyApplied,
 }
 
-/// What one stream publishes after a batch: its figures, and the checkpoint
-/// that restores exactly the state behind them.
+/// What one stream publishes after a batch: its figures. The checkpoint that
+/// restores the state behind them comes from [`PartitionAggregator::checkpoints`].
 #[derive(Clone, Debug)]
 pub struct Publication {
     /// The cumulative figures, at the new revision.
@@ -80,10 +80,6 @@ pub struct Publication {
     pub windows: Vec<StreamRollup>,
     /// Every product of the stream, by `gmv` descending then `product_id`.
     pub products: Vec<ProductRollup>,
-    /// The stream's state at this revision, for the changelog topic, as
-    /// [`StreamCheckpoint::to_bytes`] encodes it ([`StreamCheckpoint::from_bytes`]
-    /// reads it back).
-    pub checkpoint: Vec<u8>,
 }
 
 /// The state of every stream of one input partition, with a single owner.
@@ -96,6 +92,8 @@ pub struct PartitionAggregator {
     /// Streams changed since the last publication, each pushed once when it
     /// turns dirty so that publishing does not scan every stream.
     dirty: Vec<Box<str>>,
+    /// Streams published since their last checkpoint, each pushed once.
+    unsaved: Vec<Box<str>>,
     /// Newest event time counted in this partition.
     max_ts: Option<EventTime>,
     /// A watermark pushed from outside (an idle partition in live mode).
@@ -113,6 +111,7 @@ impl PartitionAggregator {
             config,
             streams: HashMap::new(),
             dirty: Vec::new(),
+            unsaved: Vec::new(),
             max_ts: None,
             pushed_watermark: None,
             scanned_at: None,
@@ -234,14 +233,64 @@ impl PartitionAggregator {
             let windows = state.publish_windows(&stream_id, rate, clock.window_ms);
             state.expire(&clock);
             let products = state.products();
+            if !state.unsaved {
+                state.unsaved = true;
+                self.unsaved.push(stream_id.clone());
+            }
             publications.push(Publication {
                 rollup: state.rollup_with(stream_id.into(), rate, &products),
                 products,
                 windows,
-                checkpoint: StreamCheckpoint::bytes_of(state),
             });
         }
         publications
+    }
+
+    /// The checkpoint of every stream published since its last checkpoint,
+    /// as (`stream_id`, [`StreamCheckpoint::to_bytes`]), sorted by
+    /// `stream_id`: the state behind the publications so far, for the
+    /// changelog topic. Serialized straight from the state, without a copy.
+    pub fn checkpoints(&mut self) -> Vec<(String, Vec<u8>)> {
+        self.take_checkpoints(true)
+    }
+
+    /// [`Self::checkpoints`] of the streams never checkpointed yet only (new
+    /// streams, small): so that every published stream has a checkpoint,
+    /// whose revision [`Self::skip_revisions`] can move past after a restore.
+    pub fn first_checkpoints(&mut self) -> Vec<(String, Vec<u8>)> {
+        self.take_checkpoints(false)
+    }
+
+    fn take_checkpoints(&mut self, all: bool) -> Vec<(String, Vec<u8>)> {
+        let mut stream_ids = std::mem::take(&mut self.unsaved);
+        stream_ids.sort_unstable();
+        stream_ids.dedup();
+        let mut checkpoints = Vec::new();
+        for stream_id in stream_ids {
+            let Some(state) = self.streams.get_mut(&stream_id) else {
+                continue;
+            };
+            if !state.unsaved {
+                continue;
+            }
+            if all || !state.saved_once {
+                state.unsaved = false;
+                state.saved_once = true;
+                checkpoints.push((stream_id.into(), StreamCheckpoint::bytes_of(state)));
+            } else {
+                self.unsaved.push(stream_id);
+            }
+        }
+        checkpoints
+    }
+
+    /// Moves every stream's revisions (cumulative and windows) `n` on: after
+    /// a restore, when up to `n` publications may have followed the
+    /// checkpoints restored, so that revisions keep increasing per key.
+    pub fn skip_revisions(&mut self, n: u64) {
+        for state in self.streams.values_mut() {
+            state.skip_revisions(n);
+        }
     }
 
     /// The stream's retained windows now, oldest first (no new revision).
@@ -314,7 +363,8 @@ impl PartitionAggregator {
             streams: std::mem::size_of::<Self>()
                 + (self.streams.capacity() * 8 / 7).next_power_of_two()
                     * (std::mem::size_of::<(Box<str>, Box<StreamState>)>() + 1)
-                + self.dirty.capacity() * std::mem::size_of::<Box<str>>(),
+                + (self.dirty.capacity() + self.unsaved.capacity())
+                    * std::mem::size_of::<Box<str>>(),
             ..StateBytes::default()
         };
         for (id, state) in &self.streams {
@@ -337,6 +387,7 @@ impl fmt::Debug for PartitionAggregator {
             .field("config", &self.config)
             .field("streams", &self.streams.len())
             .field("dirty", &self.dirty.len())
+            .field("unsaved", &self.unsaved.len())
             .finish()
     }
 }

@@ -246,6 +246,12 @@ pub(crate) struct StreamState {
     /// has nothing new to publish.
     #[serde(skip)]
     pub(crate) dirty: bool,
+    /// Published since its last checkpoint was taken. Not persisted.
+    #[serde(skip)]
+    pub(crate) unsaved: bool,
+    /// A checkpoint of it was taken (or it was restored from one). Not persisted.
+    #[serde(skip)]
+    pub(crate) saved_once: bool,
     /// `applied_through` as restored: events at or below it are already in
     /// this state. Kept apart from `applied_through` so that, without a
     /// restore, positions need not increase.
@@ -548,6 +554,15 @@ impl StreamState {
                 events: VecDeque::new(),
                 arrivals: self.pending.arrivals,
             };
+        }
+    }
+
+    /// Moves the stream's and its windows' revisions `n` on, past any that
+    /// may have been published after its checkpoint was taken.
+    pub(crate) fn skip_revisions(&mut self, n: u64) {
+        self.revision = self.revision.saturating_add(n);
+        for (_, window) in &mut self.windows {
+            window.revision = window.revision.saturating_add(n);
         }
     }
 
@@ -1032,7 +1047,7 @@ impl StreamCheckpoint {
     pub(crate) fn bytes_of(state: &StreamState) -> Vec<u8> {
         // Serializing into a Vec fails only for sequences of unknown length,
         // which no field of the state produces. The in-memory-only fields
-        // (`dirty`, `restored_through`) are not serialized.
+        // (`dirty`, `unsaved`, `restored_through`) are not serialized.
         postcard::to_extend(state, vec![CHECKPOINT_FORMAT])
             .expect("checkpoint state always serializes")
     }
@@ -1040,6 +1055,7 @@ impl StreamCheckpoint {
     /// Freezes a stream's state, dropping what only matters in memory.
     pub(crate) fn from_state(mut state: StreamState) -> StreamCheckpoint {
         state.dirty = false;
+        state.unsaved = false;
         state.restored_through = None;
         StreamCheckpoint { state }
     }
@@ -1049,6 +1065,8 @@ impl StreamCheckpoint {
     pub(crate) fn into_state(self) -> StreamState {
         let mut state = self.state;
         state.dirty = false;
+        state.unsaved = false;
+        state.saved_once = true;
         state.restored_through = state.applied_through;
         state
     }

@@ -47,6 +47,10 @@ pub struct Settings {
     pub rollup_format: RollupFormat,
     /// How often dirty streams are published, milliseconds.
     pub publish_interval_ms: u64,
+    /// At-least-once: how often changed streams' checkpoints (and the input
+    /// offsets they cover) are published, milliseconds. Exactly-once
+    /// checkpoints with every publication.
+    pub checkpoint_interval_ms: u64,
     /// Commission rate: `0.1`, `10%`, `12.5%`.
     pub commission_rate: String,
     /// Largest accepted record value, bytes; larger ones are `too_large`.
@@ -86,6 +90,7 @@ impl Default for Settings {
             guarantee: Guarantee::AtLeastOnce,
             rollup_format: RollupFormat::Json,
             publish_interval_ms: 1000,
+            checkpoint_interval_ms: 1000,
             commission_rate: "10%".into(),
             max_event_bytes: 65_536,
             max_clock_skew_ms: 300_000,
@@ -105,7 +110,7 @@ impl Settings {
     /// The keys read from `LIVETALLY_*` variables. Other variables with that
     /// prefix (`LIVETALLY_LOG`, a test harness's own) are not settings and are
     /// left alone rather than refused.
-    const KEYS: [&'static str; 20] = [
+    const KEYS: [&'static str; 21] = [
         "brokers",
         "topic",
         "group",
@@ -116,6 +121,7 @@ impl Settings {
         "guarantee",
         "rollup_format",
         "publish_interval_ms",
+        "checkpoint_interval_ms",
         "commission_rate",
         "max_event_bytes",
         "max_clock_skew_ms",

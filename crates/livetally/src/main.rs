@@ -94,6 +94,10 @@ struct RunArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     publish_interval_ms: Option<u64>,
+    /// At-least-once: checkpoint (and offset) interval in milliseconds.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    checkpoint_interval_ms: Option<u64>,
     /// Commission rate (`0.1`, `10%`).
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]

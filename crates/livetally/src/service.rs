@@ -136,6 +136,7 @@ pub fn engine_config(settings: &Settings) -> anyhow::Result<EngineConfig> {
             max_future_skew_ms: settings.max_clock_skew_ms,
         },
         publish_interval: Duration::from_millis(settings.publish_interval_ms.max(1)),
+        checkpoint_interval: Duration::from_millis(settings.checkpoint_interval_ms),
         clock_guard: true,
         idle_partition: Duration::from_millis(settings.idle_partition_ms.max(1)),
         exactly_once,
@@ -254,5 +255,52 @@ async fn demo_traffic(brokers: String, topic: String, rate: u64, streams: usize)
     .await
     {
         tracing::error!(%error, "demo traffic stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config_with(guarantee: Guarantee, publish_ms: u64, checkpoint_ms: u64) -> EngineConfig {
+        let settings = Settings {
+            guarantee,
+            publish_interval_ms: publish_ms,
+            checkpoint_interval_ms: checkpoint_ms,
+            ..Settings::default()
+        };
+        engine_config(&settings).expect("valid settings")
+    }
+
+    #[test]
+    fn restored_revisions_skip_what_may_have_followed_the_checkpoint() {
+        // Checkpoints with every publication: nothing to skip.
+        let same = config_with(Guarantee::AtLeastOnce, 1000, 1000);
+        assert_eq!(same.revisions_between_checkpoints(), 0);
+        assert_eq!(
+            config_with(Guarantee::AtLeastOnce, 1000, 10).revisions_between_checkpoints(),
+            0
+        );
+        // 20 ms publications, 1 s checkpoints: 50 ticks, plus a late one and a drain.
+        let decoupled = config_with(Guarantee::AtLeastOnce, 20, 1000);
+        assert_eq!(decoupled.checkpoint_interval, Duration::from_secs(1));
+        assert_eq!(decoupled.revisions_between_checkpoints(), 52);
+        assert_eq!(
+            config_with(Guarantee::AtLeastOnce, 30, 1000).revisions_between_checkpoints(),
+            36
+        );
+        // Exactly-once checkpoints in every transaction, whatever the setting.
+        assert_eq!(
+            config_with(Guarantee::ExactlyOnce, 20, 1000).revisions_between_checkpoints(),
+            0
+        );
+    }
+
+    #[test]
+    fn instance_ids_differ_between_calls() {
+        let a = instance_id();
+        std::thread::sleep(Duration::from_millis(1));
+        assert_ne!(a, instance_id());
+        assert!(a.starts_with(&format!("{:x}-", std::process::id())));
     }
 }

@@ -179,6 +179,44 @@ fn figures_stay_exact_across_sigterm_resends_and_kill9() {
     );
 }
 
+#[test]
+fn checkpoints_less_frequent_than_publications_stay_exact_across_kill9() {
+    // At-least-once with rollups every 200 ms (the harness's setting) and
+    // checkpoints (with the offsets they cover) every 5 s: a kill loses up
+    // to 5 s of state behind rollups already published. The restart must resume from the last
+    // checkpoint, count every record once, and keep revisions increasing
+    // past those published after the checkpoint.
+    let brokers = brokers();
+    let names = Names::new("ckpt");
+    create_topic(&brokers, &names.topic, 4);
+    let t0 = now_ms() - 15 * 60_000;
+    let flags = ["--checkpoint-interval-ms", "5000"];
+    let mut first = Livetally::run_with(&brokers, &names, &flags);
+    wait_ready(&first);
+    let generator = spawn_gen(&brokers, &names.topic, "404", t0, &PACED);
+    // About 1.6 s of records: several publications after each stream's
+    // first checkpoint, before any full one.
+    let consumed = wait_consumed(&first, 8_000.0);
+    first.kill9();
+    eprintln!("killed after about {consumed} records");
+    finish_gen(generator);
+
+    let input = read_topic(&brokers, &names.topic);
+    let reference = reference_of(&input);
+    let committed = committed_offsets(&brokers, &names.topic, &names.group);
+    let pending = pending_records(&input, &committed);
+    let mut second = Livetally::run_with(&brokers, &names, &flags);
+    let listed = second.wait_caught_up(pending.len() as u64);
+    assert_no_problems(
+        "after kill -9: GET /v1/streams vs reference",
+        &reference.diff_streams(&listed),
+    );
+    products_match(&second, &reference, "after kill -9");
+    second.stop_cleanly();
+    all_committed(&brokers, &names, &input, "after kill -9");
+    rollups_match(&brokers, &names, &reference, false, "after kill -9");
+}
+
 /// Records at or after the committed offset of their partition: what a
 /// restarted instance reads.
 fn pending_records(input: &[Record], committed: &BTreeMap<i32, Option<i64>>) -> Vec<(i32, i64)> {

@@ -528,19 +528,19 @@ fn publish_returns_dirty_streams_sorted_with_increasing_revisions() {
     let first = agg.publish();
     let ids: Vec<&str> = first.iter().map(|p| p.rollup.stream_id.as_str()).collect();
     assert_eq!(ids, ["s1", "s2", "s3"]);
-    assert!(first.iter().all(|p| p.rollup.revision == 1
-        && StreamCheckpoint::from_bytes(&p.checkpoint)
-            .unwrap()
-            .revision()
-            == 1));
+    assert!(first.iter().all(|p| p.rollup.revision == 1));
     assert_eq!(first[0].rollup.gmv, 20);
     assert_eq!(first[0].products.len(), 1);
+    let checkpoints = agg.checkpoints();
+    let ids: Vec<&str> = checkpoints.iter().map(|(id, _)| id.as_str()).collect();
     assert_eq!(
-        StreamCheckpoint::from_bytes(&first[0].checkpoint)
-            .unwrap()
-            .applied_through(),
-        Some(3)
+        ids,
+        ["s1", "s2", "s3"],
+        "one checkpoint per published stream"
     );
+    let s1 = StreamCheckpoint::from_bytes(&checkpoints[0].1).unwrap();
+    assert_eq!((s1.revision(), s1.applied_through()), (1, Some(3)));
+    assert!(agg.checkpoints().is_empty(), "taken once");
     // Nothing new: nothing published, revision unchanged.
     assert!(agg.publish().is_empty());
     assert_eq!(agg.rollup("s1").unwrap().revision, 1);
@@ -607,8 +607,9 @@ fn restore_then_continue_matches_never_stopping() {
     for (i, e) in events.iter().enumerate().take(7) {
         let _ = before.apply(e, i as u64);
     }
-    let published = before.publish();
-    let bytes = &published[0].checkpoint;
+    let _ = before.publish();
+    let checkpoints = before.checkpoints();
+    let bytes = &checkpoints[0].1;
     let mut after = PartitionAggregator::new(AggregatorConfig::default());
     after.restore("live-1", StreamCheckpoint::from_bytes(bytes).unwrap());
     assert!(after.publish().is_empty(), "a restored stream is not dirty");
@@ -786,11 +787,12 @@ fn a_large_stream_round_trips_through_its_checkpoint() {
     for (i, e) in events.iter().enumerate() {
         assert_eq!(agg.apply(e, i as u64), Outcome::Counted);
     }
-    let published = agg.publish();
+    let _ = agg.publish();
+    let checkpoints = agg.checkpoints();
     let mut restored = PartitionAggregator::new(AggregatorConfig::default());
     restored.restore(
         "big",
-        StreamCheckpoint::from_bytes(&published[0].checkpoint).unwrap(),
+        StreamCheckpoint::from_bytes(&checkpoints[0].1).unwrap(),
     );
     assert_eq!(restored.rollup("big"), agg.rollup("big"));
     assert_eq!(restored.products("big"), agg.products("big"));
@@ -809,4 +811,60 @@ fn a_large_stream_round_trips_through_its_checkpoint() {
     for (i, e) in events.iter().enumerate() {
         assert_eq!(restored.apply(e, next + i as u64), Outcome::Duplicate);
     }
+}
+
+#[test]
+fn checkpoints_cover_every_publication_since_the_last_ones() {
+    let mut agg = PartitionAggregator::new(AggregatorConfig::default());
+    let _ = agg.apply(&event("e1", "s1", "a", 1, Action::View), 0);
+    let _ = agg.publish();
+    let _ = agg.apply(&event("e2", "s2", "a", 1, Action::View), 1);
+    let _ = agg.publish();
+    let _ = agg.apply(&event("e3", "s1", "b", 2, Action::View), 2);
+    let _ = agg.publish();
+    // Three publications, two streams: one checkpoint each, at their latest.
+    let checkpoints = agg.checkpoints();
+    let read: Vec<(&str, u64, Option<u64>)> = checkpoints
+        .iter()
+        .map(|(id, bytes)| {
+            let c = StreamCheckpoint::from_bytes(bytes).unwrap();
+            (id.as_str(), c.revision(), c.applied_through())
+        })
+        .collect();
+    assert_eq!(read, [("s1", 2, Some(2)), ("s2", 1, Some(1))]);
+    // Applied but not yet published: not in a checkpoint yet.
+    let _ = agg.apply(&event("e4", "s2", "c", 3, Action::View), 3);
+    assert!(agg.checkpoints().is_empty());
+    // Between full checkpoints, only streams never checkpointed get one.
+    let _ = agg.apply(&event("e5", "s3", "d", 4, Action::View), 4);
+    let _ = agg.publish();
+    let first: Vec<String> = agg.first_checkpoints().into_iter().map(|c| c.0).collect();
+    assert_eq!(first, ["s3"]);
+    let rest: Vec<String> = agg.checkpoints().into_iter().map(|c| c.0).collect();
+    assert_eq!(rest, ["s2"], "s2 stays due for the next full checkpoint");
+}
+
+#[test]
+fn skipped_revisions_keep_revisions_increasing_after_a_restore() {
+    let mut agg = PartitionAggregator::new(AggregatorConfig::default());
+    let _ = agg.apply(&event("e1", "s1", "a", 1_000, Action::View), 0);
+    let _ = agg.publish();
+    let (_, bytes) = agg.checkpoints().remove(0);
+    // Two more publications follow the checkpoint, then the process dies.
+    for (i, at) in [(1, 2_000), (2, 3_000)] {
+        let _ = agg.apply(
+            &event(&format!("e{}", i + 1), "s1", "a", at, Action::Like),
+            i,
+        );
+        let published = agg.publish();
+        assert_eq!(published[0].rollup.revision, i + 1);
+        assert_eq!(published[0].windows[0].revision, i + 1);
+    }
+    let mut restored = PartitionAggregator::new(AggregatorConfig::default());
+    restored.restore("s1", StreamCheckpoint::from_bytes(&bytes).unwrap());
+    restored.skip_revisions(5);
+    let _ = restored.apply(&event("e2", "s1", "a", 2_000, Action::Like), 1);
+    let published = restored.publish();
+    assert_eq!(published[0].rollup.revision, 7, "past every revision seen");
+    assert_eq!(published[0].windows[0].revision, 7);
 }

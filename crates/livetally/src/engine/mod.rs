@@ -37,6 +37,24 @@ use worker::{Control, WorkerContext};
 /// Longest wait for a partition to drain on revocation or shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 
+impl EngineConfig {
+    /// How many publications of a stream may follow its last checkpoint: a
+    /// restored stream's revisions move this far on, so that they keep
+    /// increasing past any published after the checkpoint. Zero when every
+    /// publication carries its checkpoint.
+    pub fn revisions_between_checkpoints(&self) -> u64 {
+        if self.exactly_once || self.checkpoint_interval <= self.publish_interval {
+            return 0;
+        }
+        let per_interval = self
+            .checkpoint_interval
+            .as_nanos()
+            .div_ceil(self.publish_interval.as_nanos().max(1));
+        // One tick may fire late and the next at once; a drain adds one more.
+        u64::try_from(per_interval).unwrap_or(u64::MAX / 2) + 2
+    }
+}
+
 /// Everything the engine needs to run.
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
@@ -50,6 +68,10 @@ pub struct EngineConfig {
     pub decode: DecodeConfig,
     /// How often dirty streams are published.
     pub publish_interval: Duration,
+    /// At-least-once: how often the changed streams' checkpoints are
+    /// published, with the input offsets they cover. Exactly-once
+    /// checkpoints every publication.
+    pub checkpoint_interval: Duration,
     /// Whether decoding guards event time against the wall clock (live
     /// mode); also lets an idle partition's watermark follow the wall clock.
     pub clock_guard: bool,

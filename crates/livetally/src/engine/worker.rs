@@ -73,6 +73,8 @@ struct PartitionWork {
     /// When the state-size gauge was last set: measuring walks every
     /// stream, so it is done at most once a second, not every publication.
     state_measured: Option<Instant>,
+    /// When checkpoints were last published (with the offsets they cover).
+    last_checkpoint: Instant,
 }
 
 /// Whether a worker goes on after a publication.
@@ -124,6 +126,7 @@ pub async fn run(
         last_record: Instant::now(),
         transactional: None,
         state_measured: None,
+        last_checkpoint: Instant::now(),
     };
     if !work.restore(&mut control).await {
         return;
@@ -199,6 +202,10 @@ impl PartitionWork {
                             self.context.model.store_rollup(rollup, &products);
                         }
                     }
+                    // Rollups published after these checkpoints used revisions
+                    // the replay would use again: go past them.
+                    self.aggregator
+                        .skip_revisions(self.context.config.revisions_between_checkpoints());
                     let seconds = started.elapsed().as_secs_f64();
                     metrics::histogram!(names::RESTORE_SECONDS).record(seconds);
                     tracing::info!(partition, streams, seconds, "partition state restored");
@@ -314,26 +321,41 @@ impl PartitionWork {
         let started = Instant::now();
         // Also publishes streams that ended because the watermark moved.
         let publications = self.aggregator.publish();
-        if publications.is_empty() && self.last_offset.is_none() && self.dead_letters.is_empty() {
+        // Checkpoints go out with every exactly-once transaction, and at
+        // least every checkpoint interval at-least-once; offsets are stored
+        // only with them, so a restart never resumes past a stream's checkpoint.
+        let checkpoint = draining
+            || self.transactional.is_some()
+            || self.last_checkpoint.elapsed() >= self.context.config.checkpoint_interval;
+        let changelog = if checkpoint {
+            self.aggregator.checkpoints()
+        } else {
+            // New streams get theirs at once, so that every published stream
+            // has a checkpoint for a restore to move its revisions past.
+            self.aggregator.first_checkpoints()
+        };
+        let offsets_due = checkpoint && self.last_offset.is_some();
+        if publications.is_empty()
+            && changelog.is_empty()
+            && !offsets_due
+            && self.dead_letters.is_empty()
+        {
             return Flow::Continue;
         }
         // Readers see the new figures at once; durability follows below. A crash
         // in between recomputes the same figures from the same records.
         self.context.model.publish(&publications);
+        let checkpoint_bytes: usize = changelog.iter().map(|(_, bytes)| bytes.len()).sum();
+        metrics::counter!(names::CHANGELOG_BYTES).increment(checkpoint_bytes as u64);
         let mut batch = OutBatch {
             rollups: Vec::with_capacity(publications.len() * 2),
-            changelog: Vec::with_capacity(publications.len()),
+            changelog,
             dead_letters: std::mem::take(&mut self.dead_letters),
         };
         let streams = publications.len();
-        let checkpoint_bytes: usize = publications.iter().map(|p| p.checkpoint.len()).sum();
-        metrics::counter!(names::CHANGELOG_BYTES).increment(checkpoint_bytes as u64);
         for p in publications {
             // A stream's windows before its cumulative rollup: on a compacted
             // topic the newest record per key is then the cumulative state.
-            batch
-                .changelog
-                .push((p.rollup.stream_id.clone(), p.checkpoint));
             batch.rollups.extend(p.windows);
             batch.rollups.push(p.rollup);
         }
@@ -371,9 +393,12 @@ impl PartitionWork {
                 }
             }
         }
-        if let Some(offset) = self.last_offset.take() {
-            if self.transactional.is_none() {
-                self.store_offset(offset + 1);
+        if checkpoint {
+            self.last_checkpoint = Instant::now();
+            if let Some(offset) = self.last_offset.take() {
+                if self.transactional.is_none() {
+                    self.store_offset(offset + 1);
+                }
             }
         }
         self.report(streams, started);
