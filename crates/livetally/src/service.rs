@@ -143,6 +143,11 @@ pub fn engine_config(settings: &Settings) -> anyhow::Result<EngineConfig> {
     })
 }
 
+/// Serves the API on its own thread and single-threaded runtime, so that
+/// health checks, `/metrics` and the live feed answer promptly while the
+/// partition workers keep the main runtime busy (a catch-up publishes
+/// thousands of streams at a time). Returns the bound address and a future
+/// that ends when the server has stopped.
 async fn serve_http(
     addr: SocketAddr,
     model: Arc<ReadModel>,
@@ -152,12 +157,49 @@ async fn serve_http(
     SocketAddr,
     impl std::future::Future<Output = std::io::Result<()>>,
 )> {
-    let shutdown = async move {
-        let _ = stopped.wait_for(|s| *s).await;
-    };
-    http::serve(addr, ApiState { model, metrics }, shutdown)
+    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("livetally-http".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    let _ = bound_tx.send(Err(error));
+                    return;
+                }
+            };
+            let result = runtime.block_on(async move {
+                let shutdown = async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                };
+                match http::serve(addr, ApiState { model, metrics }, shutdown).await {
+                    Ok((local, server)) => {
+                        let _ = bound_tx.send(Ok(local));
+                        server.await
+                    }
+                    Err(error) => {
+                        let _ = bound_tx.send(Err(error));
+                        Ok(())
+                    }
+                }
+            });
+            let _ = done_tx.send(result);
+        })
+        .context("start the HTTP thread")?;
+    let local = bound_rx
         .await
-        .with_context(|| format!("listen on {addr}"))
+        .context("the HTTP thread stopped before listening")?
+        .with_context(|| format!("listen on {addr}"))?;
+    let server = async move {
+        done_rx
+            .await
+            .unwrap_or_else(|_| Err(std::io::Error::other("the HTTP thread panicked")))
+    };
+    Ok((local, server))
 }
 
 async fn shutdown_signal() {
@@ -294,6 +336,42 @@ mod tests {
             config_with(Guarantee::ExactlyOnce, 20, 1000).revisions_between_checkpoints(),
             0
         );
+    }
+
+    /// A blocking HTTP/1.1 GET with a 5 s timeout: the status line.
+    fn get_status_line(addr: SocketAddr, path: &str) -> std::io::Result<String> {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(addr)?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response)?;
+        let text = String::from_utf8_lossy(&response);
+        Ok(text.lines().next().unwrap_or_default().to_owned())
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_api_answers_while_the_engine_runtime_is_busy() {
+        let (stop, stopped) = watch::channel(false);
+        let (addr, server) = serve_http(
+            "127.0.0.1:0".parse().unwrap(),
+            Arc::new(ReadModel::new()),
+            livetally_sink::metrics::install(),
+            stopped,
+        )
+        .await
+        .expect("serve");
+        // This runtime's only thread is now held, as a long publication holds
+        // a worker thread: the API must answer from its own thread anyway.
+        for path in ["/healthz", "/metrics"] {
+            let status = get_status_line(addr, path).expect("an answer within 5 s");
+            assert_eq!(status, "HTTP/1.1 200 OK", "{path}");
+        }
+        stop.send(true).unwrap();
+        server.await.expect("server stops cleanly");
     }
 
     #[test]
