@@ -56,44 +56,45 @@ impl<V> CompactMap<V> {
         }
     }
 
-    pub(crate) fn get_mut(&mut self, key: u64) -> Option<&mut V> {
-        match self {
-            CompactMap::Sorted(entries) => entries
-                .binary_search_by_key(&key, |e| e.0)
-                .ok()
-                .map(|at| &mut entries[at].1),
-            CompactMap::Hashed(map) => map.get_mut(&key),
-        }
-    }
-
     /// Adds `key` with `value` unless it is there; `true` when it was added.
     pub(crate) fn insert_new(&mut self, key: u64, value: V) -> bool {
+        let mut value = Some(value);
+        self.get_or_insert_with(key, || value.take().expect("called once"))
+            .1
+    }
+
+    /// The value of `key`, inserted from `make` if it is not there, and
+    /// whether it was inserted: one lookup either way.
+    pub(crate) fn get_or_insert_with(
+        &mut self,
+        key: u64,
+        make: impl FnOnce() -> V,
+    ) -> (&mut V, bool) {
+        let mut found = Ok(0);
+        if let CompactMap::Sorted(entries) = self {
+            found = entries.binary_search_by_key(&key, |e| e.0);
+            if found.is_err() && entries.len() >= SORTED_LIMIT {
+                let mut map = HashMap::with_capacity(2 * SORTED_LIMIT);
+                map.extend(std::mem::take(entries));
+                *self = CompactMap::Hashed(Box::new(map));
+            }
+        }
         match self {
-            CompactMap::Hashed(map) => match map.entry(key) {
-                hashbrown::hash_map::Entry::Occupied(_) => false,
-                hashbrown::hash_map::Entry::Vacant(slot) => {
-                    slot.insert(value);
-                    true
-                }
-            },
-            CompactMap::Sorted(entries) => match entries.binary_search_by_key(&key, |e| e.0) {
-                Ok(_) => false,
-                Err(at) if entries.len() < SORTED_LIMIT => {
+            CompactMap::Sorted(entries) => match found {
+                Ok(at) => (&mut entries[at].1, false),
+                Err(at) => {
                     if entries.len() == entries.capacity() {
                         // A quarter at a time: capacity stays within 25 % of
                         // the length, where doubling would leave up to 100 %.
                         entries.reserve_exact((entries.len() / 4).max(4));
                     }
-                    entries.insert(at, (key, value));
-                    true
+                    entries.insert(at, (key, make()));
+                    (&mut entries[at].1, true)
                 }
-                Err(_) => {
-                    let mut map = HashMap::with_capacity(2 * SORTED_LIMIT);
-                    map.extend(std::mem::take(entries));
-                    map.insert(key, value);
-                    *self = CompactMap::Hashed(Box::new(map));
-                    true
-                }
+            },
+            CompactMap::Hashed(map) => match map.entry(key) {
+                hashbrown::hash_map::Entry::Occupied(slot) => (slot.into_mut(), false),
+                hashbrown::hash_map::Entry::Vacant(slot) => (slot.insert(make()), true),
             },
         }
     }
@@ -283,8 +284,11 @@ mod tests {
         assert!(matches!(map, CompactMap::Hashed(_)));
         assert_eq!(map.len(), SORTED_LIMIT + 1);
         assert!((0..SORTED_LIMIT as u64).all(|key| map.get(key * 7) == Some(&key)));
-        *map.get_mut(7).unwrap() = 5;
+        let (value, inserted) = map.get_or_insert_with(7, || 0);
+        assert!(!inserted);
+        *value = 5;
         assert_eq!(map.get(7), Some(&5));
+        assert_eq!(map.get_or_insert_with(3, || 33), (&mut 33, true));
         map.retain(|key, _| key % 2 == 0);
         assert_eq!(map.len(), SORTED_LIMIT / 2);
         map.retain(|_, _| false);

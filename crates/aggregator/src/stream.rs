@@ -707,10 +707,16 @@ impl SeenEvents {
     /// `false` when the event was already seen. `span` is the generation
     /// length, ms.
     fn insert(&mut self, event_hash: u64, ts: EventTime, span: i64) -> bool {
-        if self.contains(event_hash) {
+        let generation = ts.div_euclid(span);
+        // One lookup in the event's own generation (the insert below), one
+        // in each other live generation.
+        if self
+            .generations
+            .iter()
+            .any(|(g, ids)| *g != generation && ids.contains(event_hash))
+        {
             return false;
         }
-        let generation = ts.div_euclid(span);
         let at = match self.generations.binary_search_by_key(&generation, |g| g.0) {
             Ok(at) => at,
             Err(at) => {
@@ -942,11 +948,11 @@ impl Viewers {
             ts,
             present: is_view,
         };
-        let Some(v) = self.by_hash.get_mut(viewer) else {
-            self.by_hash.insert_new(viewer, latest);
+        let (v, inserted) = self.by_hash.get_or_insert_with(viewer, || latest);
+        if inserted {
             self.concurrent += u64::from(is_view);
             return;
-        };
+        }
         let newer = ts > v.ts || (ts == v.ts && !is_view);
         if !newer {
             return;
