@@ -252,6 +252,11 @@ pub(crate) struct StreamState {
     /// A checkpoint of it was taken (or it was restored from one). Not persisted.
     #[serde(skip)]
     pub(crate) saved_once: bool,
+    /// The revision a window opened from now on starts from: after a
+    /// restore, past any revision a window opened after the checkpoint may
+    /// have been published with. Not persisted.
+    #[serde(skip)]
+    new_window_revision: u64,
     /// `applied_through` as restored: events at or below it are already in
     /// this state. Kept apart from `applied_through` so that, without a
     /// restore, positions need not increase.
@@ -379,7 +384,11 @@ impl StreamState {
         if self.windows.len() == self.windows.capacity() {
             self.windows.reserve_exact((self.windows.len() / 4).max(2));
         }
-        self.windows.insert(at, (start, WindowState::default()));
+        let window = WindowState {
+            revision: self.new_window_revision,
+            ..WindowState::default()
+        };
+        self.windows.insert(at, (start, window));
         at
     }
 
@@ -558,12 +567,15 @@ impl StreamState {
     }
 
     /// Moves the stream's and its windows' revisions `n` on, past any that
-    /// may have been published after its checkpoint was taken.
+    /// may have been published after its checkpoint was taken, windows
+    /// opened since included.
     pub(crate) fn skip_revisions(&mut self, n: u64) {
         self.revision = self.revision.saturating_add(n);
         for (_, window) in &mut self.windows {
             window.revision = window.revision.saturating_add(n);
         }
+        // Windows opened after the checkpoint were published at most n times.
+        self.new_window_revision = self.new_window_revision.saturating_add(n);
     }
 
     /// Whether the stream has been idle (in event time) for `idle_ms` at `watermark`.

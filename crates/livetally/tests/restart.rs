@@ -215,6 +215,30 @@ fn checkpoints_less_frequent_than_publications_stay_exact_across_kill9() {
     second.stop_cleanly();
     all_committed(&brokers, &names, &input, "after kill -9");
     rollups_match(&brokers, &names, &reference, false, "after kill -9");
+    // Window rollups too: each (stream, window) only ever moves forward, also
+    // for windows opened after the last checkpoint before the kill.
+    let mut latest: HashMap<(String, i64), u64> = HashMap::new();
+    let mut problems = Vec::new();
+    for record in read_topic(&brokers, &names.rollup) {
+        let rollup = record.json();
+        if rollup["kind"] != "window" {
+            continue;
+        }
+        let key = (
+            rollup["stream_id"].as_str().unwrap_or_default().to_owned(),
+            rollup["window_start"].as_i64().unwrap_or_default(),
+        );
+        let revision = rollup["revision"].as_u64().unwrap_or_default();
+        let before = latest.entry(key.clone()).or_insert(0);
+        if revision < *before {
+            problems.push(format!(
+                "{key:?}: window revision {revision} after {before}"
+            ));
+        }
+        *before = (*before).max(revision);
+    }
+    assert!(!latest.is_empty(), "no window rollups read");
+    assert_no_problems("after kill -9: window revisions", &problems);
 }
 
 /// Records at or after the committed offset of their partition: what a

@@ -860,6 +860,16 @@ fn skipped_revisions_keep_revisions_increasing_after_a_restore() {
         assert_eq!(published[0].rollup.revision, i + 1);
         assert_eq!(published[0].windows[0].revision, i + 1);
     }
+    // A window opened after the checkpoint, published twice before the crash.
+    for (i, at) in [(3, 61_000), (4, 62_000)] {
+        let _ = agg.apply(
+            &event(&format!("e{}", i + 1), "s1", "a", at, Action::Like),
+            i,
+        );
+        let published = agg.publish();
+        assert_eq!(published[0].windows[0].window_start, Some(60_000));
+        assert_eq!(published[0].windows[0].revision, i - 2);
+    }
     let mut restored = PartitionAggregator::new(AggregatorConfig::default());
     restored.restore("s1", StreamCheckpoint::from_bytes(&bytes).unwrap());
     restored.skip_revisions(5);
@@ -867,4 +877,9 @@ fn skipped_revisions_keep_revisions_increasing_after_a_restore() {
     let published = restored.publish();
     assert_eq!(published[0].rollup.revision, 7, "past every revision seen");
     assert_eq!(published[0].windows[0].revision, 7);
+    // The replay opens the later window again: past its two revisions too.
+    let _ = restored.apply(&event("e4", "s1", "a", 61_000, Action::Like), 3);
+    let published = restored.publish();
+    assert_eq!(published[0].windows[0].window_start, Some(60_000));
+    assert_eq!(published[0].windows[0].revision, 6);
 }
