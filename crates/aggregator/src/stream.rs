@@ -252,11 +252,11 @@ pub(crate) struct StreamState {
     /// A checkpoint of it was taken (or it was restored from one). Not persisted.
     #[serde(skip)]
     pub(crate) saved_once: bool,
-    /// The revision a window opened from now on starts from: after a
-    /// restore, past any revision a window opened after the checkpoint may
-    /// have been published with. Not persisted.
+    /// Set by [`Self::skip_revisions`]: a window opened from now on starts
+    /// from the stream's revision, past any revision a window opened after
+    /// the restored checkpoint may have been published with. Not persisted.
     #[serde(skip)]
-    new_window_revision: u64,
+    windows_follow_revision: bool,
     /// `applied_through` as restored: events at or below it are already in
     /// this state. Kept apart from `applied_through` so that, without a
     /// restore, positions need not increase.
@@ -384,8 +384,16 @@ impl StreamState {
         if self.windows.len() == self.windows.capacity() {
             self.windows.reserve_exact((self.windows.len() / 4).max(2));
         }
+        // A window is published at most once per publication of its stream,
+        // so starting from the stream's revision puts it past any earlier
+        // life it had before a restore.
+        let revision = if self.windows_follow_revision {
+            self.revision
+        } else {
+            0
+        };
         let window = WindowState {
-            revision: self.new_window_revision,
+            revision,
             ..WindowState::default()
         };
         self.windows.insert(at, (start, window));
@@ -570,12 +578,19 @@ impl StreamState {
     /// may have been published after its checkpoint was taken, windows
     /// opened since included.
     pub(crate) fn skip_revisions(&mut self, n: u64) {
+        if n == 0 {
+            return;
+        }
         self.revision = self.revision.saturating_add(n);
         for (_, window) in &mut self.windows {
             window.revision = window.revision.saturating_add(n);
         }
-        // Windows opened after the checkpoint were published at most n times.
-        self.new_window_revision = self.new_window_revision.saturating_add(n);
+        self.windows_follow_revision = true;
+        // The moved revisions must reach the changelog with the stream's next
+        // publication: a crash before its next full checkpoint would
+        // otherwise restore the old ones and reuse the revisions this
+        // instance published.
+        self.saved_once = false;
     }
 
     /// Whether the stream has been idle (in event time) for `idle_ms` at `watermark`.

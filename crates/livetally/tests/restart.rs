@@ -183,9 +183,9 @@ fn figures_stay_exact_across_sigterm_resends_and_kill9() {
 fn checkpoints_less_frequent_than_publications_stay_exact_across_kill9() {
     // At-least-once with rollups every 200 ms (the harness's setting) and
     // checkpoints (with the offsets they cover) every 5 s: a kill loses up
-    // to 5 s of state behind rollups already published. The restart must resume from the last
-    // checkpoint, count every record once, and keep revisions increasing
-    // past those published after the checkpoint.
+    // to 5 s of state behind rollups already published. Each restart must
+    // resume from the last checkpoint, count every record once, and keep
+    // revisions increasing past those published after the checkpoint.
     let brokers = brokers();
     let names = Names::new("ckpt");
     create_topic(&brokers, &names.topic, 4);
@@ -201,18 +201,28 @@ fn checkpoints_less_frequent_than_publications_stay_exact_across_kill9() {
     eprintln!("killed after about {consumed} records");
     finish_gen(generator);
 
+    // The next instance restores, moves revisions on, publishes, and is
+    // killed too before its first full checkpoint: the instance after it must
+    // still go past what it published.
+    let mut second = Livetally::run_with(&brokers, &names, &flags);
+    wait_ready(&second);
+    let consumed = wait_consumed(&second, 1_000.0);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    second.kill9();
+    eprintln!("second instance killed after about {consumed} records");
+
     let input = read_topic(&brokers, &names.topic);
     let reference = reference_of(&input);
     let committed = committed_offsets(&brokers, &names.topic, &names.group);
     let pending = pending_records(&input, &committed);
-    let mut second = Livetally::run_with(&brokers, &names, &flags);
-    let listed = second.wait_caught_up(pending.len() as u64);
+    let mut third = Livetally::run_with(&brokers, &names, &flags);
+    let listed = third.wait_caught_up(pending.len() as u64);
     assert_no_problems(
         "after kill -9: GET /v1/streams vs reference",
         &reference.diff_streams(&listed),
     );
-    products_match(&second, &reference, "after kill -9");
-    second.stop_cleanly();
+    products_match(&third, &reference, "after kill -9");
+    third.stop_cleanly();
     all_committed(&brokers, &names, &input, "after kill -9");
     rollups_match(&brokers, &names, &reference, false, "after kill -9");
     // Window rollups too: each (stream, window) only ever moves forward, also

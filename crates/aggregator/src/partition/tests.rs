@@ -877,9 +877,21 @@ fn skipped_revisions_keep_revisions_increasing_after_a_restore() {
     let published = restored.publish();
     assert_eq!(published[0].rollup.revision, 7, "past every revision seen");
     assert_eq!(published[0].windows[0].revision, 7);
-    // The replay opens the later window again: past its two revisions too.
+    // The moved revisions go to the changelog with that first publication,
+    // even between full checkpoints.
+    let first = restored.first_checkpoints();
+    assert_eq!(first.len(), 1);
+    assert_eq!(
+        StreamCheckpoint::from_bytes(&first[0].1)
+            .unwrap()
+            .revision(),
+        7
+    );
+    // The replay opens the later window again: from the stream's revision,
+    // past its two revisions of before.
     let _ = restored.apply(&event("e4", "s1", "a", 61_000, Action::Like), 3);
     let published = restored.publish();
     assert_eq!(published[0].windows[0].window_start, Some(60_000));
-    assert_eq!(published[0].windows[0].revision, 6);
+    assert_eq!(published[0].windows[0].revision, 8);
+    assert_eq!(published[0].rollup.revision, 8);
 }
