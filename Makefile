@@ -61,6 +61,10 @@ bench: ## Criterion benches of the hot path, each beside its limit
 bench-e2e: ## End-to-end catch-up throughput and latency vs bare consumer and Kafka Streams (ARGS=--smoke for a tiny run)
 	python3 benches/e2e/run.py $(ARGS)
 
+.PHONY: bench-restore
+bench-restore: setup ## Restore time per partition from the changelog (own broker; ARGS="EVENTS STREAMS")
+	benches/restore/run.sh $(ARGS)
+
 .PHONY: broker-start
 broker-start: setup ## Start a local Kafka broker in target/dev-broker (prints its address)
 	@$(KAFKA) start target/dev-broker
