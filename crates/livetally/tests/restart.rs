@@ -189,7 +189,10 @@ fn checkpoints_less_frequent_than_publications_stay_exact_across_kill9() {
     let brokers = brokers();
     let names = Names::new("ckpt");
     create_topic(&brokers, &names.topic, 4);
-    let t0 = now_ms() - 15 * 60_000;
+    // Event time crosses a minute 0.8 s (4,000 records) in, well before the
+    // first kill: the new windows are opened, and published several times,
+    // after the streams' first checkpoints.
+    let t0 = (now_ms() - 15 * 60_000) / 60_000 * 60_000 + 60_000 - 800;
     let flags = ["--checkpoint-interval-ms", "5000"];
     let mut first = Livetally::run_with(&brokers, &names, &flags);
     wait_ready(&first);
