@@ -243,6 +243,26 @@ fn apply(c: &mut Criterion, data: &DataSet, warm_up: &DataSet) {
     g.finish();
 }
 
+/// livetally's whole per-record path: decode (with the live clock guard), then
+/// apply each valid event at its position.
+fn decode_and_apply(
+    aggregator: &mut PartitionAggregator,
+    payloads: &[Vec<u8>],
+    content_type: &[u8],
+    config: &DecodeConfig,
+) {
+    for (position, payload) in (0..).zip(payloads) {
+        match decode(black_box(payload), Some(content_type), Some(NOW_MS), config) {
+            Ok(event) => {
+                let _ = black_box(aggregator.apply(&event, position));
+            }
+            Err(reason) => {
+                black_box(reason);
+            }
+        }
+    }
+}
+
 fn whole_path(c: &mut Criterion, data: &DataSet) {
     let config = DecodeConfig::default();
     let mut g = group(c, "whole_path", data.len());
@@ -250,21 +270,7 @@ fn whole_path(c: &mut Criterion, data: &DataSet) {
         b.iter_batched(
             || PartitionAggregator::new(AggregatorConfig::default()),
             |mut aggregator| {
-                for (position, payload) in (0..).zip(&data.json) {
-                    match decode(
-                        black_box(payload),
-                        Some(JSON_CONTENT_TYPE),
-                        Some(NOW_MS),
-                        &config,
-                    ) {
-                        Ok(event) => {
-                            let _ = black_box(aggregator.apply(&event, position));
-                        }
-                        Err(reason) => {
-                            black_box(reason);
-                        }
-                    }
-                }
+                decode_and_apply(&mut aggregator, &data.json, JSON_CONTENT_TYPE, &config);
                 aggregator
             },
             BatchSize::LargeInput,
@@ -295,21 +301,12 @@ fn whole_path(c: &mut Criterion, data: &DataSet) {
         b.iter_batched(
             || PartitionAggregator::new(AggregatorConfig::default()),
             |mut aggregator| {
-                for (position, payload) in (0..).zip(&data.protobuf) {
-                    match decode(
-                        black_box(payload),
-                        Some(PROTOBUF_CONTENT_TYPE),
-                        Some(NOW_MS),
-                        &config,
-                    ) {
-                        Ok(event) => {
-                            let _ = black_box(aggregator.apply(&event, position));
-                        }
-                        Err(reason) => {
-                            black_box(reason);
-                        }
-                    }
-                }
+                decode_and_apply(
+                    &mut aggregator,
+                    &data.protobuf,
+                    PROTOBUF_CONTENT_TYPE,
+                    &config,
+                );
                 aggregator
             },
             BatchSize::LargeInput,
