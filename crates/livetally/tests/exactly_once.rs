@@ -83,14 +83,7 @@ fn exactly_once_survives_kill9_with_nothing_published_twice() {
         );
         livetally.kill9();
     }
-    let output = generator
-        .wait_with_output()
-        .expect("wait for livetally gen");
-    assert!(
-        output.status.success(),
-        "gen failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    finish_gen(generator);
     let input = read_topic(&brokers, &names.topic);
     assert_eq!(input.len(), events);
     let reference = reference_of(&input);

@@ -392,17 +392,6 @@ fn spawn_gen(brokers: &str, topic: &str, seed: &str, start_ts: i64, pace: &[&str
         .expect("spawn livetally gen")
 }
 
-fn finish_gen(generator: Child) {
-    let output = generator
-        .wait_with_output()
-        .expect("wait for livetally gen");
-    assert!(
-        output.status.success(),
-        "livetally gen failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
 /// Every stream's product list equals the reference.
 fn products_match(livetally: &Livetally, reference: &Reference, phase: &str) {
     let mut problems = Vec::new();

@@ -57,14 +57,7 @@ fn three_instances_share_the_work_and_each_answers_for_every_stream() {
     b.kill9();
     let d = Livetally::run(&brokers, &names);
 
-    let output = generator
-        .wait_with_output()
-        .expect("wait for livetally gen");
-    assert!(
-        output.status.success(),
-        "gen failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    finish_gen(generator);
     let input = read_topic(&brokers, &names.topic);
     let reference = reference_of(&input);
     wait_all_committed(

@@ -424,6 +424,18 @@ pub fn gen_command(brokers: &str, topic: &str, args: &[&str]) -> Command {
     command
 }
 
+/// Waits for a spawned [`gen_command`] and asserts that it succeeded.
+pub fn finish_gen(generator: std::process::Child) {
+    let output = generator
+        .wait_with_output()
+        .expect("wait for livetally gen");
+    assert!(
+        output.status.success(),
+        "livetally gen failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// Runs `livetally replay FILE`: the rollups on stdout and the summary on stderr.
 pub fn replay(file: &Path) -> (Vec<Value>, Value) {
     let output = livetally()
