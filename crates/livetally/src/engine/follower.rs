@@ -19,7 +19,7 @@ use livetally_aggregator::{RollupKind, StreamRollup};
 use livetally_sink::{ReadModel, RollupFormat};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 
 /// Windows kept per stream while its first cumulative rollup is not read yet.
 const MAX_PENDING_WINDOWS: usize = 120;
@@ -43,17 +43,10 @@ impl Follower {
         own_instance: &str,
         model: Arc<ReadModel>,
     ) -> anyhow::Result<Follower> {
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", brokers)
-            .set("group.id", "livetally-follower")
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "false")
-            .set("isolation.level", "read_committed");
-        for (k, v) in extra {
-            config.set(k, v);
-        }
-        let consumer: BaseConsumer = config.create().context("create the rollup follower")?;
+        let consumer: BaseConsumer =
+            super::restore::committed_reader(brokers, "livetally-follower", extra)
+                .create()
+                .context("create the rollup follower")?;
         let partitions = livetally_ingest::consumer::partition_count(
             brokers,
             topic,

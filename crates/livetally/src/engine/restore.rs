@@ -26,18 +26,10 @@ pub fn read_partition(
     partition: i32,
     extra: &[(String, String)],
 ) -> anyhow::Result<Vec<(String, StreamCheckpoint)>> {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "livetally-restore")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
-        // Only committed transactional data is state (exactly-once mode).
-        .set("isolation.level", "read_committed");
-    for (k, v) in extra {
-        config.set(k, v);
-    }
-    let consumer: BaseConsumer = config.create().context("create the restore consumer")?;
+    // Only committed transactional data is state (exactly-once mode).
+    let consumer: BaseConsumer = committed_reader(brokers, "livetally-restore", extra)
+        .create()
+        .context("create the restore consumer")?;
     let (low, high) = consumer
         .fetch_watermarks(changelog_topic, partition, Duration::from_secs(10))
         .with_context(|| format!("watermarks of {changelog_topic}/{partition}"))?;
@@ -94,4 +86,25 @@ pub fn read_partition(
         checkpoints.push((stream_id, checkpoint));
     }
     Ok(checkpoints)
+}
+
+/// A consumer that reads assigned partitions of an internal topic
+/// `read_committed` and commits nothing (`group_id` only names it): the
+/// restore reader and the rollup follower.
+pub(super) fn committed_reader(
+    brokers: &str,
+    group_id: &str,
+    extra: &[(String, String)],
+) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .set("isolation.level", "read_committed");
+    for (k, v) in extra {
+        config.set(k, v);
+    }
+    config
 }
