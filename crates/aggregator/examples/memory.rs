@@ -604,13 +604,7 @@ impl Bench {
         let heap = Heap::now();
         let mut bytes = StateBytes::default();
         for aggregator in &self.aggregators {
-            let part = aggregator.state_bytes();
-            bytes.streams += part.streams;
-            bytes.distinct_counts += part.distinct_counts;
-            bytes.windows += part.windows;
-            bytes.presence += part.presence;
-            bytes.duplicate_filter += part.duplicate_filter;
-            bytes.products += part.products;
+            bytes.add(&aggregator.state_bytes());
         }
         let n = self.settings.streams;
         let picks = n.min(10_000);

@@ -58,9 +58,7 @@ impl<V> CompactMap<V> {
 
     /// Adds `key` with `value` unless it is there; `true` when it was added.
     pub(crate) fn insert_new(&mut self, key: u64, value: V) -> bool {
-        let mut value = Some(value);
-        self.get_or_insert_with(key, || value.take().expect("called once"))
-            .1
+        self.get_or_insert_with(key, move || value).1
     }
 
     /// The value of `key`, inserted from `make` if it is not there, and

@@ -688,6 +688,16 @@ impl StateBytes {
             + self.products
     }
 
+    /// Adds another partition's bytes, structure by structure.
+    pub fn add(&mut self, other: &StateBytes) {
+        self.streams += other.streams;
+        self.distinct_counts += other.distinct_counts;
+        self.windows += other.windows;
+        self.presence += other.presence;
+        self.duplicate_filter += other.duplicate_filter;
+        self.products += other.products;
+    }
+
     /// Each structure with its name, for reports.
     pub fn parts(&self) -> [(&'static str, usize); 6] {
         [

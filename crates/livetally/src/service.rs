@@ -96,8 +96,8 @@ async fn repartition_until_stopped(
 /// A random id for this process, written on its rollups: the process id and
 /// the start time are unique enough among the instances of one group.
 fn instance_id() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     format!("{:x}-{nanos:x}", std::process::id())
 }
