@@ -94,6 +94,9 @@ pub struct PartitionAggregator {
     dirty: Vec<Box<str>>,
     /// Streams published since their last checkpoint, each pushed once.
     unsaved: Vec<Box<str>>,
+    /// Those of them never checkpointed (new, or restored and moved on), so
+    /// that [`Self::first_checkpoints`] looks at them alone.
+    never_saved: Vec<Box<str>>,
     /// Newest event time counted in this partition.
     max_ts: Option<EventTime>,
     /// A watermark pushed from outside (an idle partition in live mode).
@@ -112,6 +115,7 @@ impl PartitionAggregator {
             streams: HashMap::new(),
             dirty: Vec::new(),
             unsaved: Vec::new(),
+            never_saved: Vec::new(),
             max_ts: None,
             pushed_watermark: None,
             scanned_at: None,
@@ -235,6 +239,9 @@ impl PartitionAggregator {
             let products = state.products();
             if !state.unsaved {
                 state.unsaved = true;
+                if !state.saved_once {
+                    self.never_saved.push(stream_id.clone());
+                }
                 self.unsaved.push(stream_id.clone());
             }
             publications.push(Publication {
@@ -262,23 +269,25 @@ impl PartitionAggregator {
     }
 
     fn take_checkpoints(&mut self, all: bool) -> Vec<(String, Vec<u8>)> {
-        let mut stream_ids = std::mem::take(&mut self.unsaved);
+        let mut stream_ids = if all {
+            self.never_saved.clear();
+            std::mem::take(&mut self.unsaved)
+        } else {
+            std::mem::take(&mut self.never_saved)
+        };
         stream_ids.sort_unstable();
         stream_ids.dedup();
-        let mut checkpoints = Vec::new();
+        let mut checkpoints = Vec::with_capacity(stream_ids.len());
         for stream_id in stream_ids {
             let Some(state) = self.streams.get_mut(&stream_id) else {
                 continue;
             };
-            if !state.unsaved {
-                continue;
-            }
-            if all || !state.saved_once {
+            // Its id may still be in `unsaved`: a full checkpoint skips it
+            // unless it was published again since.
+            if state.unsaved && (all || !state.saved_once) {
                 state.unsaved = false;
                 state.saved_once = true;
                 checkpoints.push((stream_id.into(), StreamCheckpoint::bytes_of(state)));
-            } else {
-                self.unsaved.push(stream_id);
             }
         }
         checkpoints
@@ -363,7 +372,7 @@ impl PartitionAggregator {
             streams: std::mem::size_of::<Self>()
                 + (self.streams.capacity() * 8 / 7).next_power_of_two()
                     * (std::mem::size_of::<(Box<str>, Box<StreamState>)>() + 1)
-                + (self.dirty.capacity() + self.unsaved.capacity())
+                + (self.dirty.capacity() + self.unsaved.capacity() + self.never_saved.capacity())
                     * std::mem::size_of::<Box<str>>(),
             ..StateBytes::default()
         };
@@ -388,6 +397,7 @@ impl fmt::Debug for PartitionAggregator {
             .field("streams", &self.streams.len())
             .field("dirty", &self.dirty.len())
             .field("unsaved", &self.unsaved.len())
+            .field("never_saved", &self.never_saved.len())
             .finish()
     }
 }

@@ -14,7 +14,6 @@ use std::fmt;
 
 use std::collections::VecDeque;
 
-use hashbrown::HashMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::commission::{div_round, CommissionRate};
@@ -283,12 +282,6 @@ impl StreamState {
             outcome,
             late: false,
         };
-        if self
-            .restored_through
-            .is_some_and(|through| position <= through)
-        {
-            return done(Outcome::AlreadyApplied);
-        }
         let event_hash = id_hash(&event.event_id);
         let mismatch = match &event.action {
             Action::Purchase(line) | Action::Refund(line) => {
@@ -296,6 +289,17 @@ impl StreamState {
             }
             _ => false,
         };
+        // An invalid event is judged before the restore check: the currency
+        // was fixed before it, so it is invalid again when read again, and
+        // its dead letter does not depend on the checkpoint having been
+        // written after it.
+        if !mismatch
+            && self
+                .restored_through
+                .is_some_and(|through| position <= through)
+        {
+            return done(Outcome::AlreadyApplied);
+        }
         if mismatch {
             // Rare path: look without inserting, since an invalid event must
             // not enter the duplicate set.
@@ -429,12 +433,13 @@ impl StreamState {
         if self.pending.is_empty() {
             return (self.viewers.concurrent, self.settled_peak);
         }
-        let mut overlay: HashMap<u64, Viewer> = HashMap::new();
+        // Small, like most streams' pending events: a sorted vector.
+        let mut overlay: CompactMap<Viewer> = CompactMap::default();
         let mut concurrent = self.viewers.concurrent;
         let mut peak = self.settled_peak;
         for (ts, viewer, is_view) in self.pending.iter() {
             let before = overlay
-                .get(&viewer)
+                .get(viewer)
                 .or_else(|| self.viewers.by_hash.get(viewer))
                 .copied();
             let newer = before.is_none_or(|v| ts > v.ts || (ts == v.ts && !is_view));
@@ -446,13 +451,11 @@ impl StreamState {
                 (true, false) => concurrent -= 1,
                 _ => {}
             }
-            overlay.insert(
-                viewer,
-                Viewer {
-                    ts,
-                    present: is_view,
-                },
-            );
+            let now = Viewer {
+                ts,
+                present: is_view,
+            };
+            *overlay.get_or_insert_with(viewer, || now).0 = now;
             peak = peak.max(concurrent);
         }
         (concurrent, peak)

@@ -636,6 +636,34 @@ fn restore_then_continue_matches_never_stopping() {
 }
 
 #[test]
+fn an_invalid_event_read_again_after_a_restore_is_invalid_again() {
+    // Its dead letter must not depend on being acknowledged before the
+    // checkpoint that covers it: read again, it is reported again.
+    let mut agg = PartitionAggregator::new(AggregatorConfig::default());
+    let _ = agg.apply(&event("e1", "s1", "a", 1, purchase("p", "o1", 1, 100)), 1);
+    let mut jpy = line("p", "o2", 1, 100);
+    jpy.currency = Currency(*b"JPY");
+    let wrong = event("e2", "s1", "a", 2, Action::Purchase(jpy));
+    assert_eq!(
+        agg.apply(&wrong, 2),
+        Outcome::Invalid(InvalidReason::CurrencyMismatch)
+    );
+    let _ = agg.apply(&event("e3", "s1", "a", 3, Action::View), 3);
+    let mut fresh = PartitionAggregator::new(AggregatorConfig::default());
+    fresh.restore("s1", agg.checkpoint("s1").unwrap());
+    assert_eq!(
+        fresh.apply(&wrong, 2),
+        Outcome::Invalid(InvalidReason::CurrencyMismatch)
+    );
+    // The valid events around it were applied and stay so.
+    assert_eq!(
+        fresh.apply(&event("e1", "s1", "a", 1, purchase("p", "o1", 1, 100)), 1),
+        Outcome::AlreadyApplied
+    );
+    assert_eq!(fresh.rollup("s1"), agg.rollup("s1"));
+}
+
+#[test]
 fn already_applied_is_judged_per_stream() {
     let mut agg = PartitionAggregator::new(AggregatorConfig::default());
     let _ = agg.apply(&event("e1", "s1", "a", 1, Action::View), 5);
