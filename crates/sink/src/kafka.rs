@@ -5,9 +5,11 @@
 //! acknowledged every record of the batch. The caller stores input offsets
 //! only after that, so a crash can repeat a publication but never lose one.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
+use futures::FutureExt;
 use livetally_aggregator::{InvalidReason, StreamRollup};
 use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::KafkaError;
@@ -79,11 +81,21 @@ pub struct DeadLetter {
     pub offset: i64,
 }
 
+/// A rollup on its way to the rollup topic, encoded once
+/// ([`crate::ReadModel::publish`] shares the JSON with the live feed).
+#[derive(Clone, Debug)]
+pub struct OutRollup {
+    /// The rollup; its `stream_id` is the record key.
+    pub rollup: Arc<StreamRollup>,
+    /// The record value, in the topic's format.
+    pub value: Arc<[u8]>,
+}
+
 /// One partition's output since its last publication.
 #[derive(Debug, Default)]
 pub struct OutBatch {
     /// Rollups for the rollup topic, keyed by stream id.
-    pub rollups: Vec<StreamRollup>,
+    pub rollups: Vec<OutRollup>,
     /// Changelog records: (stream id, checkpoint bytes; empty = tombstone).
     pub changelog: Vec<(String, Vec<u8>)>,
     /// Invalid records.
@@ -125,7 +137,7 @@ pub enum PublishError {
 #[derive(Clone)]
 pub struct Publisher {
     producer: FutureProducer,
-    config: PublisherConfig,
+    config: Arc<PublisherConfig>,
 }
 
 impl Publisher {
@@ -156,7 +168,10 @@ impl Publisher {
                 .init_transactions(TXN_TIMEOUT)
                 .map_err(PublishError::Fenced)?;
         }
-        Ok(Publisher { producer, config })
+        Ok(Publisher {
+            producer,
+            config: Arc::new(config),
+        })
     }
 
     /// Sends a batch and commits `offsets` (the next offsets to read of the
@@ -175,7 +190,9 @@ impl Publisher {
         self.producer.begin_transaction().map_err(classify)?;
         let sent = async {
             let deliveries = self.deliveries(batch, changelog_partition);
-            settle(deliveries).await?;
+            Sending::new(self.config.clone(), deliveries, None)
+                .finish()
+                .await?;
             tokio::task::block_in_place(|| {
                 if offsets.count() > 0 {
                     self.producer
@@ -206,8 +223,7 @@ impl Publisher {
     }
 
     fn count(&self, batch: &OutBatch) {
-        metrics::counter!(crate::metrics::ROLLUPS_PUBLISHED).increment(batch.rollups.len() as u64);
-        metrics::counter!(crate::metrics::DEAD_LETTERS).increment(batch.dead_letters.len() as u64);
+        count(batch.rollups.len(), batch.dead_letters.len());
     }
 
     /// The configuration in use.
@@ -218,29 +234,32 @@ impl Publisher {
     /// Sends a batch; changelog records go to `changelog_partition` (the
     /// input partition whose state they hold). Returns once all are acknowledged.
     ///
-    /// Dead letters go first and are acknowledged before any changelog record
-    /// is sent: a changelog record marks the records before it as applied, so
-    /// a crash between the two must not leave an invalid record unreported.
+    /// Dead letters need no order against changelog records: an event that
+    /// was invalid is invalid again when read again after a restore, so its
+    /// dead letter is written again unless its offset was stored, which
+    /// happens only after this returns.
     pub async fn send(
         &self,
         batch: &OutBatch,
         changelog_partition: i32,
     ) -> Result<(), PublishError> {
-        let mut deliveries = self.deliveries(batch, changelog_partition);
-        let rest = deliveries.split_off(batch.dead_letters.len());
-        settle(deliveries).await?;
-        settle(rest).await?;
-        self.count(batch);
-        Ok(())
+        self.start(batch, changelog_partition).finish().await
+    }
+
+    /// Hands every record of a batch to the producer and returns without
+    /// waiting for the broker: the caller goes on working while
+    /// [`Sending`] collects the acknowledgements. Records of one partition
+    /// are delivered in the order handed over (the producer is idempotent),
+    /// batch after batch.
+    pub fn start(&self, batch: &OutBatch, changelog_partition: i32) -> Sending {
+        let deliveries = self.deliveries(batch, changelog_partition);
+        let counts = (batch.rollups.len(), batch.dead_letters.len());
+        Sending::new(self.config.clone(), deliveries, Some(counts))
     }
 
     /// Starts sending every record of the batch: dead letters first, then
     /// rollups, then changelog records.
-    fn deliveries<'a>(
-        &'a self,
-        batch: &'a OutBatch,
-        changelog_partition: i32,
-    ) -> Vec<(&'a str, Queued)> {
+    fn deliveries(&self, batch: &OutBatch, changelog_partition: i32) -> Vec<(Destination, Queued)> {
         let c = &self.config;
         let mut deliveries = Vec::with_capacity(
             batch.rollups.len() + batch.changelog.len() + batch.dead_letters.len(),
@@ -280,7 +299,7 @@ impl Publisher {
             if let Some(payload) = &letter.payload {
                 record = record.payload(payload.as_slice());
             }
-            deliveries.push((c.dlq_topic.as_str(), self.enqueue(record)));
+            deliveries.push((Destination::DeadLetters, self.enqueue(record)));
         }
         let input_partition = changelog_partition.to_string();
         let content_type = OwnedHeaders::new()
@@ -296,13 +315,12 @@ impl Publisher {
                 key: headers::INSTANCE,
                 value: Some(c.instance_id.as_str()),
             });
-        for rollup in &batch.rollups {
-            let value = c.format.encode(rollup);
+        for out in &batch.rollups {
             let record = FutureRecord::<[u8], [u8]>::to(&c.rollup_topic)
-                .key(rollup.stream_id.as_bytes())
-                .payload(value.as_slice())
+                .key(out.rollup.stream_id.as_bytes())
+                .payload(&*out.value)
                 .headers(content_type.clone());
-            deliveries.push((c.rollup_topic.as_str(), self.enqueue(record)));
+            deliveries.push((Destination::Rollups, self.enqueue(record)));
         }
         for (key, value) in &batch.changelog {
             let mut record = FutureRecord::<[u8], [u8]>::to(&c.changelog_topic)
@@ -311,7 +329,7 @@ impl Publisher {
             if !value.is_empty() {
                 record = record.payload(value.as_slice());
             }
-            deliveries.push((c.changelog_topic.as_str(), self.enqueue(record)));
+            deliveries.push((Destination::Changelog, self.enqueue(record)));
         }
         deliveries
     }
@@ -335,39 +353,115 @@ impl Publisher {
 /// A record handed to the producer, or the error that kept it out.
 type Queued = Result<DeliveryFuture, KafkaError>;
 
-/// Awaits every delivery; the first failure is the batch's error.
-async fn settle(deliveries: Vec<(&str, Queued)>) -> Result<(), PublishError> {
-    let mut topics = Vec::with_capacity(deliveries.len());
-    let mut futures = Vec::with_capacity(deliveries.len());
-    for (topic, queued) in deliveries {
-        match queued {
-            Ok(future) => {
-                topics.push(topic);
-                futures.push(future);
-            }
-            Err(source) => {
-                metrics::counter!(crate::metrics::PUBLISH_FAILURES).increment(1);
-                return Err(PublishError::Delivery {
-                    topic: topic.to_string(),
-                    source,
-                });
-            }
+/// Which of the publisher's topics a record goes to.
+#[derive(Clone, Copy, Debug)]
+enum Destination {
+    DeadLetters,
+    Rollups,
+    Changelog,
+}
+
+impl PublisherConfig {
+    fn topic(&self, destination: Destination) -> &str {
+        match destination {
+            Destination::DeadLetters => &self.dlq_topic,
+            Destination::Rollups => &self.rollup_topic,
+            Destination::Changelog => &self.changelog_topic,
         }
     }
-    let results = join_all(futures).await;
-    for (topic, result) in topics.into_iter().zip(results) {
-        let source = match result {
-            Ok(Ok(_)) => continue,
-            Ok(Err((source, _))) => source,
-            Err(_) => KafkaError::Canceled,
+}
+
+fn count(rollups: usize, dead_letters: usize) {
+    metrics::counter!(crate::metrics::ROLLUPS_PUBLISHED).increment(rollups as u64);
+    metrics::counter!(crate::metrics::DEAD_LETTERS).increment(dead_letters as u64);
+}
+
+/// Records handed to the producer whose acknowledgements are still coming
+/// ([`Publisher::start`]).
+pub struct Sending {
+    config: Arc<PublisherConfig>,
+    /// Not acknowledged yet.
+    pending: Vec<(Destination, DeliveryFuture)>,
+    /// The first record that failed, and why.
+    failed: Option<(Destination, KafkaError)>,
+    /// Rollups and dead letters, counted in the metrics once all are
+    /// acknowledged (`None`: the caller counts them).
+    counts: Option<(usize, usize)>,
+}
+
+impl Sending {
+    fn new(
+        config: Arc<PublisherConfig>,
+        deliveries: Vec<(Destination, Queued)>,
+        counts: Option<(usize, usize)>,
+    ) -> Sending {
+        let mut sending = Sending {
+            config,
+            pending: Vec::with_capacity(deliveries.len()),
+            failed: None,
+            counts,
         };
-        metrics::counter!(crate::metrics::PUBLISH_FAILURES).increment(1);
-        return Err(PublishError::Delivery {
-            topic: topic.to_string(),
-            source,
-        });
+        for (destination, queued) in deliveries {
+            match queued {
+                Ok(future) => sending.pending.push((destination, future)),
+                Err(error) => sending.fail(destination, error),
+            }
+        }
+        sending
     }
-    Ok(())
+
+    fn fail(&mut self, destination: Destination, error: KafkaError) {
+        metrics::counter!(crate::metrics::PUBLISH_FAILURES).increment(1);
+        self.failed.get_or_insert((destination, error));
+    }
+
+    /// Without waiting: `None` while acknowledgements are still coming,
+    /// then the outcome (the first failure is the batch's error).
+    pub fn poll_settled(&mut self) -> Option<Result<(), PublishError>> {
+        while let Some((destination, future)) = self.pending.last_mut() {
+            let destination = *destination;
+            let result = future.now_or_never()?;
+            self.pending.pop();
+            self.record(destination, result);
+        }
+        Some(self.outcome())
+    }
+
+    /// Waits for every acknowledgement; the first failure is the batch's error.
+    pub async fn finish(&mut self) -> Result<(), PublishError> {
+        let (destinations, futures): (Vec<_>, Vec<_>) = self.pending.drain(..).unzip();
+        for (destination, result) in destinations.into_iter().zip(join_all(futures).await) {
+            self.record(destination, result);
+        }
+        self.outcome()
+    }
+
+    fn record(
+        &mut self,
+        destination: Destination,
+        result: <DeliveryFuture as std::future::Future>::Output,
+    ) {
+        match result {
+            Ok(Ok(_)) => {}
+            Ok(Err((error, _))) => self.fail(destination, error),
+            Err(_) => self.fail(destination, KafkaError::Canceled),
+        }
+    }
+
+    fn outcome(&mut self) -> Result<(), PublishError> {
+        match self.failed.clone() {
+            None => {
+                if let Some((rollups, dead_letters)) = self.counts.take() {
+                    count(rollups, dead_letters);
+                }
+                Ok(())
+            }
+            Some((destination, source)) => Err(PublishError::Delivery {
+                topic: self.config.topic(destination).to_string(),
+                source,
+            }),
+        }
+    }
 }
 
 /// Longest a transaction call may block.

@@ -22,5 +22,5 @@ pub mod metrics;
 pub mod readmodel;
 
 pub use encode::RollupFormat;
-pub use kafka::{DeadLetter, OutBatch, Publisher, PublisherConfig};
+pub use kafka::{DeadLetter, OutBatch, OutRollup, Publisher, PublisherConfig};
 pub use readmodel::{ReadModel, Readiness};

@@ -13,6 +13,9 @@ use dashmap::DashMap;
 use livetally_aggregator::{ProductRollup, Publication, RollupKind, StreamRollup};
 use tokio::sync::broadcast;
 
+use crate::encode::RollupFormat;
+use crate::kafka::OutRollup;
+
 /// How many rollups the live feed buffers for a slow SSE client before it
 /// skips ahead.
 const LIVE_FEED_CAPACITY: usize = 4096;
@@ -54,43 +57,65 @@ impl ReadModel {
         }
     }
 
-    /// Stores a partition's publications and announces them on the live feed:
-    /// each stream's windows first, then its cumulative rollup.
-    pub fn publish(&self, publications: &[Publication]) {
+    /// Stores a partition's publications, announces them on the live feed
+    /// (each stream's windows first, then its cumulative rollup) and returns
+    /// them in that order for the rollup topic, encoded in `format`. Each
+    /// rollup is encoded once: in JSON, the live feed and the topic share
+    /// the bytes, and the snapshots readers see share the rollups.
+    pub fn publish(&self, publications: Vec<Publication>, format: RollupFormat) -> Vec<OutRollup> {
         let watching = self.live.receiver_count() > 0;
+        let mut out = Vec::with_capacity(publications.len() * 2);
         for publication in publications {
-            self.store(publication);
-            if watching {
-                for rollup in publication
-                    .windows
-                    .iter()
-                    .chain(std::iter::once(&publication.rollup))
-                {
-                    let json = crate::encode::to_json(rollup);
-                    // Rollup JSON is always UTF-8.
-                    let text: Arc<str> = String::from_utf8(json).unwrap_or_default().into();
-                    // No subscriber left is not an error: nobody is watching.
-                    let _ = self.live.send(text);
-                }
+            let rollup = Arc::new(publication.rollup);
+            // The cumulative rollup first: a window is kept only for a known stream.
+            self.store_shared(rollup.clone(), Some(publication.products.into()));
+            for window in publication.windows {
+                let window = Arc::new(window);
+                self.store_shared(window.clone(), None);
+                out.push(self.announce(window, format, watching));
             }
+            out.push(self.announce(rollup, format, watching));
         }
+        out
     }
 
-    /// Stores a publication's snapshot without announcing it.
-    pub fn store(&self, publication: &Publication) {
-        self.store_rollup(publication.rollup.clone(), &publication.products);
-        for window in &publication.windows {
-            self.store_rollup(window.clone(), &[]);
+    /// Announces one rollup on the live feed when someone watches, and
+    /// encodes it for the rollup topic.
+    fn announce(
+        &self,
+        rollup: Arc<StreamRollup>,
+        format: RollupFormat,
+        watching: bool,
+    ) -> OutRollup {
+        let json = (watching || format == RollupFormat::Json).then(|| json_text(&rollup));
+        if let (true, Some(json)) = (watching, &json) {
+            // No subscriber left is not an error: nobody is watching.
+            let _ = self.live.send(json.clone());
         }
+        let value: Arc<[u8]> = match json {
+            Some(json) if format == RollupFormat::Json => json.into(),
+            _ => format.encode(&rollup).into(),
+        };
+        OutRollup { rollup, value }
     }
 
     /// Stores one rollup (and, for a cumulative one, its products) without
     /// announcing it: used for restored state.
     pub fn store_rollup(&self, rollup: StreamRollup, products: &[ProductRollup]) {
-        let rollup = Arc::new(rollup);
+        self.store_shared(Arc::new(rollup), Some(products.into()));
+    }
+
+    /// Stores a cumulative rollup with its products, or a window.
+    fn store_shared(&self, rollup: Arc<StreamRollup>, products: Option<Arc<[ProductRollup]>>) {
         match rollup.kind {
             RollupKind::Cumulative => {
-                let products: Arc<[ProductRollup]> = products.into();
+                let products = products.unwrap_or_else(|| Arc::new([]));
+                // Looked up by `&str` first: a known stream costs no key allocation.
+                if let Some(mut view) = self.streams.get_mut(rollup.stream_id.as_str()) {
+                    view.rollup = rollup;
+                    view.products = products;
+                    return;
+                }
                 self.streams
                     .entry(rollup.stream_id.clone())
                     .and_modify(|view| {
@@ -104,9 +129,10 @@ impl ReadModel {
                     });
             }
             RollupKind::Window => {
-                if let (Some(start), Some(mut view)) =
-                    (rollup.window_start, self.streams.get_mut(&rollup.stream_id))
-                {
+                if let (Some(start), Some(mut view)) = (
+                    rollup.window_start,
+                    self.streams.get_mut(rollup.stream_id.as_str()),
+                ) {
                     view.windows.insert(start, rollup);
                     // Retention is the engine's; this only bounds what readers keep.
                     while view.windows.len() > MAX_WINDOWS_PER_STREAM {
@@ -137,10 +163,7 @@ impl ReadModel {
             return false;
         }
         if self.live.receiver_count() > 0 {
-            let json = crate::encode::to_json(&rollup);
-            let _ = self
-                .live
-                .send(String::from_utf8(json).unwrap_or_default().into());
+            let _ = self.live.send(json_text(&rollup));
         }
         let products = rollup.top_products.clone();
         self.store_rollup(rollup, &products);
@@ -183,6 +206,14 @@ impl ReadModel {
     pub fn readiness(&self) -> &Readiness {
         &self.readiness
     }
+}
+
+/// A rollup's JSON object as shared text.
+fn json_text(rollup: &StreamRollup) -> Arc<str> {
+    // Rollup JSON is always UTF-8.
+    String::from_utf8(crate::encode::to_json(rollup))
+        .unwrap_or_default()
+        .into()
 }
 
 /// Ready means: the consumer joined its group and every partition assigned to

@@ -5,17 +5,14 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
-use futures::stream::Stream;
 use livetally_aggregator::StreamRollup;
 use serde_json::json;
-use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
-use tokio_stream::wrappers::BroadcastStream;
-use tokio_stream::StreamExt;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use super::ApiState;
 
@@ -157,19 +154,53 @@ pub(super) async fn get_products(
     Ok(Json(json!({ "products": products })).into_response())
 }
 
-pub(super) async fn live(
-    State(state): State<ApiState>,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let feed = BroadcastStream::new(state.model.subscribe()).map(|item| {
-        Ok(match item {
-            Ok(json) => Event::default().event("rollup").data(&*json),
-            // A slow client skips ahead; it says so instead of failing.
-            Err(BroadcastStreamRecvError::Lagged(n)) => {
-                Event::default().comment(format!("skipped {n} rollups"))
+/// Most bytes of rollups one write of `/v1/live` carries.
+const LIVE_WRITE_BYTES: usize = 256 * 1024;
+/// A comment line this often keeps an idle `/v1/live` connection open.
+const LIVE_KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// `/v1/live`: every rollup as it is published, as Server-Sent Events
+/// (`event: rollup`, `data:` its JSON). Each write carries every rollup
+/// ready by then, not one rollup per write: at tens of thousands of rollups
+/// a second, a write (and a frame) each would fall behind. A client too slow
+/// even so skips ahead, and is told so in a comment (`: skipped N rollups`).
+pub(super) async fn live(State(state): State<ApiState>) -> Response {
+    let feed = futures::stream::unfold(state.model.subscribe(), |mut feed| async move {
+        let mut out = String::new();
+        match tokio::time::timeout(LIVE_KEEP_ALIVE, feed.recv()).await {
+            Err(_) => out.push_str(":\n\n"),
+            Ok(Ok(json)) => push_rollup(&mut out, &json),
+            Ok(Err(RecvError::Lagged(n))) => push_skipped(&mut out, n),
+            Ok(Err(RecvError::Closed)) => return None,
+        }
+        while out.len() < LIVE_WRITE_BYTES {
+            match feed.try_recv() {
+                Ok(json) => push_rollup(&mut out, &json),
+                Err(TryRecvError::Lagged(n)) => push_skipped(&mut out, n),
+                Err(TryRecvError::Empty | TryRecvError::Closed) => break,
             }
-        })
+        }
+        Some((Ok::<_, Infallible>(out), feed))
     });
-    Sse::new(feed).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(feed),
+    )
+        .into_response()
+}
+
+fn push_rollup(out: &mut String, json: &str) {
+    // Rollup JSON is one line: it needs no splitting into `data:` lines.
+    out.push_str("event: rollup\ndata: ");
+    out.push_str(json);
+    out.push_str("\n\n");
+}
+
+fn push_skipped(out: &mut String, n: u64) {
+    out.push_str(&format!(": skipped {n} rollups\n\n"));
 }
 
 pub(super) async fn metrics(State(state): State<ApiState>) -> Response {

@@ -6,13 +6,14 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use livetally_aggregator::{
-    Action, AggregatorConfig, Currency, Event, OrderLine, PartitionAggregator,
+    Action, AggregatorConfig, Currency, Event, OrderLine, PartitionAggregator, RollupKind,
 };
 use serde_json::Value;
 use tower::ServiceExt;
 
 use super::{router, ApiState};
 use crate::readmodel::ReadModel;
+use crate::RollupFormat;
 
 fn event(id: &str, stream: &str, action: Action<'static>) -> Event<'static> {
     Event {
@@ -55,7 +56,7 @@ fn state() -> ApiState {
         let _ = agg.apply(e, i as u64);
     }
     let model = Arc::new(ReadModel::new());
-    model.publish(&agg.publish());
+    model.publish(agg.publish(), RollupFormat::Json);
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
     ApiState {
         model,
@@ -171,7 +172,7 @@ async fn live_feed_carries_published_rollups() {
     let mut feed = state.model.subscribe();
     let mut agg = PartitionAggregator::new(AggregatorConfig::default());
     let _ = agg.apply(&purchase("9", "c", "p9", 42), 0);
-    state.model.publish(&agg.publish());
+    state.model.publish(agg.publish(), RollupFormat::Json);
     let json: Value = serde_json::from_str(&feed.recv().await.unwrap()).unwrap();
     assert_eq!(json["stream_id"], "c");
     assert_eq!(json["gmv"], 42);
@@ -211,4 +212,111 @@ async fn merged_rollups_from_the_topic_keep_the_newest_revision() {
     window.kind = livetally_aggregator::RollupKind::Window;
     window.window_start = Some(0);
     assert!(!state.model.merge(window));
+}
+
+#[tokio::test]
+async fn each_rollup_is_encoded_once_for_the_live_feed_and_the_topic() {
+    let model = ReadModel::new();
+    let mut feed = model.subscribe();
+    let mut agg = PartitionAggregator::new(AggregatorConfig::default());
+    let _ = agg.apply(&purchase("1", "c", "p1", 42), 0);
+    let out = model.publish(agg.publish(), RollupFormat::Json);
+    let kinds: Vec<_> = out.iter().map(|o| o.rollup.kind).collect();
+    assert_eq!(kinds, [RollupKind::Window, RollupKind::Cumulative]);
+    for o in &out {
+        let text = feed.recv().await.unwrap();
+        // The same bytes, not an equal copy.
+        assert_eq!(text.as_ptr(), o.value.as_ptr());
+        assert_eq!(RollupFormat::Json.decode(&o.value).unwrap(), *o.rollup);
+    }
+    // Readers' snapshot is the published rollup itself.
+    assert!(Arc::ptr_eq(
+        &model.stream("c").unwrap().rollup,
+        &out[1].rollup
+    ));
+
+    // Protobuf on the topic; the live feed stays JSON.
+    let _ = agg.apply(&purchase("2", "c", "p1", 8), 1);
+    for o in model.publish(agg.publish(), RollupFormat::Protobuf) {
+        let json: Value = serde_json::from_str(&feed.recv().await.unwrap()).unwrap();
+        assert_eq!(json["gmv"], 50);
+        assert_eq!(RollupFormat::Protobuf.decode(&o.value).unwrap(), *o.rollup);
+    }
+}
+
+/// Opens `/v1/live`; the handler has subscribed once this returns.
+async fn open_live(state: &ApiState) -> Body {
+    let response = router(state.clone())
+        .oneshot(Request::get("/v1/live").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/event-stream",
+        "Server-Sent Events"
+    );
+    response.into_body()
+}
+
+async fn next_write(body: &mut Body) -> String {
+    let frame = body.frame().await.unwrap().unwrap();
+    String::from_utf8(frame.into_data().unwrap().to_vec()).unwrap()
+}
+
+#[tokio::test]
+async fn live_sends_every_ready_rollup_in_one_write() {
+    let state = state();
+    let mut body = open_live(&state).await;
+    let mut agg = PartitionAggregator::new(AggregatorConfig::default());
+    let _ = agg.apply(&purchase("1", "c", "p1", 42), 0);
+    let _ = agg.apply(&purchase("2", "d", "p1", 7), 1);
+    state.model.publish(agg.publish(), RollupFormat::Json);
+    let text = next_write(&mut body).await;
+    let events: Vec<&str> = text.split_terminator("\n\n").collect();
+    // Two streams, each a window and its cumulative rollup: one write.
+    assert_eq!(events.len(), 4, "{text}");
+    let streams: Vec<(String, String)> = events
+        .iter()
+        .map(|event| {
+            let data = event.strip_prefix("event: rollup\ndata: ").expect(event);
+            let rollup: Value = serde_json::from_str(data).unwrap();
+            (
+                rollup["stream_id"].as_str().unwrap().to_string(),
+                rollup["kind"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("c", "window"),
+        ("c", "cumulative"),
+        ("d", "window"),
+        ("d", "cumulative"),
+    ]
+    .map(|(s, k)| (s.to_string(), k.to_string()));
+    assert_eq!(streams, expected);
+}
+
+#[tokio::test]
+async fn a_live_client_that_falls_behind_is_told_what_it_skipped() {
+    let state = state();
+    let mut body = open_live(&state).await;
+    let mut agg = PartitionAggregator::new(AggregatorConfig::default());
+    // 3,000 streams, two rollups each: more than the feed buffers.
+    for i in 0..3_000u64 {
+        let _ = agg.apply(&purchase(&format!("e{i}"), &format!("s{i}"), "p", 1), i);
+    }
+    state.model.publish(agg.publish(), RollupFormat::Json);
+    let text = next_write(&mut body).await;
+    let skipped = text
+        .strip_prefix(": skipped ")
+        .and_then(|rest| rest.split(' ').next())
+        .map(|n| n.parse::<u64>().unwrap());
+    assert_eq!(skipped, Some(6_000 - 4_096), "{}", &text[..80]);
+    let after = text.split_once("\n\n").unwrap().1;
+    assert!(
+        after.starts_with("event: rollup\ndata: {"),
+        "{}",
+        &after[..80]
+    );
 }
