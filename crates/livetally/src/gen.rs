@@ -119,7 +119,6 @@ pub async fn run(args: GenArgs) -> anyhow::Result<()> {
         bail!("--duplicate-rate and --invalid-rate are fractions from 0 to 1");
     }
     let total = args.total();
-    let traffic = Traffic::new(args.traffic()).take(total as usize);
     if let Some(path) = &args.out {
         if args.format != Format::Json {
             bail!("--out writes NDJSON: use --format json");
@@ -130,7 +129,7 @@ pub async fn run(args: GenArgs) -> anyhow::Result<()> {
             Box::new(std::fs::File::create(path).with_context(|| format!("create {path}"))?)
         };
         let mut out = std::io::BufWriter::new(out);
-        for record in traffic {
+        for record in Traffic::new(args.traffic()).take(total as usize) {
             out.write_all(&record.payload)?;
             out.write_all(b"\n")?;
         }
@@ -138,15 +137,22 @@ pub async fn run(args: GenArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     ensure_topic(&args).await?;
+    // Paced, gen stands in for live producers: librdkafka's default linger
+    // (5 ms), so that batching adds no more delay than a real client's. A
+    // bulk load batches longer, for throughput.
+    let linger_ms = if args.rate.is_some() { "5" } else { "20" };
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &args.brokers)
         .set("enable.idempotence", "true")
-        .set("linger.ms", "20")
+        .set("linger.ms", linger_ms)
         .set("batch.size", "1000000")
         .set("compression.type", "lz4")
         .set("queue.buffering.max.messages", "500000")
         .create()
         .context("create the producer")?;
+    // The event clock starts now, not before the topic check and the
+    // producer: paced records then carry a `ts` of when they are sent.
+    let traffic = Traffic::new(args.traffic()).take(total as usize);
     let started = Instant::now();
     let sent = produce(&producer, &args.topic, traffic, args.rate).await?;
     let seconds = started.elapsed().as_secs_f64();

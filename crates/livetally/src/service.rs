@@ -316,20 +316,22 @@ mod tests {
 
     #[test]
     fn restored_revisions_skip_what_may_have_followed_the_checkpoint() {
-        // Checkpoints with every publication: nothing to skip.
+        // Checkpoints with every publication: only those in flight.
+        let in_flight = crate::engine::MAX_IN_FLIGHT as u64;
         let same = config_with(Guarantee::AtLeastOnce, 1000, 1000);
-        assert_eq!(same.revisions_between_checkpoints(), 0);
+        assert_eq!(same.revisions_between_checkpoints(), in_flight);
         assert_eq!(
             config_with(Guarantee::AtLeastOnce, 1000, 10).revisions_between_checkpoints(),
-            0
+            in_flight
         );
-        // 20 ms publications, 1 s checkpoints: 50 ticks, plus a late one and a drain.
+        // 20 ms publications, 1 s checkpoints: 50 ticks, plus a late one and
+        // a drain, plus those in flight.
         let decoupled = config_with(Guarantee::AtLeastOnce, 20, 1000);
         assert_eq!(decoupled.checkpoint_interval, Duration::from_secs(1));
-        assert_eq!(decoupled.revisions_between_checkpoints(), 52);
+        assert_eq!(decoupled.revisions_between_checkpoints(), 52 + in_flight);
         assert_eq!(
             config_with(Guarantee::AtLeastOnce, 30, 1000).revisions_between_checkpoints(),
-            36
+            36 + in_flight
         );
         // Exactly-once checkpoints in every transaction, whatever the setting.
         assert_eq!(

@@ -37,21 +37,35 @@ use worker::{Control, WorkerContext};
 /// Longest wait for a partition to drain on revocation or shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// At-least-once: most publications a partition hands to the producer before
+/// it waits for the oldest one's acknowledgement.
+pub const MAX_IN_FLIGHT: usize = 8;
+
 impl EngineConfig {
-    /// How many publications of a stream may follow its last checkpoint: a
-    /// restored stream's revisions move this far on, so that they keep
-    /// increasing past any published after the checkpoint. Zero when every
-    /// publication carries its checkpoint.
+    /// How many publications of a stream may reach the rollup topic after
+    /// its last checkpoint that did: a restored stream's revisions move this
+    /// far on, so that they keep increasing past any published after the
+    /// checkpoint. Zero exactly-once, where a transaction holds both.
+    ///
+    /// At-least-once, up to [`MAX_IN_FLIGHT`] publications are handed to the
+    /// producer before the oldest is acknowledged, so a crash can leave
+    /// their rollups written and a checkpoint among them not; with
+    /// checkpoints less frequent than publications, a checkpoint interval's
+    /// worth more.
     pub fn revisions_between_checkpoints(&self) -> u64 {
-        if self.exactly_once || self.checkpoint_interval <= self.publish_interval {
+        if self.exactly_once {
             return 0;
+        }
+        let in_flight = MAX_IN_FLIGHT as u64;
+        if self.checkpoint_interval <= self.publish_interval {
+            return in_flight;
         }
         let per_interval = self
             .checkpoint_interval
             .as_nanos()
             .div_ceil(self.publish_interval.as_nanos().max(1));
         // One tick may fire late and the next at once; a drain adds one more.
-        u64::try_from(per_interval).unwrap_or(u64::MAX / 2) + 2
+        u64::try_from(per_interval).unwrap_or(u64::MAX / 2) + 2 + in_flight
     }
 }
 

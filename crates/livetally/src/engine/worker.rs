@@ -2,11 +2,14 @@
 //!
 //! Invariant (at-least-once): the offset of a record is stored only after the
 //! batch that applied it was published and every record of that publication
-//! (rollups, dead letters, changelog) was acknowledged. The changelog record of
+//! (rollups, dead letters, changelog), and of every publication before it,
+//! was acknowledged. Publications are pipelined: the worker reads on while
+//! up to [`MAX_IN_FLIGHT`] await their acknowledgements. The changelog record of
 //! each stream carries the highest offset applied to it, so after a crash the
 //! restored state skips exactly the records it already holds: figures stay
 //! exact even though records are read twice.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -14,7 +17,7 @@ use futures::StreamExt;
 use livetally_aggregator::{InvalidReason, Outcome, PartitionAggregator};
 use livetally_ingest::consumer::PartitionQueue;
 use livetally_ingest::decode;
-use livetally_sink::kafka::PublishError;
+use livetally_sink::kafka::{PublishError, Sending};
 use livetally_sink::metrics as names;
 use livetally_sink::{DeadLetter, OutBatch, Publisher, ReadModel};
 use rdkafka::consumer::Consumer;
@@ -22,7 +25,7 @@ use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
-use super::{repartition, ConsumerRef, EngineConfig};
+use super::{repartition, ConsumerRef, EngineConfig, MAX_IN_FLIGHT};
 
 /// Longest a draining partition keeps retrying a failed publication.
 const DRAIN_RETRY_LIMIT: Duration = Duration::from_secs(30);
@@ -75,6 +78,23 @@ struct PartitionWork {
     state_measured: Option<Instant>,
     /// When checkpoints were last published (with the offsets they cover).
     last_checkpoint: Instant,
+    /// At-least-once: publications handed to the producer whose
+    /// acknowledgements are still coming, oldest first.
+    in_flight: VecDeque<InFlight>,
+}
+
+/// An at-least-once publication on its way to the broker. The worker reads
+/// on meanwhile; what waits for the acknowledgement is only what must: the
+/// offsets it covers, and its counts in the metrics.
+struct InFlight {
+    /// Kept to send again if a record fails.
+    batch: OutBatch,
+    sending: Sending,
+    /// The next input offset to store once acknowledged, for a checkpoint.
+    resume_at: Option<i64>,
+    counts: BatchCounts,
+    streams: usize,
+    started: Instant,
 }
 
 /// Whether a worker goes on after a publication.
@@ -90,6 +110,15 @@ fn wall_clock_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// When a partition counts its last checkpoint as taken, at start: spread
+/// over the checkpoint interval by partition number (golden-ratio steps), so
+/// that partitions do not all checkpoint in the same tick.
+fn checkpoint_phase(partition: i32, interval: Duration) -> Instant {
+    let fraction = (f64::from(partition) * 0.618_033_988_75).fract();
+    let now = Instant::now();
+    now.checked_sub(interval.mul_f64(fraction)).unwrap_or(now)
 }
 
 /// A producer whose transactional id belongs to this input partition: its
@@ -126,7 +155,8 @@ pub async fn run(
         last_record: Instant::now(),
         transactional: None,
         state_measured: None,
-        last_checkpoint: Instant::now(),
+        last_checkpoint: checkpoint_phase(partition, context.config.checkpoint_interval),
+        in_flight: VecDeque::new(),
     };
     if !work.restore(&mut control).await {
         return;
@@ -314,11 +344,22 @@ impl PartitionWork {
         });
     }
 
-    /// Publishes what changed, waits for the broker's acknowledgement, then
-    /// stores the offsets it covers. Retries until it succeeds (a draining
+    /// Publishes what changed and stores the offsets it covers once the
+    /// broker acknowledged it. Retries until it succeeds (a draining
     /// partition gives up after a while: its records will be reprocessed).
+    ///
+    /// At-least-once, a publication goes out without waiting for the broker
+    /// unless the partition drains, [`MAX_IN_FLIGHT`] are in flight, or an
+    /// earlier one failed: then everything in flight is settled first, in
+    /// order, and this one is sent and awaited.
     async fn flush(&mut self, draining: bool) -> Flow {
         let started = Instant::now();
+        let failed = self.collect_acknowledgements();
+        if draining || failed {
+            if let Flow::Stop = self.settle_in_flight(draining, started).await {
+                return Flow::Stop;
+            }
+        }
         // Also publishes streams that ended because the watermark moved.
         let publications = self.aggregator.publish();
         // Checkpoints go out with every exactly-once transaction, and at
@@ -342,23 +383,119 @@ impl PartitionWork {
         {
             return Flow::Continue;
         }
+        let streams = publications.len();
         // Readers see the new figures at once; durability follows below. A crash
-        // in between recomputes the same figures from the same records.
-        self.context.model.publish(&publications);
+        // in between recomputes the same figures from the same records. Each
+        // stream's windows come before its cumulative rollup: on a compacted
+        // topic the newest record per key is then the cumulative state.
+        let rollups = self
+            .context
+            .model
+            .publish(publications, self.context.publisher.config().format);
         let checkpoint_bytes: usize = changelog.iter().map(|(_, bytes)| bytes.len()).sum();
         metrics::counter!(names::CHANGELOG_BYTES).increment(checkpoint_bytes as u64);
-        let mut batch = OutBatch {
-            rollups: Vec::with_capacity(publications.len() * 2),
+        let batch = OutBatch {
+            rollups,
             changelog,
             dead_letters: std::mem::take(&mut self.dead_letters),
         };
-        let streams = publications.len();
-        for p in publications {
-            // A stream's windows before its cumulative rollup: on a compacted
-            // topic the newest record per key is then the cumulative state.
-            batch.rollups.extend(p.windows);
-            batch.rollups.push(p.rollup);
+        if checkpoint {
+            self.last_checkpoint = Instant::now();
         }
+        let pipelined =
+            self.transactional.is_none() && !draining && self.in_flight.len() < MAX_IN_FLIGHT;
+        if pipelined {
+            let sending = self.context.publisher.start(&batch, self.partition);
+            let resume_at = self.resume_at(checkpoint);
+            self.in_flight.push_back(InFlight {
+                batch,
+                sending,
+                resume_at,
+                counts: std::mem::take(&mut self.counts),
+                streams,
+                started,
+            });
+            return Flow::Continue;
+        }
+        if let Flow::Stop = self.settle_in_flight(draining, started).await {
+            return Flow::Stop;
+        }
+        if let Flow::Stop = self.send_until_done(&batch, draining, started).await {
+            return Flow::Stop;
+        }
+        if let Some(next) = self.resume_at(checkpoint) {
+            if self.transactional.is_none() {
+                self.store_offset(next);
+            }
+        }
+        let counts = std::mem::take(&mut self.counts);
+        self.report(counts, streams, started);
+        Flow::Continue
+    }
+
+    /// For a checkpoint: the next input offset, which the checkpoint
+    /// covers, taken so that the next one covers only what follows.
+    fn resume_at(&mut self, checkpoint: bool) -> Option<i64> {
+        if checkpoint {
+            self.last_offset.take().map(|offset| offset + 1)
+        } else {
+            None
+        }
+    }
+
+    /// Finishes the in-flight publications the broker has acknowledged,
+    /// oldest first, without waiting. Returns whether one failed (it stays
+    /// in flight, to be sent again).
+    fn collect_acknowledgements(&mut self) -> bool {
+        while let Some(front) = self.in_flight.front_mut() {
+            match front.sending.poll_settled() {
+                None => return false,
+                Some(Err(error)) => {
+                    tracing::warn!(partition = self.partition, %error, "publication failed; sending again");
+                    return true;
+                }
+                Some(Ok(())) => {
+                    if let Some(done) = self.in_flight.pop_front() {
+                        self.acknowledged(done);
+                    }
+                }
+            }
+        }
+        false
+    }
+
+    fn acknowledged(&mut self, done: InFlight) {
+        if let Some(next) = done.resume_at {
+            self.store_offset(next);
+        }
+        self.report(done.counts, done.streams, done.started);
+    }
+
+    /// Waits for every in-flight publication, oldest first. From the first
+    /// one that failed on, each is sent again and awaited, in order, so that
+    /// the newest record per key stays the newest revision.
+    async fn settle_in_flight(&mut self, draining: bool, started: Instant) -> Flow {
+        let mut resend = false;
+        while let Some(mut front) = self.in_flight.pop_front() {
+            if !resend {
+                if let Err(error) = front.sending.finish().await {
+                    tracing::warn!(partition = self.partition, %error, "publication failed; sending again");
+                    resend = true;
+                }
+            }
+            if resend {
+                if let Flow::Stop = self.send_until_done(&front.batch, draining, started).await {
+                    return Flow::Stop;
+                }
+            }
+            self.acknowledged(front);
+        }
+        Flow::Continue
+    }
+
+    /// Sends one batch and waits for it (in a transaction, exactly-once),
+    /// retrying until it succeeds.
+    async fn send_until_done(&self, batch: &OutBatch, draining: bool, started: Instant) -> Flow {
         let mut delay = Duration::from_millis(100);
         loop {
             let result = match &self.transactional {
@@ -367,16 +504,16 @@ impl PartitionWork {
                     match self.group_metadata() {
                         Some(group) => {
                             publisher
-                                .send_transaction(&batch, self.partition, &offsets, &group)
+                                .send_transaction(batch, self.partition, &offsets, &group)
                                 .await
                         }
                         None => return Flow::Stop,
                     }
                 }
-                None => self.context.publisher.send(&batch, self.partition).await,
+                None => self.context.publisher.send(batch, self.partition).await,
             };
             match result {
-                Ok(()) => break,
+                Ok(()) => return Flow::Continue,
                 Err(PublishError::Fenced(error)) => {
                     // Another instance owns the partition now; its state wins.
                     tracing::error!(partition = self.partition, %error, "fenced: giving the partition up");
@@ -393,16 +530,6 @@ impl PartitionWork {
                 }
             }
         }
-        if checkpoint {
-            self.last_checkpoint = Instant::now();
-            if let Some(offset) = self.last_offset.take() {
-                if self.transactional.is_none() {
-                    self.store_offset(offset + 1);
-                }
-            }
-        }
-        self.report(streams, started);
-        Flow::Continue
     }
 
     /// The input offset to resume from, for the transaction's offset commit.
@@ -447,8 +574,7 @@ impl PartitionWork {
         }
     }
 
-    fn report(&mut self, rollups: usize, started: Instant) {
-        let counts = std::mem::take(&mut self.counts);
+    fn report(&mut self, counts: BatchCounts, rollups: usize, started: Instant) {
         metrics::counter!(names::EVENTS_CONSUMED).increment(counts.consumed);
         metrics::counter!(names::EVENTS_DUPLICATE).increment(counts.duplicates);
         metrics::counter!(names::EVENTS_LATE).increment(self.aggregator.take_late());
