@@ -33,7 +33,6 @@ import re
 import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -44,6 +43,7 @@ REPO = Path(__file__).resolve().parents[2]
 KAFKA_SH = REPO / "deploy/local/kafka.sh"
 LIVETALLY = REPO / "target/release/livetally"
 BARE = REPO / "target/release/examples/bare_consume"
+SSE_LATENCY = REPO / "target/release/examples/sse_latency"
 PEER_POM = REPO / "benches/peers/kafka-streams/pom.xml"
 PEER_JAR = REPO / "benches/peers/kafka-streams/target/livetally-kstreams-peer.jar"
 BROKER_DIR = REPO / "target/bench-broker"
@@ -629,87 +629,6 @@ def run_peer(brokers, topic, n, tag, logdir, timeout, threads, statedir):
 # Latency
 # ---------------------------------------------------------------------------
 
-SSE_ROLLUP = re.compile(
-    rb'data: \{"kind":"(cumulative|window)".*?"stream_id":"((?:[^"\\]|\\.)*)".*?"last_event_ts":(-?\d+)'
-)
-
-
-class SseReader(threading.Thread):
-    """Reads /v1/live; for each cumulative rollup whose last_event_ts is newer
-    than the stream's previous one, records (arrival_ms, stream_id, last_event_ts)."""
-
-    def __init__(self, addr):
-        super().__init__(daemon=True)
-        host, port = addr.rsplit(":", 1)
-        self.conn = http.client.HTTPConnection(host, int(port), timeout=30)
-        self.samples = []
-        self.last_ts = {}
-        self.counts = {"events": 0, "cumulative": 0, "window": 0, "not_newer": 0,
-                       "skipped_by_server": 0, "unparsed": 0, "bytes": 0}
-        self.connected = threading.Event()
-        self.error = None
-        self.sock = None
-        self.closing = False
-
-    def run(self):
-        try:
-            self.conn.request("GET", "/v1/live", headers={"Accept": "text/event-stream"})
-            self.sock = self.conn.sock
-            resp = self.conn.getresponse()
-            if resp.status != 200:
-                raise RuntimeError(f"/v1/live answered {resp.status}")
-            self.sock.settimeout(None)
-            self.connected.set()
-            buf = b""
-            while True:
-                chunk = resp.read1(1 << 20)
-                arrival = time.time() * 1000.0
-                if not chunk:
-                    break
-                self.counts["bytes"] += len(chunk)
-                buf += chunk
-                parts = buf.split(b"\n\n")
-                buf = parts.pop()
-                for ev in parts:
-                    self.handle(ev, arrival)
-        except (OSError, http.client.HTTPException, ValueError) as e:
-            if not self.closing:
-                self.error = repr(e)
-        finally:
-            self.connected.set()
-
-    def handle(self, ev, arrival):
-        if ev.startswith(b":"):
-            m = re.match(rb":\s*skipped (\d+)", ev)
-            if m:
-                self.counts["skipped_by_server"] += int(m.group(1))
-            return
-        self.counts["events"] += 1
-        m = SSE_ROLLUP.search(ev)
-        if not m:
-            self.counts["unparsed"] += 1
-            return
-        if m.group(1) == b"window":
-            self.counts["window"] += 1
-            return
-        self.counts["cumulative"] += 1
-        stream, ts = m.group(2), int(m.group(3))
-        if ts <= self.last_ts.get(stream, -1 << 62):
-            self.counts["not_newer"] += 1
-            return
-        self.last_ts[stream] = ts
-        self.samples.append((arrival, stream, ts))
-
-    def close(self):
-        self.closing = True
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except (OSError, AttributeError):
-            pass
-        self.join(5)
-        self.conn.close()
-
-
 def pct(sorted_values, q):
     if not sorted_values:
         return None
@@ -775,7 +694,7 @@ def send_times(brokers, topic, total, needed, dump_path):
 
 
 def run_latency(brokers, key, guarantee, interval_ms, rate, seconds, streams, tag, logdir,
-                warmup=3.0):
+                warmup):
     topic = f"lat-{tag}"
     create_topic(topic, PARTITIONS)
     phase = Phase()
@@ -795,18 +714,21 @@ def run_latency(brokers, key, guarantee, interval_ms, rate, seconds, streams, ta
             if child.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"latency_{key}: never ready; see {child.log_path}")
             time.sleep(0.1)
-        reader = SseReader(addr)
-        reader.start()
-        reader.connected.wait(10)
-        if reader.error:
-            raise RuntimeError(f"SSE: {reader.error}")
+        # The observer (crates/livetally/examples/sse_latency.rs) reads until
+        # a few seconds after gen ends.
+        samples_path = logdir / f"latency_{key}_sse.tsv"
+        reader = Child(f"latency_{key}_sse", [
+            SSE_LATENCY, addr, seconds + warmup + max(3, 3 * (interval_ms or 1000) / 1000),
+            samples_path], logdir)
+        if not reader.wait_line(r"^connected", 10):
+            raise RuntimeError(f"SSE observer did not connect; see {reader.log_path}")
         ru0 = resource.getrusage(resource.RUSAGE_SELF)
         gen_started_ms = now_ms()
         gen = Child(f"latency_{key}_gen", [
             LIVETALLY, "gen", "--brokers", brokers, "--topic", topic, "--rate", rate,
-            "--duration", f"{seconds}s", "--streams", streams, "--seed", 2, "--format", "json",
+            "--duration", f"{seconds + warmup}s", "--streams", streams, "--seed", 2, "--format", "json",
             "--duplicate-rate", "0.02", "--invalid-rate", "0.005"], logdir)
-        if gen.wait(seconds + 120) is None:
+        if gen.wait(seconds + warmup + 120) is None:
             raise RuntimeError("gen did not finish")
         gen_report = None
         for line in gen.stderr_lines:
@@ -814,19 +736,33 @@ def run_latency(brokers, key, guarantee, interval_ms, rate, seconds, streams, ta
                 gen_report = json.loads(line)
         if gen.p.returncode != 0:
             raise RuntimeError(f"gen failed ({gen.p.returncode}); see {gen.log_path}")
-        time.sleep(max(1.0, 3 * (interval_ms or 1000) / 1000))
+        if reader.wait(max(3, 3 * (interval_ms or 1000) / 1000) + 30) is None:
+            raise RuntimeError(f"SSE observer did not finish; see {reader.log_path}")
         ru1 = resource.getrusage(resource.RUSAGE_SELF)
         final = metrics(addr)
         child.sampler.sample()
-        reader.close()
         phase_figures = phase.end()
         child.terminate(60)
-        samples = [x for x in reader.samples if x[0] >= gen_started_ms + warmup * 1000]
+        if reader.p.returncode != 0 or not reader.stdout_lines:
+            raise RuntimeError(f"SSE observer failed ({reader.p.returncode}); see {reader.log_path}")
+        sse_counts = json.loads(reader.stdout_lines[-1])
+        samples = []
+        with open(samples_path) as f:
+            next(f)
+            for line in f:
+                arrival, stream, ts = line.rstrip("\n").split("\t")
+                if float(arrival) >= gen_started_ms + warmup * 1000:
+                    samples.append((float(arrival), stream.encode(), int(ts)))
         raw = sorted(a - ts for (a, _, ts) in samples)
         produced = (gen_report or {}).get("produced", rate * seconds)
         lag_stats, sent = send_times(brokers, topic, produced, {(st, ts) for (_, st, ts) in samples},
                                      logdir / f"latency_{key}_topic.tsv")
         from_send = sorted(a - sent[(st, ts)] for (a, st, ts) in samples if (st, ts) in sent)
+        # Every measured rollup, for looking at latency over time.
+        with open(logdir / f"latency_{key}_samples.tsv", "w") as out:
+            out.write("arrival_ms\tstream_id\tlast_event_ts\tcreate_time_ms\n")
+            for (a, st, ts) in samples:
+                out.write(f"{a}\t{st.decode(errors='replace') if isinstance(st, bytes) else st}\t{ts}\t{sent.get((st, ts), '')}\n")
 
         def stats(values):
             if not values:
@@ -844,8 +780,9 @@ def run_latency(brokers, key, guarantee, interval_ms, rate, seconds, streams, ta
             "max_ms": round(raw[-1], 1) if raw else None,
             "from_send": stats(from_send),
             "generator_lag": lag_stats,
-            "sse": reader.counts, "sse_error": reader.error,
+            "sse": sse_counts,
             "harness_cpu_seconds": round((ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime), 2),
+            "sse_observer_cpu_seconds": round(reader.sampler.cpu, 2),
             "engine_end_to_end_histogram": histogram_quantiles(final, "livetally_end_to_end_latency_seconds"),
             "livetally_cpu_seconds": round(child.sampler.cpu, 2),
             "livetally_peak_rss_mb": round(child.sampler.hwm_kb / 1024, 1),
@@ -855,7 +792,8 @@ def run_latency(brokers, key, guarantee, interval_ms, rate, seconds, streams, ta
         result.update(phase_figures)
         return result
     finally:
-        if reader is not None and reader.is_alive():
+        if reader is not None:
+            reader.terminate()
             reader.close()
         if gen is not None:
             gen.terminate()
@@ -998,12 +936,17 @@ def main():
     ap.add_argument("--streams", type=int, default=10_000)
     ap.add_argument("--skip-peer", action="store_true", help="no Kafka Streams build or run")
     ap.add_argument("--skip-build", action="store_true", help="use the binaries already built")
-    ap.add_argument("--latency-seconds", type=int, default=30)
+    ap.add_argument("--latency-seconds", type=int, default=30,
+                    help="seconds measured in each latency run, after the warm-up")
+    ap.add_argument("--latency-warmup", type=int, default=15,
+                    help="seconds of traffic before measuring: the broker is started fresh, "
+                         "and its JIT compilation takes a third of a core for the first half minute")
     ap.add_argument("--latency-rate", type=int, default=50_000)
     ap.add_argument("--peer-threads", type=int, default=os.cpu_count() or 1,
                     help="num.stream.threads of the peer (default: the number of cores)")
     ap.add_argument("--only", default="bare,bare_default,alo,eo,kstreams,latency",
-                    help="comma-separated phases: bare,bare_default,alo,eo,kstreams,latency (default: all)")
+                    help="comma-separated phases: bare,bare_default,alo,eo,kstreams,latency "
+                         "(latency_alo or latency_eo for one of the two latency runs; default: all)")
     ap.add_argument("--keep-broker-dir", action="store_true")
     ap.add_argument("--smoke", action="store_true",
                     help="tiny run for CI: 50k events, 5 s latency runs")
@@ -1011,6 +954,7 @@ def main():
     if args.smoke:
         args.events = 50_000
         args.latency_seconds = 5
+        args.latency_warmup = 2
     PARTITIONS = args.partitions
     only = set(args.only.split(","))
     if args.skip_peer:
@@ -1023,6 +967,7 @@ def main():
         "started_utc": stamp,
         "config": {"events": args.events, "partitions": args.partitions, "streams": args.streams,
                    "latency_seconds": args.latency_seconds, "latency_rate": args.latency_rate,
+                   "latency_warmup": args.latency_warmup,
                    "peer_threads": args.peer_threads, "smoke": args.smoke, "phases": sorted(only)},
         "machine": {"nproc": os.cpu_count(), "uname": " ".join(os.uname())},
         "loadavg_before": loadavg(),
@@ -1134,13 +1079,16 @@ def main():
                 run_peer, "Kafka Streams peer", "kstreams", brokers, topic, n, run_id, outdir,
                 max(900, n / 2_500), args.peer_threads, statedir))
             shutil.rmtree(statedir, ignore_errors=True)
-        if "latency" in only:
+        if only & {"latency", "latency_alo"}:
             results["latency"].append(attempt(
                 run_latency, "latency at-least-once", "alo", brokers, "alo", "at-least-once", 20,
-                args.latency_rate, args.latency_seconds, args.streams, f"alo-{run_id}", outdir))
+                args.latency_rate, args.latency_seconds, args.streams, f"alo-{run_id}", outdir,
+                args.latency_warmup))
+        if only & {"latency", "latency_eo"}:
             results["latency"].append(attempt(
                 run_latency, "latency exactly-once", "eo", brokers, "eo", "exactly-once", 100,
-                args.latency_rate, args.latency_seconds, args.streams, f"eo-{run_id}", outdir))
+                args.latency_rate, args.latency_seconds, args.streams, f"eo-{run_id}", outdir,
+                args.latency_warmup))
     except Interrupted as e:
         log(f"interrupted ({e}); cleaning up")
         results["interrupted"] = str(e)
