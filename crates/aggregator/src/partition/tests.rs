@@ -923,3 +923,29 @@ fn skipped_revisions_keep_revisions_increasing_after_a_restore() {
     assert_eq!(published[0].windows[0].revision, 8);
     assert_eq!(published[0].rollup.revision, 8);
 }
+
+#[test]
+fn concurrent_viewers_over_many_pending_presence_events_follow_each_viewers_latest() {
+    // 300 views and leaves of 60 viewers, out of order, all within the allowed
+    // lateness: none settles, so the figure comes from playing them all.
+    let mut f = Feed::new();
+    let mut latest: std::collections::HashMap<String, (i64, bool)> = Default::default();
+    let mut x: u64 = 7;
+    for _ in 0..300 {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let viewer = format!("v{}", (x >> 33) % 60);
+        let ts = 1_000 + ((x >> 20) % 4_000) as i64;
+        let is_view = (x >> 11) % 3 != 0;
+        let action = if is_view { Action::View } else { Action::Leave };
+        let _ = f.send(&viewer, ts, action);
+        let entry = latest.entry(viewer).or_insert((ts, is_view));
+        // The later event wins; at the same time, a leave wins.
+        if ts > entry.0 || (ts == entry.0 && !is_view) {
+            *entry = (ts, is_view);
+        }
+    }
+    let present = latest.values().filter(|(_, view)| *view).count() as u64;
+    assert_eq!(f.rollup().concurrent_viewers, present);
+}
