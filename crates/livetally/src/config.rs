@@ -45,8 +45,12 @@ pub struct Settings {
     pub guarantee: Guarantee,
     /// Rollup value encoding: `json` or `protobuf`.
     pub rollup_format: RollupFormat,
-    /// How often dirty streams are published, milliseconds.
+    /// How often dirty streams are published to the rollup topic, milliseconds.
     pub publish_interval_ms: u64,
+    /// How often dirty streams are shown to the API and its live feed,
+    /// milliseconds: dashboards can move faster than the rollup topic is
+    /// written. Default (and at most): the publish interval.
+    pub live_interval_ms: Option<u64>,
     /// At-least-once: how often changed streams' checkpoints (and the input
     /// offsets they cover) are published, milliseconds. Exactly-once
     /// checkpoints with every publication.
@@ -90,6 +94,7 @@ impl Default for Settings {
             guarantee: Guarantee::AtLeastOnce,
             rollup_format: RollupFormat::Json,
             publish_interval_ms: 1000,
+            live_interval_ms: None,
             checkpoint_interval_ms: 1000,
             commission_rate: "10%".into(),
             max_event_bytes: 65_536,
@@ -110,7 +115,7 @@ impl Settings {
     /// The keys read from `LIVETALLY_*` variables. Other variables with that
     /// prefix (`LIVETALLY_LOG`, a test harness's own) are not settings and are
     /// left alone rather than refused.
-    const KEYS: [&'static str; 21] = [
+    const KEYS: [&'static str; 22] = [
         "brokers",
         "topic",
         "group",
@@ -121,6 +126,7 @@ impl Settings {
         "guarantee",
         "rollup_format",
         "publish_interval_ms",
+        "live_interval_ms",
         "checkpoint_interval_ms",
         "commission_rate",
         "max_event_bytes",

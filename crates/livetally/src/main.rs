@@ -94,6 +94,11 @@ struct RunArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     publish_interval_ms: Option<u64>,
+    /// Interval of updates to the API and live feed in milliseconds
+    /// (default: the publication interval).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    live_interval_ms: Option<u64>,
     /// At-least-once: checkpoint (and offset) interval in milliseconds.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]

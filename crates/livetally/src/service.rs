@@ -136,6 +136,12 @@ pub fn engine_config(settings: &Settings) -> anyhow::Result<EngineConfig> {
             max_future_skew_ms: settings.max_clock_skew_ms,
         },
         publish_interval: Duration::from_millis(settings.publish_interval_ms.max(1)),
+        live_interval: Duration::from_millis(
+            settings
+                .live_interval_ms
+                .unwrap_or(settings.publish_interval_ms)
+                .clamp(1, settings.publish_interval_ms.max(1)),
+        ),
         checkpoint_interval: Duration::from_millis(settings.checkpoint_interval_ms),
         clock_guard: true,
         idle_partition: Duration::from_millis(settings.idle_partition_ms.max(1)),
@@ -337,6 +343,45 @@ mod tests {
         assert_eq!(
             config_with(Guarantee::ExactlyOnce, 20, 1000).revisions_between_checkpoints(),
             0
+        );
+    }
+
+    #[test]
+    fn live_updates_between_publications_are_revisions_to_skip_too() {
+        let live = |guarantee, live_ms, publish_ms| {
+            engine_config(&Settings {
+                guarantee,
+                live_interval_ms: Some(live_ms),
+                publish_interval_ms: publish_ms,
+                checkpoint_interval_ms: 1000,
+                ..Settings::default()
+            })
+            .expect("valid settings")
+        };
+        let in_flight = crate::engine::MAX_IN_FLIGHT as u64;
+        // 20 ms live updates, rollups and checkpoints every second: 50 live
+        // revisions per checkpoint, plus a late tick, a drain and those in flight.
+        let alo = live(Guarantee::AtLeastOnce, 20, 1000);
+        assert_eq!(alo.live_interval, Duration::from_millis(20));
+        assert_eq!(alo.revisions_between_checkpoints(), 52 + in_flight);
+        // Checkpoints go out with publications: every 5 s, not every second.
+        assert_eq!(
+            live(Guarantee::AtLeastOnce, 20, 5000).revisions_between_checkpoints(),
+            252 + in_flight
+        );
+        // Exactly-once: the live revisions between two transactions.
+        assert_eq!(
+            live(Guarantee::ExactlyOnce, 20, 100).revisions_between_checkpoints(),
+            7
+        );
+        // The live interval is at most the publish interval, and defaults to it.
+        assert_eq!(
+            live(Guarantee::AtLeastOnce, 5000, 1000).live_interval,
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            config_with(Guarantee::AtLeastOnce, 300, 1000).live_interval,
+            Duration::from_millis(300)
         );
     }
 

@@ -8,6 +8,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::time::Duration;
 
 use common::reference::{diff_products, diff_rollup, Reference};
 use common::*;
@@ -454,4 +455,82 @@ fn windows_sum_to_the_reference(livetally: &Livetally, reference: &Reference) {
     }
     let (status, body) = livetally.get_json("/v1/streams/nope/windows");
     assert_eq!(status, 404, "windows of an unknown stream: {body}");
+}
+
+/// Dashboards can move faster than the rollup topic is written: with
+/// `--live-interval-ms`, the API shows each change within a live interval,
+/// while the topic gets the newest rollup of each key once per publish
+/// interval (here, one that does not pass before the shutdown's drain).
+#[test]
+fn the_api_moves_every_live_interval_and_the_topic_every_publication() {
+    let brokers = brokers();
+    let names = Names::new("live-interval");
+    create_topic(&brokers, &names.topic, 1);
+    let mut livetally = Livetally::spawn(&[
+        "run",
+        "--brokers",
+        &brokers,
+        "--topic",
+        &names.topic,
+        "--group",
+        &names.group,
+        "--rollup-topic",
+        &names.rollup,
+        "--dlq-topic",
+        &names.dlq,
+        "--http",
+        "127.0.0.1:0",
+        "--live-interval-ms",
+        "20",
+        "--publish-interval-ms",
+        "600000",
+    ]);
+    let view = |id: &str, viewer: &str| Outgoing {
+        key: Some(b"live-9".to_vec()),
+        payload: Some(
+            serde_json::json!({"event_id": id, "type": "view", "stream_id": "live-9",
+                               "viewer_id": viewer, "ts": now_ms()})
+            .to_string()
+            .into_bytes(),
+        ),
+        headers: Vec::new(),
+    };
+    let revision_with_views = |views: u64| {
+        wait_for(
+            &format!("{views} views on the API"),
+            Duration::from_secs(60),
+            || {
+                let (status, body) = livetally.get_json("/v1/streams/live-9");
+                match body["revision"].as_u64() {
+                    Some(revision) if status == 200 && body["views"] == views => Ok(revision),
+                    _ => Err(format!("{status} {body}")),
+                }
+            },
+        )
+    };
+    produce(&brokers, &names.topic, &[view("e1", "a")]);
+    let first = revision_with_views(1);
+    produce(&brokers, &names.topic, &[view("e2", "b")]);
+    let second = revision_with_views(2);
+    assert!(second > first, "revisions {first} then {second}");
+    assert!(
+        read_topic(&brokers, &names.rollup).is_empty(),
+        "the rollup topic was written before its publish interval passed"
+    );
+
+    livetally.stop_cleanly();
+    let records = read_topic(&brokers, &names.rollup);
+    let rollups: Vec<Value> = records.iter().map(|r| r.json()).collect();
+    let cumulative: Vec<&Value> = rollups
+        .iter()
+        .filter(|r| r["kind"] == "cumulative")
+        .collect();
+    // The drain wrote the newest, once: the revision the API showed last.
+    assert_eq!(cumulative.len(), 1, "{rollups:?}");
+    assert_eq!(cumulative[0]["views"], 2);
+    assert_eq!(cumulative[0]["revision"], second);
+    assert!(
+        rollups.iter().any(|r| r["kind"] == "window"),
+        "its window too: {rollups:?}"
+    );
 }

@@ -59,12 +59,22 @@ impl ReadModel {
 
     /// Stores a partition's publications, announces them on the live feed
     /// (each stream's windows first, then its cumulative rollup) and returns
-    /// them in that order for the rollup topic, encoded in `format`. Each
-    /// rollup is encoded once: in JSON, the live feed and the topic share
-    /// the bytes, and the snapshots readers see share the rollups.
+    /// them in that order for the rollup topic, encoded in `format`.
     pub fn publish(&self, publications: Vec<Publication>, format: RollupFormat) -> Vec<OutRollup> {
+        self.show(publications)
+            .into_iter()
+            .map(|shown| shown.encode(format))
+            .collect()
+    }
+
+    /// Stores a partition's publications and announces them on the live
+    /// feed, each stream's windows first, then its cumulative rollup; returns
+    /// them in that order, for the rollup topic now or later. Readers'
+    /// snapshots share the rollups, and a rollup's JSON, when the live feed
+    /// needed it, is kept for the topic: each is encoded once.
+    pub fn show(&self, publications: Vec<Publication>) -> Vec<Shown> {
         let watching = self.live.receiver_count() > 0;
-        let mut out = Vec::with_capacity(publications.len() * 2);
+        let mut shown = Vec::with_capacity(publications.len() * 2);
         for publication in publications {
             let rollup = Arc::new(publication.rollup);
             // The cumulative rollup first: a window is kept only for a known stream.
@@ -72,31 +82,21 @@ impl ReadModel {
             for window in publication.windows {
                 let window = Arc::new(window);
                 self.store_shared(window.clone(), None);
-                out.push(self.announce(window, format, watching));
+                shown.push(self.announce(window, watching));
             }
-            out.push(self.announce(rollup, format, watching));
+            shown.push(self.announce(rollup, watching));
         }
-        out
+        shown
     }
 
-    /// Announces one rollup on the live feed when someone watches, and
-    /// encodes it for the rollup topic.
-    fn announce(
-        &self,
-        rollup: Arc<StreamRollup>,
-        format: RollupFormat,
-        watching: bool,
-    ) -> OutRollup {
-        let json = (watching || format == RollupFormat::Json).then(|| json_text(&rollup));
-        if let (true, Some(json)) = (watching, &json) {
+    /// Announces one rollup on the live feed when someone watches.
+    fn announce(&self, rollup: Arc<StreamRollup>, watching: bool) -> Shown {
+        let json = watching.then(|| json_text(&rollup));
+        if let Some(json) = &json {
             // No subscriber left is not an error: nobody is watching.
             let _ = self.live.send(json.clone());
         }
-        let value: Arc<[u8]> = match json {
-            Some(json) if format == RollupFormat::Json => json.into(),
-            _ => format.encode(&rollup).into(),
-        };
-        OutRollup { rollup, value }
+        Shown { rollup, json }
     }
 
     /// Stores one rollup (and, for a cumulative one, its products) without
@@ -205,6 +205,31 @@ impl ReadModel {
     /// The readiness the engine reports and `/readyz` serves.
     pub fn readiness(&self) -> &Readiness {
         &self.readiness
+    }
+}
+
+/// A rollup readers have seen, not yet encoded for the rollup topic.
+#[derive(Clone, Debug)]
+pub struct Shown {
+    /// The rollup, as readers' snapshots hold it.
+    pub rollup: Arc<StreamRollup>,
+    /// Its JSON, when the live feed needed it.
+    pub json: Option<Arc<str>>,
+}
+
+impl Shown {
+    /// The record value for the rollup topic, reusing the live feed's JSON
+    /// when the topic's format is JSON.
+    pub fn encode(self, format: RollupFormat) -> OutRollup {
+        let value: Arc<[u8]> = match (format, self.json) {
+            (RollupFormat::Json, Some(json)) => json.into(),
+            (RollupFormat::Json, None) => crate::encode::to_json(&self.rollup).into(),
+            (RollupFormat::Protobuf, _) => format.encode(&self.rollup).into(),
+        };
+        OutRollup {
+            rollup: self.rollup,
+            value,
+        }
     }
 }
 

@@ -42,30 +42,38 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 pub const MAX_IN_FLIGHT: usize = 8;
 
 impl EngineConfig {
-    /// How many publications of a stream may reach the rollup topic after
-    /// its last checkpoint that did: a restored stream's revisions move this
-    /// far on, so that they keep increasing past any published after the
-    /// checkpoint. Zero exactly-once, where a transaction holds both.
+    /// How many revisions of a stream readers may have seen after its last
+    /// checkpoint that reached the changelog: a restored stream's revisions
+    /// move this far on, so that they keep increasing past any shown or
+    /// published after the checkpoint. Zero exactly-once when every
+    /// revision goes out in a transaction with its checkpoint.
     ///
-    /// At-least-once, up to [`MAX_IN_FLIGHT`] publications are handed to the
-    /// producer before the oldest is acknowledged, so a crash can leave
-    /// their rollups written and a checkpoint among them not; with
-    /// checkpoints less frequent than publications, a checkpoint interval's
-    /// worth more.
+    /// Revisions advance once per live interval. At-least-once, checkpoints
+    /// go out with publications, at most every checkpoint interval, and up
+    /// to [`MAX_IN_FLIGHT`] publications are handed to the producer before
+    /// the oldest is acknowledged, so a crash can leave their rollups
+    /// written and a checkpoint among them not.
     pub fn revisions_between_checkpoints(&self) -> u64 {
+        let ticks = |interval: Duration| {
+            let n = interval
+                .as_nanos()
+                .div_ceil(self.live_interval.as_nanos().max(1));
+            // One tick may fire late and the next at once; a drain adds one more.
+            u64::try_from(n).unwrap_or(u64::MAX / 4) + 2
+        };
         if self.exactly_once {
-            return 0;
+            if self.live_interval >= self.publish_interval {
+                return 0;
+            }
+            // Live revisions between two transactions.
+            return ticks(self.publish_interval);
         }
         let in_flight = MAX_IN_FLIGHT as u64;
-        if self.checkpoint_interval <= self.publish_interval {
+        let between = self.checkpoint_interval.max(self.publish_interval);
+        if between <= self.live_interval {
             return in_flight;
         }
-        let per_interval = self
-            .checkpoint_interval
-            .as_nanos()
-            .div_ceil(self.publish_interval.as_nanos().max(1));
-        // One tick may fire late and the next at once; a drain adds one more.
-        u64::try_from(per_interval).unwrap_or(u64::MAX / 2) + 2 + in_flight
+        ticks(between) + in_flight
     }
 }
 
@@ -80,8 +88,11 @@ pub struct EngineConfig {
     pub aggregator: AggregatorConfig,
     /// Validation.
     pub decode: DecodeConfig,
-    /// How often dirty streams are published.
+    /// How often dirty streams are published to the rollup topic.
     pub publish_interval: Duration,
+    /// How often dirty streams are shown to the read model and its live
+    /// feed (at most the publish interval): each is a new revision.
+    pub live_interval: Duration,
     /// At-least-once: how often the changed streams' checkpoints are
     /// published, with the input offsets they cover. Exactly-once
     /// checkpoints every publication.

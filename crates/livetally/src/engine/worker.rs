@@ -9,7 +9,7 @@
 //! restored state skips exactly the records it already holds: figures stay
 //! exact even though records are read twice.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -19,7 +19,7 @@ use livetally_ingest::consumer::PartitionQueue;
 use livetally_ingest::decode;
 use livetally_sink::kafka::{PublishError, Sending};
 use livetally_sink::metrics as names;
-use livetally_sink::{DeadLetter, OutBatch, Publisher, ReadModel};
+use livetally_sink::{DeadLetter, OutBatch, Publisher, ReadModel, Shown};
 use rdkafka::consumer::Consumer;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
@@ -81,6 +81,11 @@ struct PartitionWork {
     /// At-least-once: publications handed to the producer whose
     /// acknowledgements are still coming, oldest first.
     in_flight: VecDeque<InFlight>,
+    /// Rollups readers have seen since the last publication to the rollup
+    /// topic, the newest per (stream, window start).
+    unpublished: HashMap<(String, Option<i64>), Shown>,
+    /// When the rollup topic was last written.
+    last_publication: Instant,
 }
 
 /// An at-least-once publication on its way to the broker. The worker reads
@@ -110,6 +115,13 @@ fn wall_clock_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// Whether something done every `interval` is due at this tick, `since` it
+/// was last done: within half a tick of it counts, so that a tick that
+/// fires a little early does not put it off a whole tick.
+fn due(since: Instant, interval: Duration, tick: Duration) -> bool {
+    since.elapsed() + tick / 2 >= interval
 }
 
 /// When a partition counts its last checkpoint as taken, at start: spread
@@ -157,6 +169,8 @@ pub async fn run(
         state_measured: None,
         last_checkpoint: checkpoint_phase(partition, context.config.checkpoint_interval),
         in_flight: VecDeque::new(),
+        unpublished: HashMap::new(),
+        last_publication: Instant::now(),
     };
     if !work.restore(&mut control).await {
         return;
@@ -171,7 +185,7 @@ pub async fn run(
         }
     }
     let mut messages = queue.stream();
-    let mut tick = tokio::time::interval(context.config.publish_interval);
+    let mut tick = tokio::time::interval(context.config.live_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let started = Instant::now();
     loop {
@@ -361,13 +375,35 @@ impl PartitionWork {
             }
         }
         // Also publishes streams that ended because the watermark moved.
+        // Readers see the new figures at once (every live interval); the
+        // rollup topic and durability follow every publish interval. A crash
+        // in between recomputes the same figures from the same records.
         let publications = self.aggregator.publish();
+        for shown in self.context.model.show(publications) {
+            let key = (shown.rollup.stream_id.clone(), shown.rollup.window_start);
+            self.unpublished.insert(key, shown);
+        }
+        let config = &self.context.config;
+        if !draining
+            && !due(
+                self.last_publication,
+                config.publish_interval,
+                config.live_interval,
+            )
+        {
+            return Flow::Continue;
+        }
+        self.last_publication = Instant::now();
         // Checkpoints go out with every exactly-once transaction, and at
         // least every checkpoint interval at-least-once; offsets are stored
         // only with them, so a restart never resumes past a stream's checkpoint.
         let checkpoint = draining
             || self.transactional.is_some()
-            || self.last_checkpoint.elapsed() >= self.context.config.checkpoint_interval;
+            || due(
+                self.last_checkpoint,
+                config.checkpoint_interval,
+                config.live_interval,
+            );
         let changelog = if checkpoint {
             self.aggregator.checkpoints()
         } else {
@@ -376,22 +412,26 @@ impl PartitionWork {
             self.aggregator.first_checkpoints()
         };
         let offsets_due = checkpoint && self.last_offset.is_some();
-        if publications.is_empty()
+        if self.unpublished.is_empty()
             && changelog.is_empty()
             && !offsets_due
             && self.dead_letters.is_empty()
         {
             return Flow::Continue;
         }
-        let streams = publications.len();
-        // Readers see the new figures at once; durability follows below. A crash
-        // in between recomputes the same figures from the same records. Each
-        // stream's windows come before its cumulative rollup: on a compacted
-        // topic the newest record per key is then the cumulative state.
-        let rollups = self
-            .context
-            .model
-            .publish(publications, self.context.publisher.config().format);
+        // The newest of each key since the last publication. Each stream's
+        // windows come before its cumulative rollup: on a compacted topic the
+        // newest record per key is then the cumulative state.
+        let mut newest: Vec<_> = self.unpublished.drain().collect();
+        newest.sort_unstable_by(|((a, a_start), _), ((b, b_start), _)| {
+            (a, a_start.is_none(), a_start).cmp(&(b, b_start.is_none(), b_start))
+        });
+        let format = self.context.publisher.config().format;
+        let rollups: Vec<_> = newest
+            .into_iter()
+            .map(|(_, shown)| shown.encode(format))
+            .collect();
+        let streams = rollups.len();
         let checkpoint_bytes: usize = changelog.iter().map(|(_, bytes)| bytes.len()).sum();
         metrics::counter!(names::CHANGELOG_BYTES).increment(checkpoint_bytes as u64);
         let batch = OutBatch {
