@@ -937,7 +937,7 @@ fn concurrent_viewers_over_many_pending_presence_events_follow_each_viewers_late
             .wrapping_add(1442695040888963407);
         let viewer = format!("v{}", (x >> 33) % 60);
         let ts = 1_000 + ((x >> 20) % 4_000) as i64;
-        let is_view = (x >> 11) % 3 != 0;
+        let is_view = !(x >> 11).is_multiple_of(3);
         let action = if is_view { Action::View } else { Action::Leave };
         let _ = f.send(&viewer, ts, action);
         let entry = latest.entry(viewer).or_insert((ts, is_view));
