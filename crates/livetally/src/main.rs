@@ -40,7 +40,7 @@ enum Command {
     /// The whole pipeline on this machine: embedded cluster, traffic, engine, dashboard.
     Demo(DemoArgs),
     /// The service: consume viewer events, publish rollups, serve the API.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Load generator: realistic funnels, duplicates, late and invalid records.
     Gen(gen::GenArgs),
     /// Aggregate NDJSON events from a file (or `-`) and print one rollup per stream.
@@ -199,7 +199,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Replay(args) => replay_command(args),
         Command::Run(args) => {
-            let settings = config::Settings::load(args.config.as_deref(), &args)?;
+            let settings = config::Settings::load(args.config.as_deref(), &*args)?;
             runtime()?.block_on(service::run(settings))
         }
         Command::Demo(args) => {
