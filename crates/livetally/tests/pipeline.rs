@@ -466,25 +466,14 @@ fn the_api_moves_every_live_interval_and_the_topic_every_publication() {
     let brokers = brokers();
     let names = Names::new("live-interval");
     create_topic(&brokers, &names.topic, 1);
-    let mut livetally = Livetally::spawn(&[
-        "run",
-        "--brokers",
-        &brokers,
-        "--topic",
-        &names.topic,
-        "--group",
-        &names.group,
-        "--rollup-topic",
-        &names.rollup,
-        "--dlq-topic",
-        &names.dlq,
-        "--http",
-        "127.0.0.1:0",
+    let mut args = run_args(&brokers, &names);
+    args.extend([
         "--live-interval-ms",
         "20",
         "--publish-interval-ms",
         "600000",
     ]);
+    let mut livetally = Livetally::spawn(&args);
     let view = |id: &str, viewer: &str| Outgoing {
         key: Some(b"live-9".to_vec()),
         payload: Some(

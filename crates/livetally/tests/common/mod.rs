@@ -388,6 +388,26 @@ pub fn reference_of(records: &[Record]) -> Reference {
     reference
 }
 
+/// `run`'s flags for the topics and group of `names`, on a free port, with
+/// every interval at its default.
+pub fn run_args<'a>(brokers: &'a str, names: &'a Names) -> Vec<&'a str> {
+    vec![
+        "run",
+        "--brokers",
+        brokers,
+        "--topic",
+        &names.topic,
+        "--group",
+        &names.group,
+        "--rollup-topic",
+        &names.rollup,
+        "--dlq-topic",
+        &names.dlq,
+        "--http",
+        "127.0.0.1:0",
+    ]
+}
+
 /// A `livetally` command with a clean environment: no `LIVETALLY_*`
 /// variable of the caller (the test's own ones included) leaks into it.
 pub fn livetally() -> Command {
@@ -488,23 +508,8 @@ impl Livetally {
 
     /// [`Livetally::run`] with more flags (e.g. `--config FILE`).
     pub fn run_with(brokers: &str, names: &Names, extra: &[&str]) -> Livetally {
-        let mut args = vec![
-            "run",
-            "--brokers",
-            brokers,
-            "--topic",
-            &names.topic,
-            "--group",
-            &names.group,
-            "--rollup-topic",
-            &names.rollup,
-            "--dlq-topic",
-            &names.dlq,
-            "--http",
-            "127.0.0.1:0",
-            "--publish-interval-ms",
-            "200",
-        ];
+        let mut args = run_args(brokers, names);
+        args.extend(["--publish-interval-ms", "200"]);
         args.extend_from_slice(extra);
         Livetally::spawn(&args)
     }
