@@ -82,7 +82,7 @@ pub struct DeadLetter {
 }
 
 /// A rollup on its way to the rollup topic, encoded once
-/// ([`crate::ReadModel::publish`] shares the JSON with the live feed).
+/// ([`crate::Shown::encode`] reuses the JSON written for the live feed).
 #[derive(Clone, Debug)]
 pub struct OutRollup {
     /// The rollup; its `stream_id` is the record key.

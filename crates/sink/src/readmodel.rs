@@ -57,16 +57,6 @@ impl ReadModel {
         }
     }
 
-    /// Stores a partition's publications, announces them on the live feed
-    /// (each stream's windows first, then its cumulative rollup) and returns
-    /// them in that order for the rollup topic, encoded in `format`.
-    pub fn publish(&self, publications: Vec<Publication>, format: RollupFormat) -> Vec<OutRollup> {
-        self.show(publications)
-            .into_iter()
-            .map(|shown| shown.encode(format))
-            .collect()
-    }
-
     /// Stores a partition's publications and announces them on the live
     /// feed, each stream's windows first, then its cumulative rollup; returns
     /// them in that order, for the rollup topic now or later. Readers'

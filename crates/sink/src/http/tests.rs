@@ -56,12 +56,25 @@ fn state() -> ApiState {
         let _ = agg.apply(e, i as u64);
     }
     let model = Arc::new(ReadModel::new());
-    model.publish(agg.publish(), RollupFormat::Json);
+    publish(&model, agg.publish(), RollupFormat::Json);
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
     ApiState {
         model,
         metrics: recorder.handle(),
     }
+}
+
+/// What the worker does at a publication: show, then encode for the topic.
+fn publish(
+    model: &ReadModel,
+    publications: Vec<livetally_aggregator::Publication>,
+    format: RollupFormat,
+) -> Vec<crate::OutRollup> {
+    model
+        .show(publications)
+        .into_iter()
+        .map(|shown| shown.encode(format))
+        .collect()
 }
 
 async fn get(state: ApiState, uri: &str) -> (StatusCode, Value) {
@@ -172,7 +185,7 @@ async fn live_feed_carries_published_rollups() {
     let mut feed = state.model.subscribe();
     let mut agg = PartitionAggregator::new(AggregatorConfig::default());
     let _ = agg.apply(&purchase("9", "c", "p9", 42), 0);
-    state.model.publish(agg.publish(), RollupFormat::Json);
+    publish(&state.model, agg.publish(), RollupFormat::Json);
     let json: Value = serde_json::from_str(&feed.recv().await.unwrap()).unwrap();
     assert_eq!(json["stream_id"], "c");
     assert_eq!(json["gmv"], 42);
@@ -220,7 +233,7 @@ async fn each_rollup_is_encoded_once_for_the_live_feed_and_the_topic() {
     let mut feed = model.subscribe();
     let mut agg = PartitionAggregator::new(AggregatorConfig::default());
     let _ = agg.apply(&purchase("1", "c", "p1", 42), 0);
-    let out = model.publish(agg.publish(), RollupFormat::Json);
+    let out = publish(&model, agg.publish(), RollupFormat::Json);
     let kinds: Vec<_> = out.iter().map(|o| o.rollup.kind).collect();
     assert_eq!(kinds, [RollupKind::Window, RollupKind::Cumulative]);
     for o in &out {
@@ -237,7 +250,7 @@ async fn each_rollup_is_encoded_once_for_the_live_feed_and_the_topic() {
 
     // Protobuf on the topic; the live feed stays JSON.
     let _ = agg.apply(&purchase("2", "c", "p1", 8), 1);
-    for o in model.publish(agg.publish(), RollupFormat::Protobuf) {
+    for o in publish(&model, agg.publish(), RollupFormat::Protobuf) {
         let json: Value = serde_json::from_str(&feed.recv().await.unwrap()).unwrap();
         assert_eq!(json["gmv"], 50);
         assert_eq!(RollupFormat::Protobuf.decode(&o.value).unwrap(), *o.rollup);
@@ -271,7 +284,7 @@ async fn live_sends_every_ready_rollup_in_one_write() {
     let mut agg = PartitionAggregator::new(AggregatorConfig::default());
     let _ = agg.apply(&purchase("1", "c", "p1", 42), 0);
     let _ = agg.apply(&purchase("2", "d", "p1", 7), 1);
-    state.model.publish(agg.publish(), RollupFormat::Json);
+    publish(&state.model, agg.publish(), RollupFormat::Json);
     let text = next_write(&mut body).await;
     let events: Vec<&str> = text.split_terminator("\n\n").collect();
     // Two streams, each a window and its cumulative rollup: one write.
@@ -306,7 +319,7 @@ async fn a_live_client_that_falls_behind_is_told_what_it_skipped() {
     for i in 0..3_000u64 {
         let _ = agg.apply(&purchase(&format!("e{i}"), &format!("s{i}"), "p", 1), i);
     }
-    state.model.publish(agg.publish(), RollupFormat::Json);
+    publish(&state.model, agg.publish(), RollupFormat::Json);
     let text = next_write(&mut body).await;
     let skipped = text
         .strip_prefix(": skipped ")
