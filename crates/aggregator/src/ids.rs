@@ -46,6 +46,17 @@ impl<V> Default for CompactMap<V> {
 }
 
 impl<V> CompactMap<V> {
+    /// An empty map with room for `entries` without growing: a vector up
+    /// to [`SORTED_LIMIT`], a hash table beyond. For a short-lived map whose
+    /// size is known, where growing a quarter at a time would only cost.
+    pub(crate) fn with_capacity(entries: usize) -> CompactMap<V> {
+        if entries <= SORTED_LIMIT {
+            CompactMap::Sorted(Vec::with_capacity(entries))
+        } else {
+            CompactMap::Hashed(Box::new(HashMap::with_capacity(entries)))
+        }
+    }
+
     pub(crate) fn get(&self, key: u64) -> Option<&V> {
         match self {
             CompactMap::Sorted(entries) => entries
@@ -308,6 +319,20 @@ mod tests {
             panic!("100 entries stay sorted");
         };
         assert!(entries.capacity() <= 125, "capacity {}", entries.capacity());
+    }
+
+    #[test]
+    fn a_compact_map_sized_up_front_does_not_grow() {
+        let mut small = CompactMap::with_capacity(100);
+        for key in (0..100).rev() {
+            small.insert_new(key, ());
+        }
+        let CompactMap::Sorted(entries) = &small else {
+            panic!("100 entries stay sorted");
+        };
+        assert_eq!(entries.capacity(), 100);
+        let large: CompactMap<()> = CompactMap::with_capacity(SORTED_LIMIT + 1);
+        assert!(matches!(large, CompactMap::Hashed(_)));
     }
 
     #[test]

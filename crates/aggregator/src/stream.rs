@@ -13,7 +13,6 @@
 use std::collections::VecDeque;
 use std::fmt;
 
-use hashbrown::HashMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::commission::{div_round, CommissionRate};
@@ -433,16 +432,16 @@ impl StreamState {
         if self.pending.is_empty() {
             return (self.viewers.concurrent, self.settled_peak);
         }
-        // Each viewer's state as played so far: most streams have a few
-        // pending events, searched in a short vector; a busy one has
-        // thousands, in a table sized once.
-        let mut overlay = Overlay::for_events(self.pending.len());
+        // Each viewer's state as played so far, in a map sized once for
+        // every pending event.
+        let mut overlay: CompactMap<Viewer> = CompactMap::with_capacity(self.pending.len());
         let mut concurrent = self.viewers.concurrent;
         let mut peak = self.settled_peak;
         for (ts, viewer, is_view) in self.pending.iter() {
             let before = overlay
                 .get(viewer)
-                .or_else(|| self.viewers.by_hash.get(viewer).copied());
+                .or_else(|| self.viewers.by_hash.get(viewer))
+                .copied();
             let newer = before.is_none_or(|v| ts > v.ts || (ts == v.ts && !is_view));
             if !newer {
                 continue;
@@ -456,7 +455,7 @@ impl StreamState {
                 ts,
                 present: is_view,
             };
-            overlay.set(viewer, now);
+            *overlay.get_or_insert_with(viewer, || now).0 = now;
             peak = peak.max(concurrent);
         }
         (concurrent, peak)
@@ -1164,43 +1163,5 @@ impl fmt::Debug for StreamCheckpoint {
             .field("viewers", &self.state.viewers.by_hash.len())
             .field("products", &self.state.products.len())
             .finish_non_exhaustive()
-    }
-}
-/// Viewers' presence played forward through pending events, without
-/// changing the settled state ([`StreamState::presence_now`]).
-enum Overlay {
-    Few(Vec<(u64, Viewer)>),
-    Many(HashMap<u64, Viewer>),
-}
-
-impl Overlay {
-    /// Below this many events, a linear search beats hashing.
-    const FEW: usize = 32;
-
-    fn for_events(events: usize) -> Overlay {
-        if events <= Self::FEW {
-            Overlay::Few(Vec::with_capacity(events))
-        } else {
-            Overlay::Many(HashMap::with_capacity(events))
-        }
-    }
-
-    fn get(&self, viewer: u64) -> Option<Viewer> {
-        match self {
-            Overlay::Few(entries) => entries.iter().find(|e| e.0 == viewer).map(|e| e.1),
-            Overlay::Many(map) => map.get(&viewer).copied(),
-        }
-    }
-
-    fn set(&mut self, viewer: u64, state: Viewer) {
-        match self {
-            Overlay::Few(entries) => match entries.iter_mut().find(|e| e.0 == viewer) {
-                Some(entry) => entry.1 = state,
-                None => entries.push((viewer, state)),
-            },
-            Overlay::Many(map) => {
-                map.insert(viewer, state);
-            }
-        }
     }
 }
