@@ -213,8 +213,7 @@ impl Shown {
     pub fn encode(self, format: RollupFormat) -> OutRollup {
         let value: Arc<[u8]> = match (format, self.json) {
             (RollupFormat::Json, Some(json)) => json.into(),
-            (RollupFormat::Json, None) => crate::encode::to_json(&self.rollup).into(),
-            (RollupFormat::Protobuf, _) => format.encode(&self.rollup).into(),
+            _ => format.encode(&self.rollup).into(),
         };
         OutRollup {
             rollup: self.rollup,
