@@ -311,8 +311,18 @@ mod tests {
     use super::*;
 
     fn config_with(guarantee: Guarantee, publish_ms: u64, checkpoint_ms: u64) -> EngineConfig {
+        config_live(guarantee, None, publish_ms, checkpoint_ms)
+    }
+
+    fn config_live(
+        guarantee: Guarantee,
+        live_ms: Option<u64>,
+        publish_ms: u64,
+        checkpoint_ms: u64,
+    ) -> EngineConfig {
         let settings = Settings {
             guarantee,
+            live_interval_ms: live_ms,
             publish_interval_ms: publish_ms,
             checkpoint_interval_ms: checkpoint_ms,
             ..Settings::default()
@@ -349,14 +359,7 @@ mod tests {
     #[test]
     fn live_updates_between_publications_are_revisions_to_skip_too() {
         let live = |guarantee, live_ms, publish_ms| {
-            engine_config(&Settings {
-                guarantee,
-                live_interval_ms: Some(live_ms),
-                publish_interval_ms: publish_ms,
-                checkpoint_interval_ms: 1000,
-                ..Settings::default()
-            })
-            .expect("valid settings")
+            config_live(guarantee, Some(live_ms), publish_ms, 1000)
         };
         let in_flight = crate::engine::MAX_IN_FLIGHT as u64;
         // 20 ms live updates, rollups and checkpoints every second: 50 live
