@@ -97,10 +97,7 @@ fn pipeline_matches_the_reference_everywhere() {
         if w["kind"] != "window" {
             continue;
         }
-        let key = (
-            w["stream_id"].as_str().unwrap_or_default().to_string(),
-            w["window_start"].as_i64().unwrap_or_default(),
-        );
+        let key = window_key(&w);
         let newer = windows
             .get(&key)
             .is_none_or(|old| old["revision"].as_u64() < w["revision"].as_u64());

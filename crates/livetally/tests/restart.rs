@@ -157,16 +157,14 @@ fn figures_stay_exact_across_sigterm_resends_and_kill9() {
         pending.len() >= PACED_RECORDS,
         "the killed instance committed offsets ({committed:?}); the restart would not re-read applied records"
     );
-    let mut fourth = Livetally::run(&brokers, &names);
-    let listed = fourth.wait_caught_up(pending.len() as u64);
-    assert_no_problems(
-        "after kill -9: GET /v1/streams vs reference",
-        &reference.diff_streams(&listed),
+    restarted_instance_is_exact(
+        Livetally::run(&brokers, &names),
+        &brokers,
+        &names,
+        &input,
+        &reference,
+        pending.len(),
     );
-    products_match(&fourth, &reference, "after kill -9");
-    fourth.stop_cleanly();
-    all_committed(&brokers, &names, &input, "after kill -9");
-    rollups_match(&brokers, &names, &reference, false, "after kill -9");
     let dlq = read_topic(&brokers, &names.dlq);
     assert_no_problems(
         "after kill -9: dead-letter topic",
@@ -218,16 +216,14 @@ fn checkpoints_less_frequent_than_publications_stay_exact_across_kill9() {
     let reference = reference_of(&input);
     let committed = committed_offsets(&brokers, &names.topic, &names.group);
     let pending = pending_records(&input, &committed);
-    let mut third = Livetally::run_with(&brokers, &names, &flags);
-    let listed = third.wait_caught_up(pending.len() as u64);
-    assert_no_problems(
-        "after kill -9: GET /v1/streams vs reference",
-        &reference.diff_streams(&listed),
+    restarted_instance_is_exact(
+        Livetally::run_with(&brokers, &names, &flags),
+        &brokers,
+        &names,
+        &input,
+        &reference,
+        pending.len(),
     );
-    products_match(&third, &reference, "after kill -9");
-    third.stop_cleanly();
-    all_committed(&brokers, &names, &input, "after kill -9");
-    rollups_match(&brokers, &names, &reference, false, "after kill -9");
     // Window rollups too: each (stream, window) only ever moves forward, also
     // for windows opened after the last checkpoint before the kill.
     let mut latest: HashMap<(String, i64), u64> = HashMap::new();
@@ -237,10 +233,7 @@ fn checkpoints_less_frequent_than_publications_stay_exact_across_kill9() {
         if rollup["kind"] != "window" {
             continue;
         }
-        let key = (
-            rollup["stream_id"].as_str().unwrap_or_default().to_owned(),
-            rollup["window_start"].as_i64().unwrap_or_default(),
-        );
+        let key = window_key(&rollup);
         let revision = rollup["revision"].as_u64().unwrap_or_default();
         let before = latest.entry(key.clone()).or_insert(0);
         if revision < *before {
@@ -252,6 +245,29 @@ fn checkpoints_less_frequent_than_publications_stay_exact_across_kill9() {
     }
     assert!(!latest.is_empty(), "no window rollups read");
     assert_no_problems("after kill -9: window revisions", &problems);
+}
+
+/// The instance started after a kill -9 catches up on the `pending` records
+/// it reads again; then its API and products, the committed offsets and the
+/// rollup topic all match the reference count of `input`, and it stops
+/// cleanly.
+fn restarted_instance_is_exact(
+    mut livetally: Livetally,
+    brokers: &str,
+    names: &Names,
+    input: &[Record],
+    reference: &Reference,
+    pending: usize,
+) {
+    let listed = livetally.wait_caught_up(pending as u64);
+    assert_no_problems(
+        "after kill -9: GET /v1/streams vs reference",
+        &reference.diff_streams(&listed),
+    );
+    products_match(&livetally, reference, "after kill -9");
+    livetally.stop_cleanly();
+    all_committed(brokers, names, input, "after kill -9");
+    rollups_match(brokers, names, reference, false, "after kill -9");
 }
 
 /// Records at or after the committed offset of their partition: what a

@@ -785,6 +785,14 @@ pub fn wait_for<T>(
     }
 }
 
+/// A window rollup's key on the rollup topic: (`stream_id`, `window_start`).
+pub fn window_key(rollup: &Value) -> (String, i64) {
+    (
+        rollup["stream_id"].as_str().unwrap_or_default().to_owned(),
+        rollup["window_start"].as_i64().unwrap_or_default(),
+    )
+}
+
 /// The newest cumulative rollup per stream on the rollup topic: highest
 /// `revision`, the later record on a tie. Also checks every record's key and
 /// header, and that revisions never go down per key (`strict`: always go up).
