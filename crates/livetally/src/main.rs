@@ -27,6 +27,9 @@ use serde::Serialize;
 use config::Guarantee;
 use livetally_sink::RollupFormat;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Real-time live-shopping analytics from Kafka.
 #[derive(Parser)]
 #[command(name = "livetally", version, about)]

@@ -13,7 +13,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use livetally_aggregator::{InvalidReason, Outcome, PartitionAggregator};
 use livetally_ingest::consumer::PartitionQueue;
 use livetally_ingest::decode;
@@ -29,6 +29,10 @@ use super::{repartition, ConsumerRef, EngineConfig, MAX_IN_FLIGHT};
 
 /// Longest a draining partition keeps retrying a failed publication.
 const DRAIN_RETRY_LIMIT: Duration = Duration::from_secs(30);
+
+/// Most records a worker applies in one turn of its loop, of those already
+/// queued, before it looks at its ticks and its control channel again.
+const RECORDS_PER_TURN: usize = 256;
 
 /// What the rebalance handler tells a worker.
 pub enum Control {
@@ -205,11 +209,27 @@ pub async fn run(
                     return;
                 }
             }
-            message = messages.next() => match message {
-                Some(Ok(message)) => work.apply(&message),
-                Some(Err(error)) => tracing::warn!(partition, %error, "consume error"),
-                None => return,
-            },
+            message = messages.next() => {
+                work.last_record = Instant::now();
+                let mut next = Some(message);
+                let mut taken = 0;
+                // Records already queued are applied here, up to a bound,
+                // without a round through `select!` each: ticks and drains
+                // wait at most one run of `RECORDS_PER_TURN` records.
+                while let Some(message) = next {
+                    match message {
+                        Some(Ok(message)) => work.apply(&message),
+                        Some(Err(error)) => tracing::warn!(partition, %error, "consume error"),
+                        None => return,
+                    }
+                    taken += 1;
+                    next = if taken < RECORDS_PER_TURN {
+                        messages.next().now_or_never()
+                    } else {
+                        None
+                    };
+                }
+            }
         }
     }
 }
@@ -283,7 +303,6 @@ impl PartitionWork {
 
     /// Decodes and applies one record; an invalid one becomes a dead letter.
     fn apply(&mut self, message: &BorrowedMessage<'_>) {
-        self.last_record = Instant::now();
         let offset = message.offset();
         self.counts.consumed += 1;
         self.last_offset = Some(self.last_offset.map_or(offset, |o| o.max(offset)));
