@@ -8,6 +8,12 @@
 //! each stream carries the highest offset applied to it, so after a crash the
 //! restored state skips exactly the records it already holds: figures stay
 //! exact even though records are read twice.
+//!
+//! Exactly-once, a publication is one transaction with the input offsets it
+//! covers, taken when it starts. It commits on a task of its own while the
+//! worker applies the records that follow; one is open at a time, and until
+//! it commits the worker shows readers nothing new, so every revision they
+//! see goes out in a transaction with its checkpoint.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -90,6 +96,23 @@ struct PartitionWork {
     unpublished: HashMap<(String, Option<i64>), Shown>,
     /// When the rollup topic was last written.
     last_publication: Instant,
+    /// Exactly-once: the transaction committing on a task of its own while
+    /// the worker reads on. One at a time: the next publication waits for it.
+    committing: Option<Committing>,
+}
+
+/// An exactly-once transaction on its way: its rollups, changelog records
+/// and input offsets commit together; meanwhile the worker applies the
+/// records that follow them.
+struct Committing {
+    /// Kept to send again, in a new transaction, if this one fails.
+    batch: Arc<OutBatch>,
+    /// The input offsets it commits, taken when it started.
+    offsets: TopicPartitionList,
+    task: tokio::task::JoinHandle<Result<(), PublishError>>,
+    counts: BatchCounts,
+    streams: usize,
+    started: Instant,
 }
 
 /// An at-least-once publication on its way to the broker. The worker reads
@@ -175,6 +198,7 @@ pub async fn run(
         in_flight: VecDeque::new(),
         unpublished: HashMap::new(),
         last_publication: Instant::now(),
+        committing: None,
     };
     if !work.restore(&mut control).await {
         return;
@@ -387,6 +411,20 @@ impl PartitionWork {
     /// order, and this one is sent and awaited.
     async fn flush(&mut self, draining: bool) -> Flow {
         let started = Instant::now();
+        // Exactly-once, every revision readers see goes out in a transaction
+        // with its checkpoint: while the last one still commits, nothing
+        // new is shown; the next tick shows it all.
+        if !draining
+            && self
+                .committing
+                .as_ref()
+                .is_some_and(|committing| !committing.task.is_finished())
+        {
+            return Flow::Continue;
+        }
+        if let Flow::Stop = self.finish_committing(draining, started).await {
+            return Flow::Stop;
+        }
         let failed = self.collect_acknowledgements();
         if draining || failed {
             if let Flow::Stop = self.settle_in_flight(draining, started).await {
@@ -461,6 +499,33 @@ impl PartitionWork {
         if checkpoint {
             self.last_checkpoint = Instant::now();
         }
+        if let (Some(publisher), false) = (&self.transactional, draining) {
+            let Some(group) = self.group_metadata() else {
+                return Flow::Stop;
+            };
+            let offsets = self.next_offsets();
+            self.last_offset = None;
+            let batch = Arc::new(batch);
+            let task = {
+                let (publisher, batch, offsets) =
+                    (publisher.clone(), batch.clone(), offsets.clone());
+                let partition = self.partition;
+                tokio::spawn(async move {
+                    publisher
+                        .send_transaction(&batch, partition, &offsets, &group)
+                        .await
+                })
+            };
+            self.committing = Some(Committing {
+                batch,
+                offsets,
+                task,
+                counts: std::mem::take(&mut self.counts),
+                streams,
+                started,
+            });
+            return Flow::Continue;
+        }
         let pipelined =
             self.transactional.is_none() && !draining && self.in_flight.len() < MAX_IN_FLIGHT;
         if pipelined {
@@ -479,7 +544,11 @@ impl PartitionWork {
         if let Flow::Stop = self.settle_in_flight(draining, started).await {
             return Flow::Stop;
         }
-        if let Flow::Stop = self.send_until_done(&batch, draining, started).await {
+        let offsets = self.next_offsets();
+        if let Flow::Stop = self
+            .send_until_done(&batch, &offsets, draining, started)
+            .await
+        {
             return Flow::Stop;
         }
         if let Some(next) = self.resume_at(checkpoint) {
@@ -543,7 +612,11 @@ impl PartitionWork {
                 }
             }
             if resend {
-                if let Flow::Stop = self.send_until_done(&front.batch, draining, started).await {
+                let none = TopicPartitionList::new();
+                if let Flow::Stop = self
+                    .send_until_done(&front.batch, &none, draining, started)
+                    .await
+                {
                     return Flow::Stop;
                 }
             }
@@ -552,23 +625,54 @@ impl PartitionWork {
         Flow::Continue
     }
 
-    /// Sends one batch and waits for it (in a transaction, exactly-once),
-    /// retrying until it succeeds.
-    async fn send_until_done(&self, batch: &OutBatch, draining: bool, started: Instant) -> Flow {
+    /// Waits for the exactly-once transaction in flight, if any; a failed
+    /// one is sent again in a new transaction, with the same offsets.
+    async fn finish_committing(&mut self, draining: bool, started: Instant) -> Flow {
+        let Some(committing) = self.committing.take() else {
+            return Flow::Continue;
+        };
+        let failure = match committing.task.await {
+            Ok(Ok(())) => None,
+            Ok(Err(PublishError::Fenced(error))) => {
+                tracing::error!(partition = self.partition, %error, "fenced: giving the partition up");
+                return Flow::Stop;
+            }
+            Ok(Err(error)) => Some(error.to_string()),
+            Err(error) => Some(error.to_string()),
+        };
+        if let Some(error) = failure {
+            tracing::warn!(partition = self.partition, %error, "transaction failed; sending again");
+            if let Flow::Stop = self
+                .send_until_done(&committing.batch, &committing.offsets, draining, started)
+                .await
+            {
+                return Flow::Stop;
+            }
+        }
+        self.report(committing.counts, committing.streams, committing.started);
+        Flow::Continue
+    }
+
+    /// Sends one batch and waits for it (in a transaction with `offsets`,
+    /// exactly-once), retrying until it succeeds.
+    async fn send_until_done(
+        &self,
+        batch: &OutBatch,
+        offsets: &TopicPartitionList,
+        draining: bool,
+        started: Instant,
+    ) -> Flow {
         let mut delay = Duration::from_millis(100);
         loop {
             let result = match &self.transactional {
-                Some(publisher) => {
-                    let offsets = self.next_offsets();
-                    match self.group_metadata() {
-                        Some(group) => {
-                            publisher
-                                .send_transaction(batch, self.partition, &offsets, &group)
-                                .await
-                        }
-                        None => return Flow::Stop,
+                Some(publisher) => match self.group_metadata() {
+                    Some(group) => {
+                        publisher
+                            .send_transaction(batch, self.partition, offsets, &group)
+                            .await
                     }
-                }
+                    None => return Flow::Stop,
+                },
                 None => self.context.publisher.send(batch, self.partition).await,
             };
             match result {
