@@ -172,7 +172,13 @@ pub fn subscribe(
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "1000")
         .set("statistics.interval.ms", "5000")
-        .set("enable.partition.eof", "false");
+        .set("enable.partition.eof", "false")
+        // Once a partition's queue holds `queued.min.messages`, librdkafka
+        // postpones its next fetch by this long (1 s by default): a worker
+        // that emptied its queue meanwhile waits idle. Catching up 4 M
+        // events took 10.6–12.6 s with 10 ms, 13.9–14.4 s without
+        // (docs/BENCHMARKS.md, "Morning").
+        .set("fetch.queue.backoff.ms", "10");
     for (k, v) in &settings.extra {
         config.set(k, v);
     }
