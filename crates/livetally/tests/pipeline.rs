@@ -520,3 +520,50 @@ fn the_api_moves_every_live_interval_and_the_topic_every_publication() {
         "its window too: {rollups:?}"
     );
 }
+
+/// An input offset is stored as soon as the broker acknowledged the
+/// publication covering it, not at the partition's next tick: with a 10 s
+/// publish interval, it is committed well before the next publication.
+#[test]
+fn an_offset_is_committed_once_its_publication_is_acknowledged() {
+    let brokers = brokers();
+    let names = Names::new("acknowledged");
+    create_topic(&brokers, &names.topic, 1);
+    let mut args = run_args(&brokers, &names);
+    args.extend([
+        "--publish-interval-ms",
+        "10000",
+        "--checkpoint-interval-ms",
+        "10000",
+    ]);
+    let mut livetally = Livetally::spawn(&args);
+    let view = serde_json::json!({"event_id": "e1", "type": "view", "stream_id": "live-1",
+                                  "viewer_id": "a", "ts": now_ms()});
+    produce(
+        &brokers,
+        &names.topic,
+        &[Outgoing {
+            key: Some(b"live-1".to_vec()),
+            payload: Some(view.to_string().into_bytes()),
+            headers: Vec::new(),
+        }],
+    );
+    wait_for("the rollup on its topic", DEADLINE, || {
+        let records = read_topic(&brokers, &names.rollup);
+        if records.is_empty() {
+            Err("nothing yet".to_string())
+        } else {
+            Ok(())
+        }
+    });
+    // The next tick is 10 s away; auto-commit runs every second.
+    wait_for("the offset committed", Duration::from_secs(5), || {
+        let committed = committed_offsets(&brokers, &names.topic, &names.group);
+        if committed.get(&0) == Some(&Some(1)) {
+            Ok(())
+        } else {
+            Err(format!("committed {committed:?}"))
+        }
+    });
+    livetally.stop_cleanly();
+}

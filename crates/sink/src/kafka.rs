@@ -427,6 +427,22 @@ impl Sending {
         Some(self.outcome())
     }
 
+    /// Whether every record was acknowledged or failed.
+    pub fn is_settled(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// Waits until [`Sending::is_settled`]; [`Sending::poll_settled`] then
+    /// answers at once. Cancel-safe: an answer is recorded as it arrives.
+    pub async fn settled(&mut self) {
+        while let Some((destination, future)) = self.pending.last_mut() {
+            let destination = *destination;
+            let result = future.await;
+            self.pending.pop();
+            self.record(destination, result);
+        }
+    }
+
     /// Waits for every acknowledgement; the first failure is the batch's error.
     pub async fn finish(&mut self) -> Result<(), PublishError> {
         let (destinations, futures): (Vec<_>, Vec<_>) = self.pending.drain(..).unzip();

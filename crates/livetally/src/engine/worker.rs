@@ -4,7 +4,8 @@
 //! batch that applied it was published and every record of that publication
 //! (rollups, dead letters, changelog), and of every publication before it,
 //! was acknowledged. Publications are pipelined: the worker reads on while
-//! up to [`MAX_IN_FLIGHT`] await their acknowledgements. The changelog record of
+//! up to [`MAX_IN_FLIGHT`] await their acknowledgements, and acts on each as
+//! soon as it arrives (offsets stored, counts reported). The changelog record of
 //! each stream carries the highest offset applied to it, so after a crash the
 //! restored state skips exactly the records it already holds: figures stay
 //! exact even though records are read twice.
@@ -13,13 +14,14 @@
 //! covers, taken when it starts. It commits on a task of its own while the
 //! worker applies the records that follow; one is open at a time, and until
 //! it commits the worker shows readers nothing new, so every revision they
-//! see goes out in a transaction with its checkpoint.
+//! see goes out in a transaction with its checkpoint. A publication that came
+//! due meanwhile starts as soon as the commit is in, not at the next tick.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use futures::{FutureExt, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use livetally_aggregator::{InvalidReason, Outcome, PartitionAggregator};
 use livetally_ingest::consumer::PartitionQueue;
 use livetally_ingest::decode;
@@ -109,10 +111,27 @@ struct Committing {
     batch: Arc<OutBatch>,
     /// The input offsets it commits, taken when it started.
     offsets: TopicPartitionList,
-    task: tokio::task::JoinHandle<Result<(), PublishError>>,
+    /// The transaction's task, until its result is taken into `result`.
+    task: Option<tokio::task::JoinHandle<Result<(), PublishError>>>,
+    result: Option<Result<Result<(), PublishError>, tokio::task::JoinError>>,
     counts: BatchCounts,
     streams: usize,
     started: Instant,
+}
+
+impl Committing {
+    /// Waits for the transaction's result. Cancel-safe, and at once when it
+    /// is already in.
+    async fn wait(&mut self) {
+        if let Some(task) = &mut self.task {
+            self.result = Some(task.await);
+            self.task = None;
+        }
+    }
+
+    fn is_finished(&self) -> bool {
+        self.task.as_ref().is_none_or(|task| task.is_finished())
+    }
 }
 
 /// An at-least-once publication on its way to the broker. The worker reads
@@ -226,6 +245,11 @@ pub async fn run(
                 let _ = ack.send(());
                 return;
             }
+            _ = work.broker_answered(), if work.awaits_broker() => {
+                if let Flow::Stop = work.on_broker_answer().await {
+                    return;
+                }
+            }
             _ = tick.tick() => {
                 work.now_ms = wall_clock_ms();
                 work.idle_watermark();
@@ -235,27 +259,52 @@ pub async fn run(
             }
             message = messages.next() => {
                 work.last_record = Instant::now();
-                let mut next = Some(message);
-                let mut taken = 0;
-                // Records already queued are applied here, up to a bound,
-                // without a round through `select!` each: ticks and drains
-                // wait at most one run of `RECORDS_PER_TURN` records.
-                while let Some(message) = next {
-                    match message {
-                        Some(Ok(message)) => work.apply(&message),
-                        Some(Err(error)) => tracing::warn!(partition, %error, "consume error"),
-                        None => return,
-                    }
-                    taken += 1;
-                    next = if taken < RECORDS_PER_TURN {
-                        messages.next().now_or_never()
-                    } else {
-                        None
-                    };
+                let more = take_turn(&mut messages, message, |message| match message {
+                    Ok(message) => work.apply(&message),
+                    Err(error) => tracing::warn!(partition, %error, "consume error"),
+                })
+                .await;
+                if !more {
+                    return;
                 }
             }
         }
     }
+}
+
+/// One turn of a worker's loop: `first` and the records already queued after
+/// it, up to [`RECORDS_PER_TURN`], each handed to `apply` without a round
+/// through `select!` (ticks and drains wait at most one turn). Returns false
+/// once the stream has ended.
+///
+/// A turn that took all it could ends by yielding: in a catch-up the queue
+/// never runs dry, the task would never be pending, and tokio fires timers
+/// only when a worker thread runs out of ready tasks, so the ticks that show,
+/// publish and checkpoint would wait for the whole backlog. `yield_now`
+/// defers the task until the runtime has polled its timers.
+async fn take_turn<S: Stream + Unpin>(
+    messages: &mut S,
+    first: Option<S::Item>,
+    mut apply: impl FnMut(S::Item),
+) -> bool {
+    let mut next = Some(first);
+    let mut taken = 0;
+    while let Some(message) = next {
+        let Some(message) = message else {
+            return false;
+        };
+        apply(message);
+        taken += 1;
+        next = if taken < RECORDS_PER_TURN {
+            messages.next().now_or_never()
+        } else {
+            None
+        };
+    }
+    if taken == RECORDS_PER_TURN {
+        tokio::task::yield_now().await;
+    }
+    true
 }
 
 impl PartitionWork {
@@ -418,7 +467,7 @@ impl PartitionWork {
             && self
                 .committing
                 .as_ref()
-                .is_some_and(|committing| !committing.task.is_finished())
+                .is_some_and(|committing| !committing.is_finished())
         {
             return Flow::Continue;
         }
@@ -519,7 +568,8 @@ impl PartitionWork {
             self.committing = Some(Committing {
                 batch,
                 offsets,
-                task,
+                task: Some(task),
+                result: None,
                 counts: std::mem::take(&mut self.counts),
                 streams,
                 started,
@@ -569,6 +619,47 @@ impl PartitionWork {
         } else {
             None
         }
+    }
+
+    /// Whether the partition waits for the broker's answer to a transaction
+    /// or to its oldest publication in flight.
+    fn awaits_broker(&self) -> bool {
+        match (&self.committing, self.in_flight.front()) {
+            (Some(committing), _) => committing.task.is_some(),
+            (None, Some(front)) => !front.sending.is_settled(),
+            (None, None) => false,
+        }
+    }
+
+    /// Resolves when the broker has answered what [`Self::awaits_broker`]
+    /// names. Cancel-safe: it only records answers.
+    async fn broker_answered(&mut self) {
+        if let Some(committing) = &mut self.committing {
+            committing.wait().await;
+        } else if let Some(front) = self.in_flight.front_mut() {
+            front.sending.settled().await;
+        }
+    }
+
+    /// Acts on an answer as soon as it is in, not at the next tick: offsets
+    /// are stored and counts reported at once, and exactly-once, a
+    /// publication that came due while the transaction committed starts now.
+    async fn on_broker_answer(&mut self) -> Flow {
+        if self.committing.is_some() {
+            let config = &self.context.config;
+            if due(
+                self.last_publication,
+                config.publish_interval,
+                config.live_interval,
+            ) {
+                return self.flush(false).await;
+            }
+            return self.finish_committing(false, Instant::now()).await;
+        }
+        if self.collect_acknowledgements() {
+            return self.settle_in_flight(false, Instant::now()).await;
+        }
+        Flow::Continue
     }
 
     /// Finishes the in-flight publications the broker has acknowledged,
@@ -628,17 +719,19 @@ impl PartitionWork {
     /// Waits for the exactly-once transaction in flight, if any; a failed
     /// one is sent again in a new transaction, with the same offsets.
     async fn finish_committing(&mut self, draining: bool, started: Instant) -> Flow {
-        let Some(committing) = self.committing.take() else {
+        let Some(mut committing) = self.committing.take() else {
             return Flow::Continue;
         };
-        let failure = match committing.task.await {
-            Ok(Ok(())) => None,
-            Ok(Err(PublishError::Fenced(error))) => {
+        committing.wait().await;
+        let failure = match committing.result.take() {
+            Some(Ok(Ok(()))) => None,
+            Some(Ok(Err(PublishError::Fenced(error)))) => {
                 tracing::error!(partition = self.partition, %error, "fenced: giving the partition up");
                 return Flow::Stop;
             }
-            Ok(Err(error)) => Some(error.to_string()),
-            Err(error) => Some(error.to_string()),
+            Some(Ok(Err(error))) => Some(error.to_string()),
+            Some(Err(error)) => Some(error.to_string()),
+            None => Some("the transaction's outcome is unknown".to_string()),
         };
         if let Some(error) = failure {
             tracing::warn!(partition = self.partition, %error, "transaction failed; sending again");
@@ -759,5 +852,41 @@ impl PartitionWork {
             metrics::gauge!(names::STATE_BYTES, "partition" => self.partition.to_string())
                 .set(self.aggregator.state_bytes_estimate() as f64);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A partition that always has records queued still sees its ticks.
+    /// One thread: with an idle thread to spare, that one would fire the
+    /// timers; in a catch-up every thread is busy.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_worker_with_a_backlog_still_sees_its_ticks() {
+        const BACKLOG: u64 = 50_000_000;
+        let mut records = futures::stream::iter(0..BACKLOG);
+        let mut tick = tokio::time::interval(Duration::from_millis(1));
+        let (mut ticks, mut applied) = (0, 0u64);
+        loop {
+            tokio::select! {
+                biased;
+                _ = tick.tick() => {
+                    ticks += 1;
+                    if ticks == 3 {
+                        break;
+                    }
+                }
+                record = records.next() => {
+                    if !take_turn(&mut records, record, |r| applied += std::hint::black_box(r) & 1).await {
+                        break;
+                    }
+                }
+            }
+        }
+        assert_eq!(
+            ticks, 3,
+            "all {BACKLOG} records ({applied} odd) were applied before the third tick"
+        );
     }
 }
