@@ -103,6 +103,7 @@ struct RunArgs {
     #[serde(skip_serializing_if = "Option::is_none")]
     live_interval_ms: Option<u64>,
     /// At-least-once: checkpoint (and offset) interval in milliseconds.
+    /// Exactly-once: how often a partition that is behind commits.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     checkpoint_interval_ms: Option<u64>,

@@ -95,7 +95,9 @@ pub struct EngineConfig {
     pub live_interval: Duration,
     /// At-least-once: how often the changed streams' checkpoints are
     /// published, with the input offsets they cover. Exactly-once
-    /// checkpoints every publication.
+    /// checkpoints every publication, and a partition that is behind (its
+    /// queue has not run dry since its last transaction) commits at most
+    /// this often.
     pub checkpoint_interval: Duration,
     /// Whether decoding guards event time against the wall clock (live
     /// mode); also lets an idle partition's watermark follow the wall clock.
