@@ -173,6 +173,19 @@ fn due(since: Instant, interval: Duration, tick: Duration) -> bool {
     since.elapsed() + tick / 2 >= interval
 }
 
+/// Exactly-once, every transaction checkpoints each stream it changed, which
+/// in a catch-up is every stream: a partition that is behind (its queue has
+/// not run dry since its last transaction) shows and commits at most every
+/// checkpoint interval, not every publish interval.
+fn behind_and_waiting(ran_dry: bool, last_publication: Instant, config: &EngineConfig) -> bool {
+    !ran_dry
+        && !due(
+            last_publication,
+            config.checkpoint_interval,
+            config.live_interval,
+        )
+}
+
 /// When a partition counts its last checkpoint as taken, at start: spread
 /// over the checkpoint interval by partition number (golden-ratio steps), so
 /// that partitions do not all checkpoint in the same tick.
@@ -566,19 +579,9 @@ impl PartitionWork {
                 return Flow::Stop;
             }
         }
-        // Exactly-once, every transaction checkpoints each stream it changed,
-        // which in a catch-up is every stream: a partition that is behind
-        // (its queue has not run dry since its last transaction) shows and
-        // commits at most every checkpoint interval.
-        let config = &self.context.config;
         if !draining
             && self.transactional.is_some()
-            && !self.ran_dry
-            && !due(
-                self.last_publication,
-                config.checkpoint_interval,
-                config.live_interval,
-            )
+            && behind_and_waiting(self.ran_dry, self.last_publication, &self.context.config)
         {
             return Flow::Continue;
         }
@@ -953,6 +956,26 @@ impl PartitionWork {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{Guarantee, Settings};
+
+    /// Exactly-once with 100 ms transactions and a 1 s checkpoint interval:
+    /// a partition that is behind waits for the checkpoint interval, one
+    /// whose queue ran dry does not.
+    #[test]
+    fn a_partition_that_is_behind_commits_every_checkpoint_interval() {
+        let settings = Settings {
+            guarantee: Guarantee::ExactlyOnce,
+            publish_interval_ms: 100,
+            checkpoint_interval_ms: 1000,
+            ..Settings::default()
+        };
+        let config = crate::service::engine_config(&settings).expect("valid settings");
+        let ago = |ms| Instant::now() - Duration::from_millis(ms);
+        assert!(behind_and_waiting(false, ago(100), &config));
+        assert!(behind_and_waiting(false, ago(900), &config));
+        assert!(!behind_and_waiting(false, ago(1000), &config));
+        assert!(!behind_and_waiting(true, ago(100), &config));
+    }
 
     /// A partition that always has records queued still sees its ticks.
     /// One thread: with an idle thread to spare, that one would fire the
