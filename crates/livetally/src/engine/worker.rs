@@ -14,8 +14,8 @@
 //! covers, taken when it starts. It commits on a task of its own while the
 //! worker applies the records that follow; one is open at a time, and until
 //! it commits the worker shows readers nothing new, so every revision they
-//! see goes out in a transaction with its checkpoint. A publication that came
-//! due meanwhile starts as soon as the commit is in, not at the next tick.
+//! see goes out in a transaction with its checkpoint. The commit's result is
+//! taken as soon as it is in; the next publication waits for the next tick.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -273,7 +273,8 @@ pub async fn run(
             }
             message = messages.next() => {
                 work.last_record = Instant::now();
-                let turn = take_turn(&mut messages, message, &mut ticker, |message| match message {
+                let now = work.last_record;
+                let turn = take_turn(&mut messages, message, &mut ticker, now, |message| match message {
                     Ok(message) => work.apply(&message),
                     Err(error) => tracing::warn!(partition, %error, "consume error"),
                 });
@@ -323,10 +324,9 @@ impl Ticker {
         self.last = Instant::now();
     }
 
-    /// Whether a tick is due though the timer has not fired; if so, it is
-    /// taken now, and the timer starts its period again.
-    fn overdue(&mut self) -> bool {
-        let now = Instant::now();
+    /// Whether a tick is due at `now` though the timer has not fired; if so,
+    /// it is taken, and the timer starts its period again.
+    fn overdue(&mut self, now: Instant) -> bool {
         if now.saturating_duration_since(self.last) < self.period {
             return false;
         }
@@ -372,12 +372,14 @@ struct Turn {
 
 /// One turn of a worker's loop: `first` and the records already queued after
 /// it, up to [`RECORDS_PER_TURN`], each handed to `apply` without a round
-/// through `select!` (ticks and drains wait at most one turn). `None` once
-/// the stream has ended.
+/// through `select!` (ticks and drains wait at most one turn). `now` is when
+/// the turn started (one clock read per turn). `None` once the stream has
+/// ended.
 fn take_turn<S: Stream + Unpin>(
     messages: &mut S,
     first: Option<S::Item>,
     ticker: &mut Ticker,
+    now: Instant,
     mut apply: impl FnMut(S::Item),
 ) -> Option<Turn> {
     let mut next = Some(first);
@@ -394,7 +396,7 @@ fn take_turn<S: Stream + Unpin>(
     let ran_dry = taken < RECORDS_PER_TURN;
     Some(Turn {
         ran_dry,
-        tick_due: !ran_dry && ticker.overdue(),
+        tick_due: !ran_dry && ticker.overdue(now),
     })
 }
 
@@ -748,8 +750,8 @@ impl PartitionWork {
     }
 
     /// Acts on an answer as soon as it is in, not at the next tick: offsets
-    /// are stored and counts reported at once, and exactly-once, a
-    /// publication that came due while the transaction committed starts now.
+    /// are stored (at-least-once) and counts reported at once; a failed
+    /// publication or transaction is sent again.
     async fn on_broker_answer(&mut self) -> Flow {
         if self.committing.is_some() {
             return self.finish_committing(false, Instant::now()).await;
@@ -992,7 +994,7 @@ mod tests {
                 _ = ticker.tick() => ticks += 1,
                 record = records.next() => {
                     let count = |r: u64| applied += std::hint::black_box(r) & 1;
-                    match take_turn(&mut records, record, &mut ticker, count) {
+                    match take_turn(&mut records, record, &mut ticker, Instant::now(), count) {
                         None => break,
                         Some(turn) => ticks += u32::from(turn.tick_due),
                     }
