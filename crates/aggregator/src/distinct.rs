@@ -192,6 +192,13 @@ impl DistinctCount {
         }
     }
 
+    /// Gives back the exact phase's spare room (the sketch has none).
+    pub fn shrink_to_fit(&mut self) {
+        if let Repr::Exact(SortedHashes(hashes)) = &mut self.repr {
+            hashes.shrink_to_fit();
+        }
+    }
+
     /// Approximate heap bytes, for the state-size metric.
     pub fn heap_bytes(&self) -> usize {
         match &self.repr {

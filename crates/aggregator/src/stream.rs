@@ -10,6 +10,7 @@
 //! events within the allowed lateness. `seller_id` and `currency` are the
 //! first seen, by contract.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::fmt;
 
@@ -23,9 +24,7 @@ use crate::partition::Outcome;
 use crate::reason::InvalidReason;
 use crate::rollup::{ProductRollup, RollupKind, StreamRollup, TOP_PRODUCTS};
 
-/// Checkpoint byte format; the first byte of [`StreamCheckpoint::to_bytes`].
-/// Bump it on any change to the serialized layout.
-const CHECKPOINT_FORMAT: u8 = 3;
+mod layout;
 
 /// The event-time settings a stream needs to place an event, from
 /// [`crate::AggregatorConfig`], with the partition's watermark at the time.
@@ -198,21 +197,136 @@ impl Figures {
     fn heap_bytes(&self) -> usize {
         self.orders.heap_bytes() + self.viewers.heap_bytes() + self.buyers.heap_bytes()
     }
+
+    /// Gives back the distinct counts' spare room.
+    fn shrink_to_fit(&mut self) {
+        self.orders.shrink_to_fit();
+        self.viewers.shrink_to_fit();
+        self.buyers.shrink_to_fit();
+    }
 }
 
 /// One tumbling window of a stream.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug)]
 pub(crate) struct WindowState {
-    figures: Figures,
+    figures: WindowFigures,
     /// Publications of this window so far.
     revision: u64,
     /// Changed since its last publication.
-    #[serde(skip)]
     dirty: bool,
 }
 
+/// A window's figures: boxed while the window is open, encoded once the
+/// watermark has passed its end. A stream keeps up to an hour of windows,
+/// nearly all of them closed, and a closed window of a small stream encodes
+/// in a few dozen bytes where its figures take over 200.
+#[derive(Clone, Debug)]
+enum WindowFigures {
+    /// Open: counted into as events arrive.
+    Open(Box<Figures>),
+    /// Closed: the figures' postcard encoding, decoded again for a late
+    /// event (which reopens the window) or a rollup.
+    Sealed(Box<[u8]>),
+}
+
+impl WindowState {
+    fn new(revision: u64) -> WindowState {
+        WindowState {
+            figures: WindowFigures::Open(Box::default()),
+            revision,
+            dirty: false,
+        }
+    }
+
+    /// The figures, decoded if the window is sealed.
+    fn figures(&self) -> Cow<'_, Figures> {
+        match &self.figures {
+            WindowFigures::Open(figures) => Cow::Borrowed(&**figures),
+            WindowFigures::Sealed(bytes) => Cow::Owned(unseal(bytes)),
+        }
+    }
+
+    /// The figures to count into; a sealed window is reopened.
+    fn figures_mut(&mut self) -> &mut Figures {
+        if let WindowFigures::Sealed(bytes) = &self.figures {
+            self.figures = WindowFigures::Open(Box::new(unseal(bytes)));
+        }
+        match &mut self.figures {
+            WindowFigures::Open(figures) => figures,
+            WindowFigures::Sealed(_) => unreachable!("reopened above"),
+        }
+    }
+
+    /// Encodes an open window's figures, releasing the box.
+    fn seal(&mut self) {
+        if let WindowFigures::Open(figures) = &self.figures {
+            self.figures = WindowFigures::Sealed(seal(figures).into_boxed_slice());
+        }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        match &self.figures {
+            WindowFigures::Open(figures) => std::mem::size_of::<Figures>() + figures.heap_bytes(),
+            WindowFigures::Sealed(bytes) => bytes.len(),
+        }
+    }
+}
+
+/// A window's figures as [`WindowFigures::Sealed`] holds them.
+fn seal(figures: &Figures) -> Vec<u8> {
+    postcard::to_stdvec(figures).expect("window figures always serialize")
+}
+
+/// The figures of a sealed window: bytes [`seal`] wrote, or that a
+/// checkpoint's decoding checked.
+fn unseal(bytes: &[u8]) -> Figures {
+    postcard::from_bytes(bytes).expect("a sealed window holds figures")
+}
+
+/// What only a stream with viewers, recent events or retained windows
+/// needs: released as a whole once all of it is empty (an ended stream whose
+/// windows expired), so an ended stream keeps its figures and little else.
+#[derive(Clone, Debug, Default)]
+struct Live {
+    /// Latest presence per viewer over the settled presence events: those at
+    /// or before the watermark, applied in event-time order (and late ones).
+    viewers: Viewers,
+    /// Presence events after the watermark, in event-time order, not yet settled.
+    pending: PendingPresence,
+    /// Event ids counted recently (event time), for duplicates.
+    seen: SeenEvents,
+    /// Retained windows, by start. Windows are mostly opened in time order,
+    /// so a new one is pushed at the back and expired ones leave the front.
+    windows: VecDeque<(EventTime, WindowState)>,
+}
+
+/// The live parts of a stream that has none.
+static NO_LIVE: Live = Live {
+    viewers: Viewers {
+        by_hash: CompactMap::Sorted(Vec::new()),
+        concurrent: 0,
+    },
+    pending: PendingPresence {
+        events: VecDeque::new(),
+        arrivals: 0,
+    },
+    seen: SeenEvents {
+        generations: Vec::new(),
+    },
+    windows: VecDeque::new(),
+};
+
+impl Live {
+    fn is_empty(&self) -> bool {
+        self.viewers.by_hash.is_empty()
+            && self.pending.is_empty()
+            && self.seen.generations.is_empty()
+            && self.windows.is_empty()
+    }
+}
+
 /// Everything kept for one stream.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct StreamState {
     /// Since the stream's first event.
     totals: Figures,
@@ -224,41 +338,28 @@ pub(crate) struct StreamState {
     pub(crate) revision: u64,
     /// Highest input position whose effect is in this state.
     pub(crate) applied_through: Option<u64>,
-    /// Latest presence per viewer over the settled presence events: those at
-    /// or before the watermark, applied in event-time order (and late ones).
-    viewers: Viewers,
-    /// Presence events after the watermark, in event-time order, not yet settled.
-    pending: PendingPresence,
     /// Highest concurrent viewers over the settled events, in event-time order.
     settled_peak: u64,
-    /// Event ids counted recently (event time), for duplicates.
-    seen: SeenEvents,
+    /// Presence, recent event ids and windows; `None` when all are empty.
+    live: Option<Box<Live>>,
     /// Per-product figures, keyed by `product_id`.
     products: Products,
-    /// Retained windows, by start. Windows are mostly opened in time order,
-    /// so a new one is pushed at the back and expired ones leave the front.
-    windows: VecDeque<(EventTime, WindowState)>,
     /// Ended: idle past the timeout, per-viewer and per-event state released.
     pub(crate) finalized: bool,
     /// Changed since the last publication. Not persisted: a restored stream
     /// has nothing new to publish.
-    #[serde(skip)]
     pub(crate) dirty: bool,
     /// Published since its last checkpoint was taken. Not persisted.
-    #[serde(skip)]
     pub(crate) unsaved: bool,
     /// A checkpoint of it was taken (or it was restored from one). Not persisted.
-    #[serde(skip)]
     pub(crate) saved_once: bool,
     /// Set by [`Self::skip_revisions`]: a window opened from now on starts
     /// from the stream's revision, past any revision a window opened after
     /// the restored checkpoint may have been published with. Not persisted.
-    #[serde(skip)]
     windows_follow_revision: bool,
     /// `applied_through` as restored: events at or below it are already in
     /// this state. Kept apart from `applied_through` so that, without a
     /// restore, positions need not increase.
-    #[serde(skip)]
     pub(crate) restored_through: Option<u64>,
 }
 
@@ -302,14 +403,18 @@ impl StreamState {
         if mismatch {
             // Rare path: look without inserting, since an invalid event must
             // not enter the duplicate set.
-            return if self.seen.contains(event_hash) {
+            return if self.live().seen.contains(event_hash) {
                 self.advance(position);
                 done(Outcome::Duplicate)
             } else {
                 done(Outcome::Invalid(InvalidReason::CurrencyMismatch))
             };
         }
-        if !self.seen.insert(event_hash, event.ts, clock.dedup_span()) {
+        if !self
+            .live_mut()
+            .seen
+            .insert(event_hash, event.ts, clock.dedup_span())
+        {
             self.advance(position);
             return done(Outcome::Duplicate);
         }
@@ -319,6 +424,16 @@ impl StreamState {
             outcome: Outcome::Counted,
             late,
         }
+    }
+
+    /// The live parts, made on first need.
+    fn live_mut(&mut self) -> &mut Live {
+        self.live.get_or_insert_default()
+    }
+
+    /// The live parts, empty ones if there are none.
+    fn live(&self) -> &Live {
+        self.live.as_deref().unwrap_or(&NO_LIVE)
     }
 
     fn advance(&mut self, position: u64) {
@@ -354,7 +469,7 @@ impl StreamState {
             }
             Action::Like | Action::Comment | Action::Share | Action::Follow => {}
         }
-        let concurrent = self.viewers.concurrent;
+        let concurrent = self.live().viewers.concurrent;
         self.totals.count(event, viewer, concurrent);
         let start = clock.window_start(event.ts);
         if clock.expired(start) {
@@ -362,55 +477,47 @@ impl StreamState {
         }
         // Events mostly land in the newest window: try it before a full lookup.
         let window = self.window_mut(start);
-        window.figures.count(event, viewer, concurrent);
+        window.figures_mut().count(event, viewer, concurrent);
         window.dirty = true;
         false
     }
 
     /// The window starting at `start`, opened if needed.
     fn window_mut(&mut self, start: EventTime) -> &mut WindowState {
-        // Events mostly land in the newest window: try it before a search.
-        let at = match self.windows.back() {
-            Some((last, _)) if *last == start => self.windows.len() - 1,
-            Some((last, _)) if *last < start => self.open_window(self.windows.len(), start),
-            _ => match self.windows.binary_search_by_key(&start, |w| w.0) {
-                Ok(at) => at,
-                Err(at) => self.open_window(at, start),
-            },
-        };
-        &mut self.windows[at].1
-    }
-
-    /// Inserts an empty window at index `at`; grows the storage a few
-    /// windows at a time rather than doubling it.
-    fn open_window(&mut self, at: usize, start: EventTime) -> usize {
-        if self.windows.len() == self.windows.capacity() {
-            self.windows.reserve_exact((self.windows.len() / 4).max(2));
-        }
-        // A window is published at most once per publication of its stream,
-        // so starting from the stream's revision puts it past any earlier
-        // life it had before a restore.
+        // A window opened from now on starts from the stream's revision
+        // after a restore: a window is published at most once per
+        // publication of its stream, so that puts it past any earlier life
+        // it had before the restore.
         let revision = if self.windows_follow_revision {
             self.revision
         } else {
             0
         };
-        let window = WindowState {
-            revision,
-            ..WindowState::default()
+        let windows = &mut self.live_mut().windows;
+        // Events mostly land in the newest window: try it before a search.
+        let at = match windows.back() {
+            Some((last, _)) if *last == start => windows.len() - 1,
+            Some((last, _)) if *last < start => {
+                open_window(windows, windows.len(), start, revision)
+            }
+            _ => match windows.binary_search_by_key(&start, |w| w.0) {
+                Ok(at) => at,
+                Err(at) => open_window(windows, at, start, revision),
+            },
         };
-        self.windows.insert(at, (start, window));
-        at
+        &mut windows[at].1
     }
 
     /// A presence event waits, in event-time order, until the watermark
     /// passes it; one already behind the watermark is settled at once.
     fn presence(&mut self, viewer: u64, ts: EventTime, is_view: bool, clock: &Clock) {
         if clock.watermark.is_some_and(|wm| ts <= wm) {
-            self.viewers.presence(viewer, ts, is_view);
-            self.settled_peak = self.settled_peak.max(self.viewers.concurrent);
+            let viewers = &mut self.live_mut().viewers;
+            viewers.presence(viewer, ts, is_view);
+            let concurrent = viewers.concurrent;
+            self.settled_peak = self.settled_peak.max(concurrent);
         } else {
-            self.pending.push(ts, viewer, is_view);
+            self.live_mut().pending.push(ts, viewer, is_view);
         }
         self.settle(clock.watermark);
     }
@@ -419,9 +526,12 @@ impl StreamState {
     /// first, so that the peak is a maximum over event time.
     pub(crate) fn settle(&mut self, watermark: Option<EventTime>) {
         let Some(watermark) = watermark else { return };
-        while let Some((ts, viewer, is_view)) = self.pending.pop_through(watermark) {
-            self.viewers.presence(viewer, ts, is_view);
-            self.settled_peak = self.settled_peak.max(self.viewers.concurrent);
+        let Some(live) = self.live.as_deref_mut() else {
+            return;
+        };
+        while let Some((ts, viewer, is_view)) = live.pending.pop_through(watermark) {
+            live.viewers.presence(viewer, ts, is_view);
+            self.settled_peak = self.settled_peak.max(live.viewers.concurrent);
         }
     }
 
@@ -429,18 +539,21 @@ impl StreamState {
     /// at any event time: the settled state played forward through the
     /// pending events in event-time order (without changing it).
     fn presence_now(&self) -> (u64, u64) {
-        if self.pending.is_empty() {
-            return (self.viewers.concurrent, self.settled_peak);
+        let Live {
+            viewers, pending, ..
+        } = self.live();
+        if pending.is_empty() {
+            return (viewers.concurrent, self.settled_peak);
         }
         // Each viewer's state as played so far, in a map sized once for
         // every pending event.
-        let mut overlay: CompactMap<Viewer> = CompactMap::with_capacity(self.pending.len());
-        let mut concurrent = self.viewers.concurrent;
+        let mut overlay: CompactMap<Viewer> = CompactMap::with_capacity(pending.len());
+        let mut concurrent = viewers.concurrent;
         let mut peak = self.settled_peak;
-        for (ts, viewer, is_view) in self.pending.iter() {
+        for (ts, viewer, is_view) in pending.iter() {
             let before = overlay
                 .get(viewer)
-                .or_else(|| self.viewers.by_hash.get(viewer))
+                .or_else(|| viewers.by_hash.get(viewer))
                 .copied();
             let newer = before.is_none_or(|v| ts > v.ts || (ts == v.ts && !is_view));
             if !newer {
@@ -468,7 +581,7 @@ impl StreamState {
         let product = self.product(&line.product_id);
         product.items_sold = product.items_sold.saturating_add(quantity);
         product.gmv = product.gmv.saturating_add(line.amount());
-        product.orders.insert(order);
+        product.orders.get_or_insert_default().insert(order);
     }
 
     /// The product's figures, created on first sight; no allocation when it exists.
@@ -505,8 +618,11 @@ impl StreamState {
         rate: CommissionRate,
         window_ms: i64,
     ) -> Vec<StreamRollup> {
+        let Some(live) = self.live.as_deref_mut() else {
+            return Vec::new();
+        };
         let mut changed = Vec::new();
-        for (at, (_, window)) in self.windows.iter_mut().enumerate() {
+        for (at, (_, window)) in live.windows.iter_mut().enumerate() {
             if window.dirty {
                 window.dirty = false;
                 window.revision += 1;
@@ -526,7 +642,7 @@ impl StreamState {
         rate: CommissionRate,
         window_ms: i64,
     ) -> Vec<StreamRollup> {
-        (0..self.windows.len())
+        (0..self.live().windows.len())
             .map(|at| self.window_rollup(at, stream_id, rate, window_ms))
             .collect()
     }
@@ -539,9 +655,9 @@ impl StreamState {
         rate: CommissionRate,
         window_ms: i64,
     ) -> StreamRollup {
-        let (start, window) = &self.windows[at];
+        let (start, window) = &self.live().windows[at];
         let mut rollup = window
-            .figures
+            .figures()
             .rollup(self, stream_id.to_owned(), rate, window.revision);
         rollup.kind = RollupKind::Window;
         rollup.window_start = Some(*start);
@@ -551,29 +667,41 @@ impl StreamState {
     }
 
     /// Drops what the watermark made useless: windows past retention, event
-    /// ids past the duplicate horizon, absent viewers past retention.
+    /// ids past the duplicate horizon, absent viewers past retention; seals
+    /// the windows it closed; releases the live parts once all are empty.
     pub(crate) fn expire(&mut self, clock: &Clock) {
         let Some(watermark) = clock.watermark else {
             return;
         };
-        while self.windows.front().is_some_and(|w| clock.expired(w.0)) {
-            self.windows.pop_front();
+        let Some(live) = self.live.as_deref_mut() else {
+            return;
+        };
+        while live.windows.front().is_some_and(|w| clock.expired(w.0)) {
+            live.windows.pop_front();
         }
-        if self.windows.is_empty() {
-            self.windows = VecDeque::new();
+        if live.windows.is_empty() {
+            live.windows = VecDeque::new();
         }
-        self.seen.expire(
+        for (start, window) in &mut live.windows {
+            if start.saturating_add(clock.window_ms) <= watermark {
+                window.seal();
+            }
+        }
+        live.seen.expire(
             watermark.saturating_sub(clock.dedup_horizon_ms),
             clock.dedup_span(),
         );
-        self.viewers
+        live.viewers
             .expire_absent(watermark.saturating_sub(clock.retention_ms));
-        if self.pending.is_empty() {
+        if live.pending.is_empty() {
             // Nothing waits for the watermark: give the buffer back.
-            self.pending = PendingPresence {
+            live.pending = PendingPresence {
                 events: VecDeque::new(),
-                arrivals: self.pending.arrivals,
+                arrivals: live.pending.arrivals,
             };
+        }
+        if live.is_empty() {
+            self.live = None;
         }
     }
 
@@ -585,8 +713,10 @@ impl StreamState {
             return;
         }
         self.revision = self.revision.saturating_add(n);
-        for (_, window) in &mut self.windows {
-            window.revision = window.revision.saturating_add(n);
+        if let Some(live) = self.live.as_deref_mut() {
+            for (_, window) in &mut live.windows {
+                window.revision = window.revision.saturating_add(n);
+            }
         }
         self.windows_follow_revision = true;
         // The moved revisions must reach the changelog with the stream's next
@@ -606,9 +736,17 @@ impl StreamState {
     /// for a last publication with `final: true` and no viewer present.
     pub(crate) fn finalize(&mut self) {
         self.finalized = true;
-        self.viewers = Viewers::default();
-        self.pending = PendingPresence::default();
-        self.seen = SeenEvents::default();
+        if let Some(live) = self.live.as_deref_mut() {
+            live.viewers = Viewers::default();
+            live.pending = PendingPresence::default();
+            live.seen = SeenEvents::default();
+            if live.windows.is_empty() {
+                self.live = None;
+            }
+        }
+        // What is kept from now on is kept without room to grow.
+        self.totals.shrink_to_fit();
+        self.products.0.shrink_to_fit();
         self.totals.concurrent = 0;
         self.dirty = true;
     }
@@ -623,7 +761,7 @@ impl StreamState {
                 impressions: p.impressions,
                 clicks: p.clicks,
                 add_to_carts: p.add_to_carts,
-                orders: p.orders.len(),
+                orders: p.orders(),
                 items_sold: p.items_sold,
                 gmv: p.gmv,
             })
@@ -648,16 +786,36 @@ impl StreamState {
         bytes.streams +=
             std::mem::size_of::<Self>() + self.seller_id.as_ref().map_or(0, |s| s.len());
         bytes.distinct_counts += self.totals.heap_bytes();
-        bytes.windows += self.windows.capacity() * std::mem::size_of::<(EventTime, WindowState)>()
-            + self
+        bytes.products += self.products.heap_bytes();
+        let Some(live) = self.live.as_deref() else {
+            return;
+        };
+        // The box itself, counted with the windows it mostly holds.
+        bytes.windows += std::mem::size_of::<Live>()
+            + live.windows.capacity() * std::mem::size_of::<(EventTime, WindowState)>()
+            + live
                 .windows
                 .iter()
-                .map(|(_, w)| w.figures.heap_bytes())
+                .map(|(_, w)| w.heap_bytes())
                 .sum::<usize>();
-        bytes.presence += self.viewers.heap_bytes() + self.pending.heap_bytes();
-        bytes.duplicate_filter += self.seen.heap_bytes();
-        bytes.products += self.products.heap_bytes();
+        bytes.presence += live.viewers.heap_bytes() + live.pending.heap_bytes();
+        bytes.duplicate_filter += live.seen.heap_bytes();
     }
+}
+
+/// Inserts an empty window at index `at`; grows the storage a few windows
+/// at a time rather than doubling it.
+fn open_window(
+    windows: &mut VecDeque<(EventTime, WindowState)>,
+    at: usize,
+    start: EventTime,
+    revision: u64,
+) -> usize {
+    if windows.len() == windows.capacity() {
+        windows.reserve_exact((windows.len() / 4).max(2));
+    }
+    windows.insert(at, (start, WindowState::new(revision)));
+    at
 }
 
 /// Bytes of aggregation state by structure, as the parts asked of the
@@ -830,7 +988,7 @@ impl Products {
             + self
                 .0
                 .iter()
-                .map(|(id, p)| id.len() + p.orders.heap_bytes())
+                .map(|(id, p)| id.len() + p.heap_bytes())
                 .sum::<usize>()
     }
 }
@@ -843,8 +1001,48 @@ struct ProductState {
     add_to_carts: u64,
     items_sold: u64,
     gmv: i64,
-    /// Hashes of distinct `order_id`s over this product's purchases.
-    orders: IdSet,
+    /// Hashes of distinct `order_id`s over this product's purchases; most
+    /// products sell nothing, so the set is boxed and made by the first order.
+    /// Checkpointed as a plain (possibly empty) set.
+    #[serde(with = "boxed_ids")]
+    orders: Option<Box<IdSet>>,
+}
+
+impl ProductState {
+    fn orders(&self) -> u64 {
+        self.orders.as_ref().map_or(0, |ids| ids.len())
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.orders
+            .as_ref()
+            .map_or(0, |ids| std::mem::size_of::<IdSet>() + ids.heap_bytes())
+    }
+}
+
+/// (De)serializes an optional boxed [`IdSet`] as a plain set: `None` is
+/// the empty set, so the checkpoint layout does not depend on the boxing.
+mod boxed_ids {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::ids::IdSet;
+
+    pub(super) fn serialize<S: Serializer>(
+        ids: &Option<Box<IdSet>>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match ids {
+            Some(ids) => ids.serialize(serializer),
+            None => IdSet::default().serialize(serializer),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Box<IdSet>>, D::Error> {
+        let ids = IdSet::deserialize(deserializer)?;
+        Ok((ids.len() > 0).then(|| Box::new(ids)))
+    }
 }
 
 /// One viewer's latest presence event (`view` or `leave`).
@@ -1068,8 +1266,7 @@ impl<'de> Deserialize<'de> for Viewers {
 ///
 /// Opaque on purpose: its layout may change (with the format byte of
 /// [`StreamCheckpoint::to_bytes`]), its meaning may not.
-#[derive(Clone, Serialize, Deserialize)]
-#[serde(transparent)]
+#[derive(Clone)]
 pub struct StreamCheckpoint {
     state: StreamState,
 }
@@ -1095,11 +1292,9 @@ impl StreamCheckpoint {
     /// The changelog encoding of `state` ([`StreamCheckpoint::to_bytes`]),
     /// written straight from the live state without copying it.
     pub(crate) fn bytes_of(state: &StreamState) -> Vec<u8> {
-        // Serializing into a Vec fails only for sequences of unknown length,
-        // which no field of the state produces. The in-memory-only fields
-        // (`dirty`, `unsaved`, `restored_through`) are not serialized.
-        postcard::to_extend(state, vec![CHECKPOINT_FORMAT])
-            .expect("checkpoint state always serializes")
+        // The in-memory-only fields (`dirty`, `unsaved`, `restored_through`)
+        // are not serialized.
+        layout::write(state, vec![layout::FORMAT])
     }
 
     /// Freezes a stream's state, dropping what only matters in memory.
@@ -1141,10 +1336,8 @@ impl StreamCheckpoint {
     /// bytes and trailing bytes rather than restore a wrong state.
     pub fn from_bytes(bytes: &[u8]) -> Result<StreamCheckpoint, CheckpointError> {
         let (&format, body) = bytes.split_first().ok_or(CheckpointError::Empty)?;
-        if format != CHECKPOINT_FORMAT {
-            return Err(CheckpointError::UnsupportedFormat(format));
-        }
-        let (state, rest) = postcard::take_from_bytes::<StreamState>(body)?;
+        let (state, rest) =
+            layout::read(format, body).ok_or(CheckpointError::UnsupportedFormat(format))??;
         if !rest.is_empty() {
             return Err(CheckpointError::TrailingBytes(rest.len()));
         }
@@ -1158,9 +1351,9 @@ impl fmt::Debug for StreamCheckpoint {
         f.debug_struct("StreamCheckpoint")
             .field("revision", &self.state.revision)
             .field("applied_through", &self.state.applied_through)
-            .field("events", &self.state.seen.len())
-            .field("windows", &self.state.windows.len())
-            .field("viewers", &self.state.viewers.by_hash.len())
+            .field("events", &self.state.live().seen.len())
+            .field("windows", &self.state.live().windows.len())
+            .field("viewers", &self.state.live().viewers.by_hash.len())
             .field("products", &self.state.products.len())
             .finish_non_exhaustive()
     }

@@ -760,17 +760,136 @@ fn checkpoint_bytes_refuse_bad_input() {
     assert!(format!("{back:?}").contains("revision"));
 }
 
-#[test]
-fn a_checkpoint_also_round_trips_through_json() {
-    let mut f = Feed::new();
-    for e in story() {
-        let _ = f.send_event(&e);
+/// The story, then events a minute and two later: windows, settled and
+/// pending presence, three products.
+fn format_3_events() -> Vec<Event<'static>> {
+    let mut events = story();
+    let later = [
+        ("e", 61_000, Action::View),
+        ("a", 62_000, purchase("p3", "o4", 3, 1_000)),
+        ("e", 130_000, Action::Leave),
+        ("f", 131_000, Action::Like),
+    ];
+    for (i, (viewer, ts, action)) in later.into_iter().enumerate() {
+        events.push(event(&format!("late{i}"), "live-1", viewer, ts, action));
     }
-    let json = serde_json::to_string(&f.agg.checkpoint("live-1").unwrap()).unwrap();
-    let mut other = PartitionAggregator::new(AggregatorConfig::default());
-    other.restore("live-1", serde_json::from_str(&json).unwrap());
-    assert_eq!(other.rollup("live-1"), f.agg.rollup("live-1"));
-    assert_eq!(other.products("live-1"), f.agg.products("live-1"));
+    events
+}
+
+/// The checkpoint of `format_3_events` as written by format 3 (commit
+/// `1709ff8`, before windows were sealed), in hex.
+const FORMAT_3_CHECKPOINT: &[&str] = &[
+    "030503010100040101000000079a4af40302f0fe0f002030c7b6ce20310408cf98106f3e85ce3b0032fb86d7",
+    "dd619e8e896eddddb7d5e70028caa7c7c97402f8453f84d8441c0b5a571bf8b9469a21408c784aec3b5e2ee7",
+    "e51f4e961eb632c6e60018caa7c7c97402f8451bf8b9469a21408c1f4e961eb632c6e6020201555344010673",
+    "686f702d3101010f44caa7c7c97402f8450a00000000000000013f84d8441c0b5a570600000000000000001b",
+    "f8b9469a21408c0700000000000000011f4e961eb632c6e60b00000000000000003248ee0000000000000007",
+    "00000000000000784aec3b5e2ee7e5d0fb010000000000010800000000000000784aec3b5e2ee7e503010080",
+    "0175b39f6f46a64610050186cdfe188f144db2080f01066618efea503b02247e1f77f98a603d5a512e346ad1",
+    "fe7fd5b749150b352e71ad805ad60e8d1a88b7af675468563d48540c6f5eefbdec7e1c857c85eb331e31a27e",
+    "82b4973ad4fb5866919bba8cf5f07e10a62b0e930b3dcd94bba07203fd72379fc55e5456aba6c6eae0030270",
+    "3101010003dc0b1030c7b6ce20310408cf98106f3e85ce3b02703200000001ce0f088e896eddddb7d5e70270",
+    "3300000003f02e080032fb86d7dd619e0300040201010003010000000004aa1bf4030218001830c7b6ce2031",
+    "0408cf98106f3e85ce3b8e896eddddb7d5e70020caa7c7c97402f8453f84d8441c0b5a571bf8b9469a21408c",
+    "1f4e961eb632c6e60018caa7c7c97402f8451bf8b9469a21408c1f4e961eb632c6e6000001c0a90701000000",
+    "0001000000000003f02e0090b907e0c80700080032fb86d7dd619e0008784aec3b5e2ee7e500081f4e961eb6",
+    "32c6e600000180d30e0001000000000001000000000000a0ef0ff0fe0f00000000000002020100",
+];
+
+#[test]
+fn a_checkpoint_written_in_format_3_still_restores() {
+    let hex: String = FORMAT_3_CHECKPOINT.concat();
+    let bytes: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|at| u8::from_str_radix(&hex[at..at + 2], 16).unwrap())
+        .collect();
+    assert_eq!(bytes[0], 3);
+    let mut fed = PartitionAggregator::new(AggregatorConfig::default());
+    for (i, e) in format_3_events().iter().enumerate() {
+        let _ = fed.apply(e, i as u64);
+    }
+    let _ = fed.publish();
+    let mut restored = PartitionAggregator::new(AggregatorConfig::default());
+    restored.restore("live-1", StreamCheckpoint::from_bytes(&bytes).unwrap());
+    assert_eq!(restored.rollup("live-1"), fed.rollup("live-1"));
+    assert_eq!(restored.windows("live-1"), fed.windows("live-1"));
+    assert_eq!(restored.products("live-1"), fed.products("live-1"));
+    let written = restored.checkpoint("live-1").unwrap().to_bytes();
+    assert_eq!(written[0], 4, "written in the current format");
+    assert_eq!(written, fed.checkpoint("live-1").unwrap().to_bytes());
+}
+
+#[test]
+fn a_closed_window_is_sealed_into_fewer_bytes_and_reads_the_same() {
+    let mut agg = PartitionAggregator::new(AggregatorConfig::default());
+    for (i, e) in story().iter().enumerate() {
+        let _ = agg.apply(e, i as u64);
+    }
+    let _ = agg.publish();
+    let open = agg.state_bytes().windows;
+    let before = agg.windows("live-1").unwrap();
+    // The watermark passes the end of the story's window: it closes.
+    agg.advance_watermark(60_000);
+    let _ = agg.apply(&event("x", "live-1", "z", 59_000, Action::Like), 100);
+    let _ = agg.publish();
+    let sealed = agg.state_bytes().windows;
+    assert!(sealed < open - 100, "sealed {sealed} B, open {open} B");
+    let after = agg.windows("live-1").unwrap();
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].likes, before[0].likes + 1);
+    assert_eq!(
+        (
+            after[0].gmv,
+            after[0].orders,
+            after[0].unique_viewers,
+            after[0].views
+        ),
+        (
+            before[0].gmv,
+            before[0].orders,
+            before[0].unique_viewers,
+            before[0].views
+        )
+    );
+    // A late event reopens it, and a checkpoint restores it exactly.
+    let _ = agg.apply(&purchase_event("y", 59_500), 101);
+    let published = agg.publish();
+    assert_eq!(published[0].windows[0].gmv, before[0].gmv + 700);
+    let mut restored = PartitionAggregator::new(AggregatorConfig::default());
+    restored.restore("live-1", agg.checkpoint("live-1").unwrap());
+    assert_eq!(restored.windows("live-1"), agg.windows("live-1"));
+}
+
+fn purchase_event(id: &str, ts: i64) -> Event<'static> {
+    event(
+        id,
+        "live-1",
+        "late-buyer",
+        ts,
+        purchase("p9", "o-late", 1, 700),
+    )
+}
+
+#[test]
+fn an_ended_stream_keeps_its_products_in_the_state_size() {
+    let config = AggregatorConfig::default();
+    let idle = config.idle_timeout_ms;
+    let mut agg = PartitionAggregator::new(config);
+    for (i, e) in story().iter().enumerate() {
+        let _ = agg.apply(e, i as u64);
+    }
+    let _ = agg.publish();
+    let live = agg.state_bytes();
+    agg.advance_watermark(idle + 3_600_000 + 120_000);
+    let published = agg.publish();
+    assert!(published[0].rollup.is_final);
+    let ended = agg.state_bytes();
+    assert_eq!(
+        (ended.windows, ended.presence, ended.duplicate_filter),
+        (0, 0, 0)
+    );
+    assert!(ended.products > 0 && ended.products <= live.products);
+    assert_eq!(agg.products("live-1"), Some(published[0].products.clone()));
 }
 
 #[test]

@@ -1,0 +1,213 @@
+//! The checkpoint layout of a [`StreamState`]: what [`super::StreamCheckpoint`]
+//! writes after its format byte, and the layouts it still reads.
+//!
+//! The fields are those of the state that outlive a restart, in a fixed
+//! order (postcard has no field names). Format 4 writes each window's
+//! figures as the byte string a sealed window holds, so a sealed window is
+//! written as it is and restored without decoding it into figures (its
+//! bytes are checked). Format 3, written before windows were sealed, held
+//! the figures themselves; it is still read, so that an upgrade restores
+//! the state an older version wrote.
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::{
+    seal, Figures, Live, PendingPresence, Products, SeenEvents, StreamState, Viewers,
+    WindowFigures, WindowState,
+};
+use crate::event::{Currency, EventTime};
+use crate::ids::deserialize_blob;
+
+/// The layout written now.
+pub(super) const FORMAT: u8 = 4;
+/// The layout before windows were sealed: read, never written.
+pub(super) const FORMAT_UNSEALED: u8 = 3;
+
+/// The state as written: borrowed, in the order of the fields of [`Stored`].
+#[derive(Serialize)]
+struct StoredRef<'a> {
+    totals: &'a Figures,
+    currency: Option<Currency>,
+    seller_id: Option<&'a str>,
+    revision: u64,
+    applied_through: Option<u64>,
+    viewers: &'a Viewers,
+    pending: &'a PendingPresence,
+    settled_peak: u64,
+    seen: &'a SeenEvents,
+    products: &'a Products,
+    windows: WindowsRef<'a>,
+    finalized: bool,
+}
+
+/// The retained windows as written: start, revision, figures as bytes.
+struct WindowsRef<'a>(&'a VecDeque<(EventTime, WindowState)>);
+
+impl Serialize for WindowsRef<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
+        for (start, window) in self.0 {
+            let open;
+            let figures: &[u8] = match &window.figures {
+                WindowFigures::Sealed(bytes) => bytes,
+                WindowFigures::Open(figures) => {
+                    open = seal(figures);
+                    &open
+                }
+            };
+            seq.serialize_element(&(*start, window.revision, Blob(figures)))?;
+        }
+        seq.end()
+    }
+}
+
+/// A byte string, as serde's bytes type.
+struct Blob<'a>(&'a [u8]);
+
+impl Serialize for Blob<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(self.0)
+    }
+}
+
+/// Writes `state` in the current layout after `prefix`.
+pub(super) fn write(state: &StreamState, prefix: Vec<u8>) -> Vec<u8> {
+    let live = state.live();
+    let stored = StoredRef {
+        totals: &state.totals,
+        currency: state.currency,
+        seller_id: state.seller_id.as_deref(),
+        revision: state.revision,
+        applied_through: state.applied_through,
+        viewers: &live.viewers,
+        pending: &live.pending,
+        settled_peak: state.settled_peak,
+        seen: &live.seen,
+        products: &state.products,
+        windows: WindowsRef(&live.windows),
+        finalized: state.finalized,
+    };
+    // Serializing into a Vec fails only for sequences of unknown length,
+    // which no field of the state produces.
+    postcard::to_extend(&stored, prefix).expect("checkpoint state always serializes")
+}
+
+/// Reads a state written in layout `format` from the front of `bytes`;
+/// returns it with the bytes left over. `None` for a layout it does not know.
+pub(super) fn read(
+    format: u8,
+    bytes: &[u8],
+) -> Option<Result<(StreamState, &[u8]), postcard::Error>> {
+    Some(match format {
+        FORMAT => postcard::take_from_bytes::<Stored<SealedWindow>>(bytes)
+            .map(|(stored, rest)| (stored.into_state(), rest)),
+        FORMAT_UNSEALED => postcard::take_from_bytes::<Stored<UnsealedWindow>>(bytes)
+            .map(|(stored, rest)| (stored.into_state(), rest)),
+        _ => return None,
+    })
+}
+
+/// The state as read, its windows in layout `W`.
+#[derive(Deserialize)]
+struct Stored<W> {
+    totals: Figures,
+    currency: Option<Currency>,
+    seller_id: Option<Box<str>>,
+    revision: u64,
+    applied_through: Option<u64>,
+    viewers: Viewers,
+    pending: PendingPresence,
+    settled_peak: u64,
+    seen: SeenEvents,
+    products: Products,
+    windows: VecDeque<W>,
+    finalized: bool,
+}
+
+/// A window in format 4: start, revision, the sealed figures.
+#[derive(Deserialize)]
+struct SealedWindow(
+    EventTime,
+    u64,
+    #[serde(deserialize_with = "sealed")] Box<[u8]>,
+);
+
+/// A window in format 3: start, then the figures and the revision.
+#[derive(Deserialize)]
+struct UnsealedWindow(EventTime, UnsealedWindowState);
+
+#[derive(Deserialize)]
+struct UnsealedWindowState {
+    figures: Figures,
+    revision: u64,
+}
+
+/// A window as the state keeps it.
+trait IntoWindow {
+    fn into_window(self) -> (EventTime, WindowState);
+}
+
+impl IntoWindow for SealedWindow {
+    fn into_window(self) -> (EventTime, WindowState) {
+        let SealedWindow(start, revision, bytes) = self;
+        let window = WindowState {
+            figures: WindowFigures::Sealed(bytes),
+            revision,
+            dirty: false,
+        };
+        (start, window)
+    }
+}
+
+impl IntoWindow for UnsealedWindow {
+    fn into_window(self) -> (EventTime, WindowState) {
+        let UnsealedWindow(start, UnsealedWindowState { figures, revision }) = self;
+        let window = WindowState {
+            figures: WindowFigures::Open(Box::new(figures)),
+            revision,
+            dirty: false,
+        };
+        (start, window)
+    }
+}
+
+impl<W: IntoWindow> Stored<W> {
+    fn into_state(self) -> StreamState {
+        let live = Live {
+            viewers: self.viewers,
+            pending: self.pending,
+            seen: self.seen,
+            windows: self.windows.into_iter().map(W::into_window).collect(),
+        };
+        StreamState {
+            totals: self.totals,
+            currency: self.currency,
+            seller_id: self.seller_id,
+            revision: self.revision,
+            applied_through: self.applied_through,
+            settled_peak: self.settled_peak,
+            live: (!live.is_empty()).then(|| Box::new(live)),
+            products: self.products,
+            finalized: self.finalized,
+            ..StreamState::default()
+        }
+    }
+}
+
+/// Reads a sealed window's bytes, refusing any that are not exactly the
+/// encoding of figures: a sealed window is trusted when it is decoded later.
+fn sealed<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Box<[u8]>, D::Error> {
+    use serde::de::Error;
+    let bytes = deserialize_blob(deserializer)?;
+    match postcard::take_from_bytes::<Figures>(&bytes) {
+        Ok((_, [])) => Ok(bytes.into_owned().into_boxed_slice()),
+        Ok((_, rest)) => Err(D::Error::custom(format_args!(
+            "window figures followed by {} stray bytes",
+            rest.len()
+        ))),
+        Err(e) => Err(D::Error::custom(format_args!("window figures: {e}"))),
+    }
+}
