@@ -736,6 +736,9 @@ impl StreamState {
     /// for a last publication with `final: true` and no viewer present.
     pub(crate) fn finalize(&mut self) {
         self.finalized = true;
+        // The stream is over: its presence events still waiting for the
+        // watermark happened, and the peak must count them before they go.
+        self.settle(Some(EventTime::MAX));
         if let Some(live) = self.live.as_deref_mut() {
             live.viewers = Viewers::default();
             live.pending = PendingPresence::default();
@@ -1055,10 +1058,14 @@ struct Viewer {
 }
 
 /// Presence events waiting for the watermark, in event-time order; at equal
-/// times a `leave` sorts after a `view`, so it is the one that stays.
+/// times every `leave` comes before every `view`. Events at one instant
+/// happen together, so the count after all of them is the one that was ever
+/// seen: a viewer leaving as another arrives is a handover, not a moment
+/// with both in the room. (For one viewer, a `leave` beats a `view` at the
+/// same time whatever the order: see [`Viewers::presence`].)
 #[derive(Clone, Debug, Default)]
 struct PendingPresence {
-    /// Sorted by (ts, leave?, arrival number), a total order. Events mostly
+    /// Sorted by (ts, view?, arrival number), a total order. Events mostly
     /// arrive in time order, so most are pushed at the back and all leave
     /// from the front.
     events: VecDeque<PendingEvent>,
@@ -1069,7 +1076,8 @@ struct PendingPresence {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct PendingEvent {
     ts: EventTime,
-    leave: bool,
+    /// A `view`; `false` for a `leave`, which sorts first.
+    view: bool,
     arrival: u64,
     viewer: u64,
 }
@@ -1082,7 +1090,7 @@ impl PendingPresence {
         self.arrivals += 1;
         self.insert(PendingEvent {
             ts,
-            leave: !is_view,
+            view: is_view,
             arrival: self.arrivals,
             viewer,
         });
@@ -1107,11 +1115,11 @@ impl PendingPresence {
             return None;
         }
         let first = self.events.pop_front()?;
-        Some((first.ts, first.viewer, !first.leave))
+        Some((first.ts, first.viewer, first.view))
     }
 
     fn iter(&self) -> impl Iterator<Item = (EventTime, u64, bool)> + '_ {
-        self.events.iter().map(|e| (e.ts, e.viewer, !e.leave))
+        self.events.iter().map(|e| (e.ts, e.viewer, e.view))
     }
 
     fn is_empty(&self) -> bool {
@@ -1129,7 +1137,7 @@ impl Serialize for PendingPresence {
         let mut bytes = Vec::with_capacity(self.events.len() * PENDING_RECORD);
         for e in &self.events {
             bytes.extend_from_slice(&e.ts.to_le_bytes());
-            bytes.push(u8::from(e.leave));
+            bytes.push(u8::from(!e.view));
             bytes.extend_from_slice(&e.arrival.to_le_bytes());
             bytes.extend_from_slice(&e.viewer.to_le_bytes());
         }
@@ -1162,7 +1170,7 @@ impl<'de> Deserialize<'de> for PendingPresence {
             pending.arrivals = pending.arrivals.max(arrival);
             pending.insert(PendingEvent {
                 ts,
-                leave,
+                view: !leave,
                 arrival,
                 viewer,
             });

@@ -260,6 +260,82 @@ fn the_peak_is_a_maximum_over_event_time_whatever_the_arrival_order() {
 }
 
 #[test]
+fn a_handover_at_one_instant_does_not_raise_the_peak() {
+    // u1 leaves at 1 s as u2 arrives: one viewer in the room at every
+    // instant, in every arrival order, waiting or settled.
+    let events = [
+        ("u1", T0, Action::View),
+        ("u1", T0 + 1_000, Action::Leave),
+        ("u2", T0 + 1_000, Action::View),
+    ];
+    for order in [[0, 1, 2], [0, 2, 1], [2, 0, 1], [2, 1, 0]] {
+        let mut f = Feed::new();
+        for at in order {
+            let (viewer, ts, action) = events[at].clone();
+            let _ = f.send(viewer, ts, action);
+        }
+        let r = f.rollup();
+        assert_eq!(
+            (r.concurrent_viewers, r.peak_concurrent_viewers),
+            (1, 1),
+            "arrival order {order:?}, waiting"
+        );
+        let _ = f.send("u3", T0 + 60_000, Action::Like);
+        let r = f.rollup();
+        assert_eq!(
+            (r.concurrent_viewers, r.peak_concurrent_viewers),
+            (1, 1),
+            "arrival order {order:?}, settled"
+        );
+    }
+}
+
+#[test]
+fn a_leave_and_a_view_of_one_viewer_at_one_instant_leave_them_out() {
+    for leave_first in [true, false] {
+        let mut f = Feed::new();
+        let (first, second) = if leave_first {
+            (Action::Leave, Action::View)
+        } else {
+            (Action::View, Action::Leave)
+        };
+        let _ = f.send("u1", T0, first);
+        let _ = f.send("u1", T0, second);
+        let r = f.rollup();
+        assert_eq!(
+            (r.concurrent_viewers, r.peak_concurrent_viewers),
+            (0, 0),
+            "leave first: {leave_first}"
+        );
+    }
+}
+
+#[test]
+fn an_ended_stream_keeps_the_peak_of_presence_events_still_waiting() {
+    // Two views that never settled (no later event of this partition until
+    // another stream, 40 minutes on, ends this one).
+    let mut f = Feed::new();
+    let _ = f.send("u1", T0, Action::View);
+    let _ = f.send("u2", T0 + 10_000, Action::View);
+    assert_eq!(f.rollup().peak_concurrent_viewers, 2);
+    let other = event("o", "other", "x", T0 + 40 * MIN, Action::Like);
+    let _ = f.send_event(&other);
+    let published = f.agg.publish();
+    let last = published
+        .iter()
+        .find(|p| p.rollup.stream_id == "live-1")
+        .expect("the ended stream is published");
+    assert!(last.rollup.is_final);
+    assert_eq!(
+        (
+            last.rollup.concurrent_viewers,
+            last.rollup.peak_concurrent_viewers
+        ),
+        (0, 2)
+    );
+}
+
+#[test]
 fn pending_presence_survives_a_checkpoint_round_trip() {
     let mut f = Feed::new();
     let _ = f.send("u1", T0, Action::View);
