@@ -283,9 +283,9 @@ fn unseal(bytes: &[u8]) -> Figures {
     postcard::from_bytes(bytes).expect("a sealed window holds figures")
 }
 
-/// What only a stream with viewers, recent events or retained windows
-/// needs: released as a whole once all of it is empty (an ended stream whose
-/// windows expired), so an ended stream keeps its figures and little else.
+/// What only a stream with viewers or retained windows needs: released as a
+/// whole once all of it is empty (an ended stream whose windows expired), so
+/// an ended stream keeps its figures and little else.
 #[derive(Clone, Debug, Default)]
 struct Live {
     /// Latest presence per viewer over the settled presence events: those at
@@ -293,8 +293,6 @@ struct Live {
     viewers: Viewers,
     /// Presence events after the watermark, in event-time order, not yet settled.
     pending: PendingPresence,
-    /// Event ids counted recently (event time), for duplicates.
-    seen: SeenEvents,
     /// Retained windows, by start. Windows are mostly opened in time order,
     /// so a new one is pushed at the back and expired ones leave the front.
     windows: VecDeque<(EventTime, WindowState)>,
@@ -310,18 +308,12 @@ static NO_LIVE: Live = Live {
         events: VecDeque::new(),
         arrivals: 0,
     },
-    seen: SeenEvents {
-        generations: Vec::new(),
-    },
     windows: VecDeque::new(),
 };
 
 impl Live {
     fn is_empty(&self) -> bool {
-        self.viewers.by_hash.is_empty()
-            && self.pending.is_empty()
-            && self.seen.generations.is_empty()
-            && self.windows.is_empty()
+        self.viewers.by_hash.is_empty() && self.pending.is_empty() && self.windows.is_empty()
     }
 }
 
@@ -340,7 +332,10 @@ pub(crate) struct StreamState {
     pub(crate) applied_through: Option<u64>,
     /// Highest concurrent viewers over the settled events, in event-time order.
     settled_peak: u64,
-    /// Presence, recent event ids and windows; `None` when all are empty.
+    /// Event ids counted recently (event time), for duplicates: looked up by
+    /// every event, so kept here rather than behind the live box.
+    seen: SeenEvents,
+    /// Presence and windows; `None` when all are empty.
     live: Option<Box<Live>>,
     /// Per-product figures, keyed by `product_id`.
     products: Products,
@@ -403,18 +398,14 @@ impl StreamState {
         if mismatch {
             // Rare path: look without inserting, since an invalid event must
             // not enter the duplicate set.
-            return if self.live().seen.contains(event_hash) {
+            return if self.seen.contains(event_hash) {
                 self.advance(position);
                 done(Outcome::Duplicate)
             } else {
                 done(Outcome::Invalid(InvalidReason::CurrencyMismatch))
             };
         }
-        if !self
-            .live_mut()
-            .seen
-            .insert(event_hash, event.ts, clock.dedup_span())
-        {
+        if !self.seen.insert(event_hash, event.ts, clock.dedup_span()) {
             self.advance(position);
             return done(Outcome::Duplicate);
         }
@@ -673,6 +664,10 @@ impl StreamState {
         let Some(watermark) = clock.watermark else {
             return;
         };
+        self.seen.expire(
+            watermark.saturating_sub(clock.dedup_horizon_ms),
+            clock.dedup_span(),
+        );
         let Some(live) = self.live.as_deref_mut() else {
             return;
         };
@@ -687,10 +682,6 @@ impl StreamState {
                 window.seal();
             }
         }
-        live.seen.expire(
-            watermark.saturating_sub(clock.dedup_horizon_ms),
-            clock.dedup_span(),
-        );
         live.viewers
             .expire_absent(watermark.saturating_sub(clock.retention_ms));
         if live.pending.is_empty() {
@@ -739,10 +730,10 @@ impl StreamState {
         // The stream is over: its presence events still waiting for the
         // watermark happened, and the peak must count them before they go.
         self.settle(Some(EventTime::MAX));
+        self.seen = SeenEvents::default();
         if let Some(live) = self.live.as_deref_mut() {
             live.viewers = Viewers::default();
             live.pending = PendingPresence::default();
-            live.seen = SeenEvents::default();
             if live.windows.is_empty() {
                 self.live = None;
             }
@@ -790,6 +781,7 @@ impl StreamState {
             std::mem::size_of::<Self>() + self.seller_id.as_ref().map_or(0, |s| s.len());
         bytes.distinct_counts += self.totals.heap_bytes();
         bytes.products += self.products.heap_bytes();
+        bytes.duplicate_filter += self.seen.heap_bytes();
         let Some(live) = self.live.as_deref() else {
             return;
         };
@@ -802,7 +794,6 @@ impl StreamState {
                 .map(|(_, w)| w.heap_bytes())
                 .sum::<usize>();
         bytes.presence += live.viewers.heap_bytes() + live.pending.heap_bytes();
-        bytes.duplicate_filter += live.seen.heap_bytes();
     }
 }
 
@@ -1359,7 +1350,7 @@ impl fmt::Debug for StreamCheckpoint {
         f.debug_struct("StreamCheckpoint")
             .field("revision", &self.state.revision)
             .field("applied_through", &self.state.applied_through)
-            .field("events", &self.state.live().seen.len())
+            .field("events", &self.state.seen.len())
             .field("windows", &self.state.live().windows.len())
             .field("viewers", &self.state.live().viewers.by_hash.len())
             .field("products", &self.state.products.len())

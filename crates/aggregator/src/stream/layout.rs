@@ -85,7 +85,7 @@ pub(super) fn write(state: &StreamState, prefix: Vec<u8>) -> Vec<u8> {
         viewers: &live.viewers,
         pending: &live.pending,
         settled_peak: state.settled_peak,
-        seen: &live.seen,
+        seen: &state.seen,
         products: &state.products,
         windows: WindowsRef(&live.windows),
         finalized: state.finalized,
@@ -179,7 +179,6 @@ impl<W: IntoWindow> Stored<W> {
         let live = Live {
             viewers: self.viewers,
             pending: self.pending,
-            seen: self.seen,
             windows: self.windows.into_iter().map(W::into_window).collect(),
         };
         StreamState {
@@ -189,6 +188,7 @@ impl<W: IntoWindow> Stored<W> {
             revision: self.revision,
             applied_through: self.applied_through,
             settled_peak: self.settled_peak,
+            seen: self.seen,
             live: (!live.is_empty()).then(|| Box::new(live)),
             products: self.products,
             finalized: self.finalized,

@@ -1,0 +1,44 @@
+//! `PartitionAggregator::apply` of the criterion data set into a warmed
+//! aggregator, once, for repeatable instruction and cache-miss counts under
+//! valgrind (criterion's times move by a third on a shared machine):
+//!
+//! ```text
+//! cargo build --release -p livetally-benches --example apply_counts
+//! valgrind --tool=callgrind --cache-sim=yes --toggle-collect='*measured*' \
+//!     target/release/examples/apply_counts
+//! ```
+//!
+//! Only `measured` (the 100,000 events applied into the warmed aggregator,
+//! as `apply/livetally_warm` does) is counted; divide by 100,000 for one
+//! event. The data set is built and the aggregator warmed outside it.
+
+use std::hint::black_box;
+
+use livetally_aggregator::{AggregatorConfig, Event, PartitionAggregator};
+use livetally_benches::{DataSet, DataSetConfig};
+
+#[inline(never)]
+fn measured(aggregator: &mut PartitionAggregator, events: &[Event<'_>], first_position: u64) {
+    for (position, event) in (first_position..).zip(events) {
+        let _ = black_box(aggregator.apply(black_box(event), position));
+    }
+}
+
+fn main() {
+    let data = DataSet::build(&DataSetConfig::default());
+    let warm_up = DataSet::build(&DataSetConfig {
+        seed: DataSetConfig::default().seed ^ 0x5eed,
+        ..DataSetConfig::default()
+    });
+    let mut aggregator = PartitionAggregator::new(AggregatorConfig::default());
+    for (position, event) in (0..).zip(&warm_up.events) {
+        let _ = aggregator.apply(event, position);
+    }
+    measured(&mut aggregator, &data.events, warm_up.len() as u64);
+    eprintln!(
+        "applied {} events into an aggregator warmed with {}; {} streams",
+        data.len(),
+        warm_up.len(),
+        aggregator.stream_count()
+    );
+}
