@@ -122,6 +122,14 @@ impl DistinctCount {
             Repr::Exact(SortedHashes(hashes)) => match hashes.binary_search(&hash) {
                 Ok(_) => false,
                 Err(at) if hashes.len() < EXACT_LIMIT => {
+                    if hashes.len() == hashes.capacity() {
+                        // A quarter at a time, as `CompactMap` grows: most
+                        // streams count a few dozen ids, and doubling would
+                        // leave up to as many unused.
+                        // Never past the limit, where the sketch takes over.
+                        let more = (hashes.len() / 4).max(4).min(EXACT_LIMIT - hashes.len());
+                        hashes.reserve_exact(more);
+                    }
                     hashes.insert(at, hash);
                     true
                 }
@@ -553,6 +561,19 @@ mod tests {
             small.heap_bytes()
         );
         assert!(std::mem::size_of::<DistinctCount>() <= 24);
+    }
+
+    #[test]
+    fn a_small_exact_counter_grows_by_a_quarter() {
+        let mut counter = DistinctCount::new();
+        for n in 0..100 {
+            counter.insert(hash(3, n));
+        }
+        assert!(
+            counter.heap_bytes() <= 125 * 8,
+            "{} B",
+            counter.heap_bytes()
+        );
     }
 
     #[test]

@@ -546,19 +546,15 @@ impl StreamState {
                 .get(viewer)
                 .or_else(|| viewers.by_hash.get(viewer))
                 .copied();
-            let newer = before.is_none_or(|v| ts > v.ts || (ts == v.ts && !is_view));
-            if !newer {
+            let now = Viewer::new(ts, is_view);
+            if before.is_some_and(|v| now <= v) {
                 continue;
             }
-            match (before.is_some_and(|v| v.present), is_view) {
+            match (before.is_some_and(Viewer::present), is_view) {
                 (false, true) => concurrent += 1,
                 (true, false) => concurrent -= 1,
                 _ => {}
             }
-            let now = Viewer {
-                ts,
-                present: is_view,
-            };
             *overlay.get_or_insert_with(viewer, || now).0 = now;
             peak = peak.max(concurrent);
         }
@@ -958,8 +954,9 @@ impl Products {
             Ok(at) => at,
             Err(at) => {
                 if self.0.len() == self.0.capacity() && self.0.len() < 32 {
-                    // Few products: grow a couple at a time, not doubling.
-                    self.0.reserve_exact(2);
+                    // Few products: grow one at a time, not doubling (a
+                    // product is new once per stream, so the copies are few).
+                    self.0.reserve_exact(1);
                 }
                 self.0
                     .insert(at, (product_id.into(), ProductState::default()));
@@ -1039,13 +1036,29 @@ mod boxed_ids {
     }
 }
 
-/// One viewer's latest presence event (`view` or `leave`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct Viewer {
+/// One viewer's latest presence event (`view` or `leave`), packed in one
+/// word: `ts` shifted left, and the low bit set for a `leave`. So a later
+/// event is a larger value, and at equal `ts` a `leave` is larger than a
+/// `view`: the event that wins is the larger one. (`ts` is clamped to 62
+/// bits, ±73 million years around the epoch; ingest accepts 0 to year 9999.)
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+struct Viewer(i64);
+
+impl Viewer {
+    fn new(ts: EventTime, present: bool) -> Viewer {
+        let ts = ts.clamp(EventTime::MIN >> 1, EventTime::MAX >> 1);
+        Viewer((ts << 1) | i64::from(!present))
+    }
+
     /// `ts` of the latest presence event.
-    ts: EventTime,
+    fn ts(self) -> EventTime {
+        self.0 >> 1
+    }
+
     /// The latest presence event is a `view`: the viewer is in the room.
-    present: bool,
+    fn present(self) -> bool {
+        self.0 & 1 == 0
+    }
 }
 
 /// Presence events waiting for the watermark, in event-time order; at equal
@@ -1067,10 +1080,31 @@ struct PendingPresence {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct PendingEvent {
     ts: EventTime,
-    /// A `view`; `false` for a `leave`, which sorts first.
-    view: bool,
-    arrival: u64,
+    /// The arrival number, with the top bit set for a `view`: leaves sort
+    /// first at equal `ts`, then arrival order.
+    order: u64,
     viewer: u64,
+}
+
+/// The top bit of [`PendingEvent::order`]: a `view`.
+const VIEW_BIT: u64 = 1 << 63;
+
+impl PendingEvent {
+    fn new(ts: EventTime, view: bool, arrival: u64, viewer: u64) -> PendingEvent {
+        PendingEvent {
+            ts,
+            order: (u64::from(view) << 63) | (arrival & !VIEW_BIT),
+            viewer,
+        }
+    }
+
+    fn view(&self) -> bool {
+        self.order & VIEW_BIT != 0
+    }
+
+    fn arrival(&self) -> u64 {
+        self.order & !VIEW_BIT
+    }
 }
 
 /// Serialized size of a pending presence event: ts, leave flag, arrival, viewer.
@@ -1079,12 +1113,7 @@ const PENDING_RECORD: usize = 8 + 1 + 8 + 8;
 impl PendingPresence {
     fn push(&mut self, ts: EventTime, viewer: u64, is_view: bool) {
         self.arrivals += 1;
-        self.insert(PendingEvent {
-            ts,
-            view: is_view,
-            arrival: self.arrivals,
-            viewer,
-        });
+        self.insert(PendingEvent::new(ts, is_view, self.arrivals, viewer));
     }
 
     fn len(&self) -> usize {
@@ -1106,11 +1135,11 @@ impl PendingPresence {
             return None;
         }
         let first = self.events.pop_front()?;
-        Some((first.ts, first.viewer, first.view))
+        Some((first.ts, first.viewer, first.view()))
     }
 
     fn iter(&self) -> impl Iterator<Item = (EventTime, u64, bool)> + '_ {
-        self.events.iter().map(|e| (e.ts, e.viewer, e.view))
+        self.events.iter().map(|e| (e.ts, e.viewer, e.view()))
     }
 
     fn is_empty(&self) -> bool {
@@ -1128,8 +1157,8 @@ impl Serialize for PendingPresence {
         let mut bytes = Vec::with_capacity(self.events.len() * PENDING_RECORD);
         for e in &self.events {
             bytes.extend_from_slice(&e.ts.to_le_bytes());
-            bytes.push(u8::from(!e.view));
-            bytes.extend_from_slice(&e.arrival.to_le_bytes());
+            bytes.push(u8::from(!e.view()));
+            bytes.extend_from_slice(&e.arrival().to_le_bytes());
             bytes.extend_from_slice(&e.viewer.to_le_bytes());
         }
         serializer.serialize_bytes(&bytes)
@@ -1159,12 +1188,7 @@ impl<'de> Deserialize<'de> for PendingPresence {
             let arrival = u64::from_le_bytes(word(9)?);
             let viewer = u64::from_le_bytes(word(17)?);
             pending.arrivals = pending.arrivals.max(arrival);
-            pending.insert(PendingEvent {
-                ts,
-                view: !leave,
-                arrival,
-                viewer,
-            });
+            pending.insert(PendingEvent::new(ts, !leave, arrival, viewer));
         }
         Ok(pending)
     }
@@ -1185,20 +1209,16 @@ impl Viewers {
     /// Records a `view` or `leave` at `ts`. The later `ts` wins; at equal `ts`
     /// a `leave` beats a `view`, so the result does not depend on arrival order.
     fn presence(&mut self, viewer: u64, ts: EventTime, is_view: bool) {
-        let latest = Viewer {
-            ts,
-            present: is_view,
-        };
+        let latest = Viewer::new(ts, is_view);
         let (v, inserted) = self.by_hash.get_or_insert_with(viewer, || latest);
         if inserted {
             self.concurrent += u64::from(is_view);
             return;
         }
-        let newer = ts > v.ts || (ts == v.ts && !is_view);
-        if !newer {
+        if latest <= *v {
             return;
         }
-        match (v.present, is_view) {
+        match (v.present(), is_view) {
             (false, true) => self.concurrent += 1,
             (true, false) => self.concurrent -= 1,
             _ => {}
@@ -1210,7 +1230,7 @@ impl Viewers {
     /// change who is present (it would be past window retention).
     fn expire_absent(&mut self, cutoff: EventTime) {
         if self.by_hash.len() > self.concurrent as usize {
-            self.by_hash.retain(|_, v| v.present || v.ts >= cutoff);
+            self.by_hash.retain(|_, v| v.present() || v.ts() >= cutoff);
         }
     }
 
@@ -1225,8 +1245,8 @@ impl Serialize for Viewers {
         let mut bytes = Vec::with_capacity(self.by_hash.len() * VIEWER_RECORD);
         for (hash, v) in self.by_hash.iter() {
             bytes.extend_from_slice(&hash.to_le_bytes());
-            bytes.extend_from_slice(&v.ts.to_le_bytes());
-            bytes.push(u8::from(v.present));
+            bytes.extend_from_slice(&v.ts().to_le_bytes());
+            bytes.push(u8::from(v.present()));
         }
         serializer.serialize_bytes(&bytes)
     }
@@ -1252,7 +1272,7 @@ impl<'de> Deserialize<'de> for Viewers {
             };
             let hash = u64::from_le_bytes(hash.try_into().map_err(D::Error::custom)?);
             let ts = EventTime::from_le_bytes(ts.try_into().map_err(D::Error::custom)?);
-            if viewers.by_hash.insert_new(hash, Viewer { ts, present }) {
+            if viewers.by_hash.insert_new(hash, Viewer::new(ts, present)) {
                 viewers.concurrent += u64::from(present);
             }
         }
