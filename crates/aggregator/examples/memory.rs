@@ -19,6 +19,11 @@
 //! | `--seed S` | 1 | seed of the deterministic event generator |
 //! | `--malloc-trim` | off | after the ended phase, also call glibc's `malloc_trim(0)` and measure again |
 //!
+//! The allocator is glibc's malloc, or mimalloc (which the `livetally`
+//! binary uses) with `MEMORY_ALLOCATOR=mimalloc` in the environment: it is
+//! chosen at the first allocation, so it cannot be a flag. The "malloc
+//! chunks" column models glibc's chunks either way.
+//!
 //! What it does: every stream's events are generated deterministically (an
 //! inline splitmix64, no extra crates) and fed in arrival order, all streams
 //! interleaved as they would be live, one slice of arrival time at a time
@@ -45,7 +50,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::mem::size_of;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
 use std::time::Instant;
 
 use livetally_aggregator::distinct::DistinctCount;
@@ -95,12 +100,53 @@ fn track(size: usize, sign: i64) {
 
 struct Counting;
 
-// SAFETY: every call is forwarded unchanged to the system allocator; the
-// bookkeeping is lock-free atomics in statics and never allocates.
+/// The allocator behind [`Counting`]: 0 until the first allocation decides,
+/// then [`SYSTEM`] or [`MIMALLOC`], never changed again (a block must be
+/// freed by the allocator that made it).
+static BACKEND: AtomicU8 = AtomicU8::new(0);
+const SYSTEM: u8 = 1;
+const MIMALLOC: u8 = 2;
+
+/// The allocator behind every call, chosen from `MEMORY_ALLOCATOR` at the
+/// first allocation (before `main`, before anything could be allocated).
+fn backend() -> &'static dyn GlobalAlloc {
+    let mut chosen = BACKEND.load(Ordering::Relaxed);
+    if chosen == 0 {
+        extern "C" {
+            fn getenv(name: *const std::ffi::c_char) -> *const std::ffi::c_char;
+        }
+        // SAFETY: a NUL-terminated name; getenv allocates nothing, and the
+        // program has one thread when it first allocates.
+        let value = unsafe { getenv(c"MEMORY_ALLOCATOR".as_ptr()) };
+        // SAFETY: getenv returns null or a NUL-terminated string.
+        let mimalloc = !value.is_null()
+            && unsafe { std::ffi::CStr::from_ptr(value) }.to_bytes() == b"mimalloc";
+        chosen = if mimalloc { MIMALLOC } else { SYSTEM };
+        BACKEND.store(chosen, Ordering::Relaxed);
+    }
+    if chosen == MIMALLOC {
+        &mimalloc::MiMalloc
+    } else {
+        &System
+    }
+}
+
+/// The allocator's name, for the report.
+fn backend_name() -> &'static str {
+    if BACKEND.load(Ordering::Relaxed) == MIMALLOC {
+        "mimalloc"
+    } else {
+        "glibc malloc"
+    }
+}
+
+// SAFETY: every call is forwarded unchanged to one allocator, the same for
+// the whole run; the bookkeeping is lock-free atomics in statics and never
+// allocates.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract.
-        let ptr = unsafe { System.alloc(layout) };
+        let ptr = unsafe { backend().alloc(layout) };
         if !ptr.is_null() {
             track(layout.size(), 1);
         }
@@ -109,7 +155,7 @@ unsafe impl GlobalAlloc for Counting {
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: the caller upholds `GlobalAlloc::alloc_zeroed`'s contract.
-        let ptr = unsafe { System.alloc_zeroed(layout) };
+        let ptr = unsafe { backend().alloc_zeroed(layout) };
         if !ptr.is_null() {
             track(layout.size(), 1);
         }
@@ -117,15 +163,15 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from this allocator, i.e. `System`, with `layout`.
-        unsafe { System.dealloc(ptr, layout) };
+        // SAFETY: `ptr` came from this allocator, i.e. the backend, with `layout`.
+        unsafe { backend().dealloc(ptr, layout) };
         track(layout.size(), -1);
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: the caller upholds `GlobalAlloc::realloc`'s contract, and
-        // `ptr` came from `System` with `layout`.
-        let new = unsafe { System.realloc(ptr, layout, new_size) };
+        // `ptr` came from the backend with `layout`.
+        let new = unsafe { backend().realloc(ptr, layout, new_size) };
         if !new.is_null() {
             track(layout.size(), -1);
             track(new_size, 1);
@@ -852,6 +898,7 @@ fn main() {
     // -----------------------------------------------------------------------
     let s = &bench.settings;
     println!("## Run");
+    println!("allocator: {}", backend_name());
     println!(
         "streams {n}, viewers/stream {viewers}, partitions {}, stream span {} min, publish every {} events, seed {}",
         s.partitions,
