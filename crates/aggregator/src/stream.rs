@@ -198,6 +198,11 @@ impl Figures {
         self.orders.heap_bytes() + self.viewers.heap_bytes() + self.buyers.heap_bytes()
     }
 
+    /// Whether every distinct count is still exact (no sketch).
+    fn is_exact(&self) -> bool {
+        self.orders.is_exact() && self.viewers.is_exact() && self.buyers.is_exact()
+    }
+
     /// Gives back the distinct counts' spare room.
     fn shrink_to_fit(&mut self) {
         self.orders.shrink_to_fit();
@@ -257,10 +262,14 @@ impl WindowState {
         }
     }
 
-    /// Encodes an open window's figures, releasing the box.
+    /// Encodes an open window's figures, releasing the box; not when a
+    /// distinct count has become a sketch, whose encoding saves little and
+    /// would be decoded and encoded again for every late event.
     fn seal(&mut self) {
         if let WindowFigures::Open(figures) = &self.figures {
-            self.figures = WindowFigures::Sealed(seal(figures).into_boxed_slice());
+            if figures.is_exact() {
+                self.figures = WindowFigures::Sealed(seal(figures).into_boxed_slice());
+            }
         }
     }
 
