@@ -173,6 +173,37 @@ fn figures_and_windows(
         .collect()
 }
 
+/// One run never stopping and one stopped after `split` events.
+struct Restart {
+    /// Every event applied, with a publication after `split` of them.
+    straight: PartitionAggregator,
+    /// The first `split` events applied, then published.
+    before: PartitionAggregator,
+    /// A new aggregator restored from `before`'s checkpoints.
+    after: PartitionAggregator,
+}
+
+fn restart(all: &[Event<'_>], split: usize) -> Result<Restart, TestCaseError> {
+    let mut straight = run(&all[..split]);
+    let _ = straight.publish();
+    for (position, e) in all.iter().enumerate().skip(split) {
+        let _ = straight.apply(e, position as u64);
+    }
+    let mut before = run(&all[..split]);
+    let _ = before.publish();
+    let mut after = PartitionAggregator::new(AggregatorConfig::default());
+    for (stream_id, bytes) in before.checkpoints() {
+        let checkpoint =
+            StreamCheckpoint::from_bytes(&bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        after.restore(&stream_id, checkpoint);
+    }
+    Ok(Restart {
+        straight,
+        before,
+        after,
+    })
+}
+
 proptest! {
     #[test]
     fn any_arrival_order_gives_the_same_figures_peak_included(
@@ -224,22 +255,7 @@ proptest! {
         let n = all.len();
         let split = split.index(n + 1);
         let resume = resume.index(split + 1);
-
-        // Never stopping, with the same publication schedule.
-        let mut straight = run(&all[..split]);
-        let _ = straight.publish();
-        for (position, e) in all.iter().enumerate().skip(split) {
-            let _ = straight.apply(e, position as u64);
-        }
-
-        // Stopping at `split`, resuming from an older offset `resume`.
-        let mut before = run(&all[..split]);
-        let mut after = PartitionAggregator::new(AggregatorConfig::default());
-        let _ = before.publish();
-        for (stream_id, bytes) in before.checkpoints() {
-            let checkpoint = StreamCheckpoint::from_bytes(&bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
-            after.restore(&stream_id, checkpoint);
-        }
+        let Restart { straight, before, mut after } = restart(&all, split)?;
         prop_assert_eq!(figures(&after), figures(&before));
         let mut already_applied = 0;
         for (position, e) in all.iter().enumerate().skip(resume) {
@@ -250,6 +266,7 @@ proptest! {
         prop_assert_eq!(already_applied, split - resume);
         prop_assert_eq!(figures(&after), figures(&straight));
     }
+
     #[test]
     fn a_restart_across_closed_windows_gives_the_same_figures_and_windows(
         (all, split, resume) in events_every(true, 30_000)
@@ -261,25 +278,13 @@ proptest! {
         let n = all.len();
         let split = split.index(n + 1);
         let resume = resume.index(split + 1);
-        let mut straight = run(&all[..split]);
-        let _ = straight.publish();
-        for (position, e) in all.iter().enumerate().skip(split) {
-            let _ = straight.apply(e, position as u64);
-        }
-        let _ = straight.publish();
-
-        let mut before = run(&all[..split]);
-        let _ = before.publish();
-        let mut after = PartitionAggregator::new(AggregatorConfig::default());
-        for (stream_id, bytes) in before.checkpoints() {
-            let checkpoint = StreamCheckpoint::from_bytes(&bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
-            after.restore(&stream_id, checkpoint);
-        }
+        let Restart { mut straight, before, mut after } = restart(&all, split)?;
         prop_assert_eq!(figures_and_windows(&after), figures_and_windows(&before));
         for (position, e) in all.iter().enumerate().skip(resume) {
             let _ = after.apply(e, position as u64);
         }
         let _ = after.publish();
+        let _ = straight.publish();
         prop_assert_eq!(figures_and_windows(&after), figures_and_windows(&straight));
     }
 }
