@@ -199,6 +199,15 @@ fn phase(partition: i32, interval: Duration) -> Instant {
     now.checked_sub(interval.mul_f64(fraction)).unwrap_or(now)
 }
 
+/// When a partition counts its last publication and its last checkpoint
+/// as done, at start: both at its [`phase`] of their intervals.
+fn starting_times(partition: i32, config: &EngineConfig) -> (Instant, Instant) {
+    (
+        phase(partition, config.publish_interval),
+        phase(partition, config.checkpoint_interval),
+    )
+}
+
 /// A producer whose transactional id belongs to this input partition: its
 /// `init_transactions` fences every earlier owner of the partition.
 async fn transactional_publisher(
@@ -222,6 +231,7 @@ pub async fn run(
     mut control: mpsc::UnboundedReceiver<Control>,
 ) {
     let aggregator = PartitionAggregator::new(context.config.aggregator.clone());
+    let (last_publication, last_checkpoint) = starting_times(partition, &context.config);
     let mut work = PartitionWork {
         context: context.clone(),
         partition,
@@ -234,10 +244,10 @@ pub async fn run(
         ran_dry: true,
         transactional: None,
         state_measured: None,
-        last_checkpoint: phase(partition, context.config.checkpoint_interval),
+        last_checkpoint,
         in_flight: VecDeque::new(),
         unpublished: HashMap::new(),
-        last_publication: phase(partition, context.config.publish_interval),
+        last_publication,
         committing: None,
     };
     if !work.restore(&mut control).await {
@@ -981,6 +991,28 @@ mod tests {
         assert!(behind_and_waiting(false, ago(900), &config));
         assert!(!behind_and_waiting(false, ago(1000), &config));
         assert!(!behind_and_waiting(true, ago(100), &config));
+    }
+
+    /// Twelve partitions started together publish (and checkpoint) at
+    /// phases spread over the interval, not all in one tick.
+    #[test]
+    fn partitions_started_together_publish_at_spread_phases() {
+        let config = crate::service::engine_config(&Settings::default()).expect("valid settings");
+        assert_eq!(config.publish_interval, Duration::from_secs(1));
+        let mut tenths = std::collections::BTreeSet::new();
+        for partition in 0..12 {
+            let (publication, checkpoint) = starting_times(partition, &config);
+            // When its first publication is due, in tenths of the interval.
+            let done = publication.elapsed().as_millis().min(999);
+            tenths.insert((1_000 - done) / 100);
+            // Its checkpoints fall due with one of its publications.
+            let apart = publication.max(checkpoint) - publication.min(checkpoint);
+            assert!(
+                apart < Duration::from_millis(50),
+                "partition {partition}: {apart:?}"
+            );
+        }
+        assert!(tenths.len() >= 8, "first publications in tenths {tenths:?}");
     }
 
     /// A partition that always has records queued still sees its ticks.
