@@ -436,6 +436,13 @@ impl StreamState {
         self.live.as_deref().unwrap_or(&NO_LIVE)
     }
 
+    /// Releases the live parts once all of them are empty.
+    fn release_live_if_empty(&mut self) {
+        if self.live.as_deref().is_some_and(Live::is_empty) {
+            self.live = None;
+        }
+    }
+
     fn advance(&mut self, position: u64) {
         self.applied_through = Some(self.applied_through.map_or(position, |p| p.max(position)));
     }
@@ -696,9 +703,7 @@ impl StreamState {
                 arrivals: live.pending.arrivals,
             };
         }
-        if live.is_empty() {
-            self.live = None;
-        }
+        self.release_live_if_empty();
     }
 
     /// Moves the stream's and its windows' revisions `n` on, past any that
@@ -739,10 +744,8 @@ impl StreamState {
         if let Some(live) = self.live.as_deref_mut() {
             live.viewers = Viewers::default();
             live.pending = PendingPresence::default();
-            if live.windows.is_empty() {
-                self.live = None;
-            }
         }
+        self.release_live_if_empty();
         // What is kept from now on is kept without room to grow.
         self.totals.shrink_to_fit();
         self.products.0.shrink_to_fit();
