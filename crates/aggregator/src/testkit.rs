@@ -83,6 +83,15 @@ pub(crate) fn refund(
     Action::Refund(line(product_id, order_id, quantity, unit_price))
 }
 
+/// A new aggregator with `events` applied at positions 0, 1, 2, …
+pub(crate) fn applied(events: &[Event<'_>]) -> PartitionAggregator {
+    let mut agg = PartitionAggregator::new(AggregatorConfig::default());
+    for (position, e) in (0..).zip(events) {
+        let _ = agg.apply(e, position);
+    }
+    agg
+}
+
 /// An aggregator fed one stream (`"live-1"` unless told), with fresh event ids
 /// and increasing positions, so tests only say what happened.
 pub(crate) struct Feed {

@@ -6,7 +6,7 @@ use proptest::sample::Index;
 
 use super::*;
 use crate::event::{Action, Event, OrderLine};
-use crate::testkit::{event, EUR, USD};
+use crate::testkit::{applied, event, EUR, USD};
 
 /// An event drawn from small domains, so that viewers, products, orders and
 /// timestamps collide often.
@@ -140,15 +140,6 @@ fn events_every(reuse_ids: bool, ts_step: i64) -> impl Strategy<Value = Vec<Even
         .prop_map(|specs| specs.iter().enumerate().map(|(i, s)| build(i, s)).collect())
 }
 
-/// Applies events at positions 0, 1, 2, …
-fn run(events: &[Event<'_>]) -> PartitionAggregator {
-    let mut agg = PartitionAggregator::new(AggregatorConfig::default());
-    for (position, e) in events.iter().enumerate() {
-        let _ = agg.apply(e, position as u64);
-    }
-    agg
-}
-
 /// Every stream's rollup and products, for comparing two runs.
 fn figures(agg: &PartitionAggregator) -> Vec<(StreamRollup, Vec<ProductRollup>)> {
     agg.rollups()
@@ -184,12 +175,12 @@ struct Restart {
 }
 
 fn restart(all: &[Event<'_>], split: usize) -> Result<Restart, TestCaseError> {
-    let mut straight = run(&all[..split]);
+    let mut straight = applied(&all[..split]);
     let _ = straight.publish();
     for (position, e) in all.iter().enumerate().skip(split) {
         let _ = straight.apply(e, position as u64);
     }
-    let mut before = run(&all[..split]);
+    let mut before = applied(&all[..split]);
     let _ = before.publish();
     let mut after = PartitionAggregator::new(AggregatorConfig::default());
     for (stream_id, bytes) in before.checkpoints() {
@@ -211,8 +202,8 @@ proptest! {
     ) {
         // Every event is within the allowed lateness of the others here, so
         // even the peak, a maximum over event time, cannot depend on order.
-        let a = run(&original);
-        let b = run(&shuffled);
+        let a = applied(&original);
+        let b = applied(&shuffled);
         prop_assert_eq!(figures(&a), figures(&b));
         for (r, _) in figures(&b) {
             prop_assert!(r.peak_concurrent_viewers >= r.concurrent_viewers);
@@ -236,7 +227,7 @@ proptest! {
         sequence.sort_by_key(|(key, _)| *key);
         let doubled: Vec<Event<'_>> = sequence.into_iter().map(|(_, e)| e.clone()).collect();
 
-        let once = run(&original);
+        let once = applied(&original);
         let mut twice = PartitionAggregator::new(AggregatorConfig::default());
         let mut duplicates = 0;
         for (position, e) in doubled.iter().enumerate() {

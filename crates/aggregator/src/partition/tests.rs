@@ -598,10 +598,7 @@ fn story() -> Vec<Event<'static>> {
 #[test]
 fn restore_then_continue_matches_never_stopping() {
     let events = story();
-    let mut straight = PartitionAggregator::new(AggregatorConfig::default());
-    for (i, e) in events.iter().enumerate() {
-        let _ = straight.apply(e, i as u64);
-    }
+    let straight = applied(&events);
 
     let mut before = PartitionAggregator::new(AggregatorConfig::default());
     for (i, e) in events.iter().enumerate().take(7) {
@@ -804,10 +801,7 @@ fn a_checkpoint_written_in_format_3_still_restores() {
         .map(|at| u8::from_str_radix(&hex[at..at + 2], 16).unwrap())
         .collect();
     assert_eq!(bytes[0], 3);
-    let mut fed = PartitionAggregator::new(AggregatorConfig::default());
-    for (i, e) in format_3_events().iter().enumerate() {
-        let _ = fed.apply(e, i as u64);
-    }
+    let mut fed = applied(&format_3_events());
     let _ = fed.publish();
     let mut restored = PartitionAggregator::new(AggregatorConfig::default());
     restored.restore("live-1", StreamCheckpoint::from_bytes(&bytes).unwrap());
@@ -821,10 +815,7 @@ fn a_checkpoint_written_in_format_3_still_restores() {
 
 #[test]
 fn a_closed_window_is_sealed_into_fewer_bytes_and_reads_the_same() {
-    let mut agg = PartitionAggregator::new(AggregatorConfig::default());
-    for (i, e) in story().iter().enumerate() {
-        let _ = agg.apply(e, i as u64);
-    }
+    let mut agg = applied(&story());
     let _ = agg.publish();
     let open = agg.state_bytes().windows;
     let before = agg.windows("live-1").unwrap();
@@ -872,12 +863,8 @@ fn purchase_event(id: &str, ts: i64) -> Event<'static> {
 
 #[test]
 fn an_ended_stream_keeps_its_products_in_the_state_size() {
-    let config = AggregatorConfig::default();
-    let idle = config.idle_timeout_ms;
-    let mut agg = PartitionAggregator::new(config);
-    for (i, e) in story().iter().enumerate() {
-        let _ = agg.apply(e, i as u64);
-    }
+    let mut agg = applied(&story());
+    let idle = agg.config().idle_timeout_ms;
     let _ = agg.publish();
     let live = agg.state_bytes();
     agg.advance_watermark(idle + 3_600_000 + 120_000);

@@ -6,7 +6,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::event::Action;
 use crate::rollup::RollupKind;
-use crate::testkit::{event, purchase, Feed};
+use crate::testkit::{applied, event, purchase, Feed};
 
 const MIN: i64 = 60_000;
 /// A round epoch-ms origin, on a window boundary.
@@ -417,10 +417,7 @@ fn spread() -> impl Strategy<Value = Vec<Event<'static>>> {
 }
 
 fn apply_all(events: &[Event<'_>]) -> (PartitionAggregator, Vec<StreamRollup>) {
-    let mut agg = PartitionAggregator::new(AggregatorConfig::default());
-    for (i, e) in events.iter().enumerate() {
-        let _ = agg.apply(e, i as u64);
-    }
+    let agg = applied(events);
     let mut windows: Vec<StreamRollup> = agg
         .stream_ids()
         .iter()
