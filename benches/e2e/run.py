@@ -404,6 +404,25 @@ def metric_sum(ms, name):
     return total if found else None
 
 
+# The engine's counters each run reports, read from /metrics at its end.
+COUNTERS = (
+    "livetally_events_consumed_total",
+    "livetally_events_invalid_total",
+    "livetally_events_duplicate_total",
+    "livetally_events_late_total",
+    "livetally_rollups_published_total",
+    "livetally_changelog_bytes_total",
+    "livetally_dead_letters_total",
+    "livetally_transactions_total",
+    "livetally_publish_failures_total",
+    "livetally_commit_failures_total",
+)
+
+
+def counters(ms):
+    return {k: metric_sum(ms, k) for k in COUNTERS}
+
+
 def histogram_quantiles(ms, name, qs=(0.5, 0.99)):
     """Bucket upper bounds holding the given quantiles of a Prometheus histogram."""
     buckets = []
@@ -550,21 +569,7 @@ def run_livetally(label, key, brokers, topic, n, guarantee, interval_ms, tag, lo
         final = metrics(addr)
         result = {"name": label, "key": key, "guarantee": guarantee,
                   "publish_interval_ms": interval_ms or 1000}
-        result["metrics"] = {
-            k: metric_sum(final, k)
-            for k in (
-                "livetally_events_consumed_total",
-                "livetally_events_invalid_total",
-                "livetally_events_duplicate_total",
-                "livetally_events_late_total",
-                "livetally_rollups_published_total",
-                "livetally_changelog_bytes_total",
-                "livetally_dead_letters_total",
-                "livetally_transactions_total",
-                "livetally_publish_failures_total",
-                "livetally_commit_failures_total",
-            )
-        }
+        result["metrics"] = counters(final)
         result["batch_processing"] = histogram_quantiles(final, "livetally_batch_processing_seconds")
         result["cpu_seconds_at_done"] = round(child.sampler.cpu, 3)
         result["peak_rss_mb_at_done"] = round(child.sampler.hwm_kb / 1024, 1)
@@ -792,6 +797,7 @@ def run_latency(brokers, key, guarantee, interval_ms, live_ms, rate, seconds, st
             "livetally_cpu_seconds": round(child.sampler.cpu, 2),
             "livetally_peak_rss_mb": round(child.sampler.hwm_kb / 1024, 1),
             "consumed": metric_sum(final, "livetally_events_consumed_total"),
+            "metrics": counters(final),
             "log": str(child.log_path.relative_to(REPO)),
         }
         result.update(phase_figures)
