@@ -184,6 +184,11 @@ impl IdSet {
         self.0.len() as u64
     }
 
+    /// Every hash, in no particular order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        self.0.iter().map(|(hash, ())| hash)
+    }
+
     /// Approximate heap use, for the state-size metric.
     pub(crate) fn heap_bytes(&self) -> usize {
         self.0.heap_bytes()
@@ -193,7 +198,7 @@ impl IdSet {
 impl Serialize for IdSet {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut bytes = Vec::with_capacity(self.0.len() * 8);
-        for (hash, ()) in self.0.iter() {
+        for hash in self.iter() {
             bytes.extend_from_slice(&hash.to_le_bytes());
         }
         serializer.serialize_bytes(&bytes)

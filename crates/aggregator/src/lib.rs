@@ -18,8 +18,11 @@
 //! - [`partition`]: [`PartitionAggregator`], the state of one input partition.
 //! - [`stream`]: the state of one stream, its figure arithmetic and its
 //!   checkpoint.
+//! - [`changelog`]: the changelog records a checkpoint is written as (a
+//!   head, and the pieces of the duplicate filter), and the restore.
 //! - `ids` (private): the stable id hashes that distinct sets and checkpoints keep.
 
+pub mod changelog;
 pub mod commission;
 pub mod distinct;
 pub mod event;

@@ -12,6 +12,7 @@ use std::fmt;
 use hashbrown::HashMap;
 use serde::{Deserialize, Serialize};
 
+use crate::changelog::Record;
 use crate::commission::CommissionRate;
 use crate::event::{Event, EventTime};
 use crate::reason::InvalidReason;
@@ -210,7 +211,11 @@ impl PartitionAggregator {
                 state.finalize();
                 self.dirty.push(stream_id.clone());
             }
-            state.expire(&clock);
+            if state.expire(&clock) && !state.unsaved {
+                // Its next checkpoint tombstones the forgotten pieces.
+                state.unsaved = true;
+                self.unsaved.push(stream_id.clone());
+            }
         }
     }
 
@@ -235,6 +240,7 @@ impl PartitionAggregator {
             state.dirty = false;
             state.revision += 1;
             let windows = state.publish_windows(&stream_id, rate, clock.window_ms);
+            // Published, so checkpointed next whatever it forgot.
             state.expire(&clock);
             let products = state.products();
             if !state.unsaved {
@@ -253,22 +259,23 @@ impl PartitionAggregator {
         publications
     }
 
-    /// The checkpoint of every stream published since its last checkpoint,
-    /// as (`stream_id`, [`StreamCheckpoint::to_bytes`]), sorted by
-    /// `stream_id`: the state behind the publications so far, for the
-    /// changelog topic. Serialized straight from the state, without a copy.
-    pub fn checkpoints(&mut self) -> Vec<(String, Vec<u8>)> {
+    /// The changelog records of every stream published since its last
+    /// checkpoint, by `stream_id`: the state behind the publications so
+    /// far. Each stream's are what [`crate::changelog`] describes: the new
+    /// pieces of its duplicate filter, its head, then tombstones. Serialized
+    /// straight from the state, without a copy.
+    pub fn checkpoints(&mut self) -> Vec<Record> {
         self.take_checkpoints(true)
     }
 
     /// [`Self::checkpoints`] of the streams never checkpointed yet only (new
     /// streams, small): so that every published stream has a checkpoint,
     /// whose revision [`Self::skip_revisions`] can move past after a restore.
-    pub fn first_checkpoints(&mut self) -> Vec<(String, Vec<u8>)> {
+    pub fn first_checkpoints(&mut self) -> Vec<Record> {
         self.take_checkpoints(false)
     }
 
-    fn take_checkpoints(&mut self, all: bool) -> Vec<(String, Vec<u8>)> {
+    fn take_checkpoints(&mut self, all: bool) -> Vec<Record> {
         let mut stream_ids = if all {
             self.never_saved.clear();
             std::mem::take(&mut self.unsaved)
@@ -287,7 +294,7 @@ impl PartitionAggregator {
             if state.unsaved && (all || !state.saved_once) {
                 state.unsaved = false;
                 state.saved_once = true;
-                checkpoints.push((stream_id.into(), StreamCheckpoint::bytes_of(state)));
+                StreamCheckpoint::write_changelog(&stream_id, state, &mut checkpoints);
             }
         }
         checkpoints

@@ -16,6 +16,7 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::changelog::Record;
 use crate::commission::{div_round, CommissionRate};
 use crate::distinct::DistinctCount;
 use crate::event::{Action, Currency, Event, EventTime, EventType, OrderLine};
@@ -25,6 +26,10 @@ use crate::reason::InvalidReason;
 use crate::rollup::{ProductRollup, RollupKind, StreamRollup, TOP_PRODUCTS};
 
 mod layout;
+mod seen;
+
+pub use seen::PieceError;
+use seen::SeenEvents;
 
 /// The event-time settings a stream needs to place an event, from
 /// [`crate::AggregatorConfig`], with the partition's watermark at the time.
@@ -672,16 +677,19 @@ impl StreamState {
     /// Drops what the watermark made useless: windows past retention, event
     /// ids past the duplicate horizon, absent viewers past retention; seals
     /// the windows it closed; releases the live parts once all are empty.
-    pub(crate) fn expire(&mut self, clock: &Clock) {
+    ///
+    /// `true` when the changelog holds pieces of a duplicate-filter
+    /// generation it forgot: the stream needs a checkpoint to drop them.
+    pub(crate) fn expire(&mut self, clock: &Clock) -> bool {
         let Some(watermark) = clock.watermark else {
-            return;
+            return false;
         };
-        self.seen.expire(
+        let forgot_pieces = self.seen.expire(
             watermark.saturating_sub(clock.dedup_horizon_ms),
             clock.dedup_span(),
         );
         let Some(live) = self.live.as_deref_mut() else {
-            return;
+            return forgot_pieces;
         };
         while live.windows.front().is_some_and(|w| clock.expired(w.0)) {
             live.windows.pop_front();
@@ -704,6 +712,7 @@ impl StreamState {
             };
         }
         self.release_live_if_empty();
+        forgot_pieces
     }
 
     /// Moves the stream's and its windows' revisions `n` on, past any that
@@ -740,7 +749,9 @@ impl StreamState {
         // The stream is over: its presence events still waiting for the
         // watermark happened, and the peak must count them before they go.
         self.settle(Some(EventTime::MAX));
-        self.seen = SeenEvents::default();
+        // Dirty, so published and then checkpointed: the checkpoint
+        // tombstones the filter's pieces.
+        self.seen.clear();
         if let Some(live) = self.live.as_deref_mut() {
             live.viewers = Viewers::default();
             live.pending = PendingPresence::default();
@@ -884,73 +895,6 @@ fn ratio(numerator: u64, denominator: u64) -> Option<f64> {
 fn money_ratio(numerator: i128, denominator: u64) -> Option<i64> {
     let rounded = div_round(numerator, i128::from(denominator))?;
     Some(i64::try_from(rounded).unwrap_or(if rounded < 0 { i64::MIN } else { i64::MAX }))
-}
-
-/// The `event_id` hashes counted for a stream, in generations of event time
-/// one duplicate horizon long, so that whole generations are forgotten once
-/// the watermark is a horizon past their end (spec: duplicates are caught at
-/// least within 10 minutes of the original's event time). An id is kept
-/// between one and two horizons; no per-id time is stored.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-struct SeenEvents {
-    /// (generation number, its ids), by generation; one to three are live.
-    generations: Vec<(i64, IdSet)>,
-}
-
-impl SeenEvents {
-    fn contains(&self, event_hash: u64) -> bool {
-        self.generations
-            .iter()
-            .any(|(_, ids)| ids.contains(event_hash))
-    }
-
-    /// `false` when the event was already seen. `span` is the generation
-    /// length, ms.
-    fn insert(&mut self, event_hash: u64, ts: EventTime, span: i64) -> bool {
-        let generation = ts.div_euclid(span);
-        // One lookup in the event's own generation (the insert below), one
-        // in each other live generation.
-        if self
-            .generations
-            .iter()
-            .any(|(g, ids)| *g != generation && ids.contains(event_hash))
-        {
-            return false;
-        }
-        let at = match self.generations.binary_search_by_key(&generation, |g| g.0) {
-            Ok(at) => at,
-            Err(at) => {
-                // One to three generations: no room to spare.
-                self.generations.reserve_exact(1);
-                self.generations.insert(at, (generation, IdSet::default()));
-                at
-            }
-        };
-        self.generations[at].1.insert(event_hash)
-    }
-
-    /// Forgets the generations that end at or before `cutoff`: every id in
-    /// them is older than the horizon.
-    fn expire(&mut self, cutoff: EventTime, span: i64) {
-        self.generations
-            .retain(|(generation, _)| generation.saturating_add(1).saturating_mul(span) > cutoff);
-        if self.generations.is_empty() {
-            self.generations = Vec::new();
-        }
-    }
-
-    fn len(&self) -> u64 {
-        self.generations.iter().map(|(_, ids)| ids.len()).sum()
-    }
-
-    fn heap_bytes(&self) -> usize {
-        self.generations.capacity() * std::mem::size_of::<(i64, IdSet)>()
-            + self
-                .generations
-                .iter()
-                .map(|(_, ids)| ids.heap_bytes())
-                .sum::<usize>()
-    }
 }
 
 /// Per-product figures of a stream, sorted by `product_id`: a stream shows
@@ -1317,15 +1261,30 @@ pub enum CheckpointError {
     /// The bytes decode but leave some over: truncated or concatenated records.
     #[error("corrupt checkpoint: {0} trailing bytes")]
     TrailingBytes(usize),
+    /// A changelog head whose duplicate filter is in pieces, read without
+    /// them ([`StreamCheckpoint::from_changelog`] joins them).
+    #[error("checkpoint needs its duplicate-filter pieces")]
+    NeedsPieces,
+    /// Its pieces do not join.
+    #[error("corrupt checkpoint: {0}")]
+    Pieces(#[from] PieceError),
 }
 
 impl StreamCheckpoint {
-    /// The changelog encoding of `state` ([`StreamCheckpoint::to_bytes`]),
-    /// written straight from the live state without copying it.
-    pub(crate) fn bytes_of(state: &StreamState) -> Vec<u8> {
-        // The in-memory-only fields (`dirty`, `unsaved`, `restored_through`)
-        // are not serialized.
-        layout::write(state, vec![layout::FORMAT])
+    /// Appends the changelog records of `state`, written straight from the
+    /// live state without copying it: the new pieces of its duplicate
+    /// filter, its head, then tombstones for the pieces it forgot.
+    pub(crate) fn write_changelog(
+        stream_id: &str,
+        state: &mut StreamState,
+        records: &mut Vec<Record>,
+    ) {
+        state.seen.write_pieces(stream_id, records);
+        records.push(Record {
+            key: stream_id.as_bytes().to_vec(),
+            value: layout::write_head(state, vec![layout::FORMAT_HEAD]),
+        });
+        state.seen.write_tombstones(stream_id, records);
     }
 
     /// Freezes a stream's state, dropping what only matters in memory.
@@ -1358,21 +1317,46 @@ impl StreamCheckpoint {
         self.state.applied_through
     }
 
-    /// The compact changelog encoding: a format byte, then postcard.
+    /// A self-contained encoding, duplicate filter included: a format byte,
+    /// then postcard. (The changelog writes heads and pieces instead; see
+    /// [`crate::changelog`].)
     pub fn to_bytes(&self) -> Vec<u8> {
-        StreamCheckpoint::bytes_of(&self.state)
+        // The in-memory-only fields (`dirty`, `unsaved`, `restored_through`)
+        // are not serialized.
+        layout::write(&self.state, vec![layout::FORMAT])
     }
 
-    /// Decodes [`StreamCheckpoint::to_bytes`]; refuses other formats, bad
-    /// bytes and trailing bytes rather than restore a wrong state.
+    /// Decodes [`StreamCheckpoint::to_bytes`], or a head whose duplicate
+    /// filter is empty; refuses other formats, bad bytes and trailing bytes
+    /// rather than restore a wrong state.
     pub fn from_bytes(bytes: &[u8]) -> Result<StreamCheckpoint, CheckpointError> {
+        let state = StreamCheckpoint::decode(bytes)?;
+        if state.seen.has_pieces() {
+            return Err(CheckpointError::NeedsPieces);
+        }
+        Ok(StreamCheckpoint::from_state(state))
+    }
+
+    /// Decodes a changelog head, joining the pieces of its duplicate filter:
+    /// `piece(generation, n)` gives piece `n` of that generation's ids.
+    /// Also reads what [`StreamCheckpoint::to_bytes`] writes.
+    pub fn from_changelog<'p>(
+        head: &[u8],
+        piece: impl FnMut(i64, u32) -> Option<&'p [u8]>,
+    ) -> Result<StreamCheckpoint, CheckpointError> {
+        let mut state = StreamCheckpoint::decode(head)?;
+        state.seen.join(piece)?;
+        Ok(StreamCheckpoint::from_state(state))
+    }
+
+    fn decode(bytes: &[u8]) -> Result<StreamState, CheckpointError> {
         let (&format, body) = bytes.split_first().ok_or(CheckpointError::Empty)?;
         let (state, rest) =
             layout::read(format, body).ok_or(CheckpointError::UnsupportedFormat(format))??;
         if !rest.is_empty() {
             return Err(CheckpointError::TrailingBytes(rest.len()));
         }
-        Ok(StreamCheckpoint::from_state(state))
+        Ok(state)
     }
 }
 

@@ -1,10 +1,13 @@
 //! Builders for test events, so each test reads as the story it tells.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 
+use crate::changelog::{self, Record};
 use crate::event::{Action, Currency, Event, EventTime, OrderLine};
 use crate::partition::{AggregatorConfig, Outcome, PartitionAggregator};
 use crate::rollup::{ProductRollup, StreamRollup};
+use crate::stream::StreamCheckpoint;
 
 pub(crate) const USD: Currency = Currency(*b"USD");
 pub(crate) const EUR: Currency = Currency(*b"EUR");
@@ -139,4 +142,44 @@ impl Feed {
     pub(crate) fn products(&self) -> Vec<ProductRollup> {
         self.agg.products(&self.stream_id).expect("stream exists")
     }
+}
+
+/// A compacted changelog topic in memory: the latest value of each key.
+#[derive(Debug, Default)]
+pub(crate) struct Changelog(pub(crate) HashMap<Vec<u8>, Vec<u8>>);
+
+impl Changelog {
+    /// Writes records in order; an empty value deletes its key.
+    pub(crate) fn write(&mut self, records: Vec<Record>) {
+        for Record { key, value } in records {
+            if value.is_empty() {
+                self.0.remove(&key);
+            } else {
+                self.0.insert(key, value);
+            }
+        }
+    }
+
+    /// Every stream's checkpoint, pieces joined, by stream id.
+    pub(crate) fn checkpoints(&self) -> Vec<(String, StreamCheckpoint)> {
+        changelog::restore(&self.0)
+            .expect("the changelog restores")
+            .checkpoints
+    }
+
+    /// A new aggregator restored from every checkpoint.
+    pub(crate) fn restore(&self, config: AggregatorConfig) -> PartitionAggregator {
+        let mut agg = PartitionAggregator::new(config);
+        for (stream_id, checkpoint) in self.checkpoints() {
+            agg.restore(&stream_id, checkpoint);
+        }
+        agg
+    }
+}
+
+/// The checkpoints one batch of changelog records restores, by stream id.
+pub(crate) fn checkpoints_in(records: Vec<Record>) -> Vec<(String, StreamCheckpoint)> {
+    let mut changelog = Changelog::default();
+    changelog.write(records);
+    changelog.checkpoints()
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use futures::FutureExt;
+use livetally_aggregator::changelog::Record;
 use livetally_aggregator::{InvalidReason, StreamRollup};
 use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::KafkaError;
@@ -96,8 +97,8 @@ pub struct OutRollup {
 pub struct OutBatch {
     /// Rollups for the rollup topic, keyed by stream id.
     pub rollups: Vec<OutRollup>,
-    /// Changelog records: (stream id, checkpoint bytes; empty = tombstone).
-    pub changelog: Vec<(String, Vec<u8>)>,
+    /// Changelog records, in order (an empty value is a tombstone).
+    pub changelog: Vec<Record>,
     /// Invalid records.
     pub dead_letters: Vec<DeadLetter>,
 }
@@ -150,8 +151,9 @@ impl Publisher {
             .set("linger.ms", "5")
             .set("compression.type", "lz4")
             .set("message.timeout.ms", "30000")
-            // A changelog record is one stream's whole state (the changelog
-            // topic is created to accept as much).
+            // A changelog head is a stream's state but for its duplicate
+            // filter, and a first piece a whole generation of it: either can
+            // be large (the changelog topic is created to accept as much).
             .set("message.max.bytes", "67108864");
         for (k, v) in &config.extra {
             client.set(k, v);
@@ -322,9 +324,9 @@ impl Publisher {
                 .headers(content_type.clone());
             deliveries.push((Destination::Rollups, self.enqueue(record)));
         }
-        for (key, value) in &batch.changelog {
+        for Record { key, value } in &batch.changelog {
             let mut record = FutureRecord::<[u8], [u8]>::to(&c.changelog_topic)
-                .key(key.as_bytes())
+                .key(key.as_slice())
                 .partition(changelog_partition);
             if !value.is_empty() {
                 record = record.payload(value.as_slice());

@@ -6,7 +6,7 @@ use proptest::sample::Index;
 
 use super::*;
 use crate::event::{Action, Event, OrderLine};
-use crate::testkit::{applied, event, EUR, USD};
+use crate::testkit::{applied, event, Changelog, EUR, USD};
 
 /// An event drawn from small domains, so that viewers, products, orders and
 /// timestamps collide often.
@@ -182,12 +182,9 @@ fn restart(all: &[Event<'_>], split: usize) -> Result<Restart, TestCaseError> {
     }
     let mut before = applied(&all[..split]);
     let _ = before.publish();
-    let mut after = PartitionAggregator::new(AggregatorConfig::default());
-    for (stream_id, bytes) in before.checkpoints() {
-        let checkpoint =
-            StreamCheckpoint::from_bytes(&bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
-        after.restore(&stream_id, checkpoint);
-    }
+    let mut changelog = Changelog::default();
+    changelog.write(before.checkpoints());
+    let after = changelog.restore(AggregatorConfig::default());
     Ok(Restart {
         straight,
         before,
@@ -277,5 +274,44 @@ proptest! {
         let _ = after.publish();
         let _ = straight.publish();
         prop_assert_eq!(figures_and_windows(&after), figures_and_windows(&straight));
+    }
+}
+
+proptest! {
+    #[test]
+    fn checkpoints_in_pieces_restore_the_duplicate_filter_exactly(
+        (all, split, every) in events_every(true, 30_000)
+            .prop_flat_map(|v| (Just(v), any::<Index>(), 1..8usize))
+    ) {
+        // A one-minute duplicate horizon over six minutes of events: the
+        // filter's generations go to the changelog in pieces over many
+        // checkpoints, and are forgotten and tombstoned as the watermark moves.
+        let config = AggregatorConfig {
+            dedup_horizon_ms: 60_000,
+            ..AggregatorConfig::default()
+        };
+        let split = split.index(all.len() + 1);
+        let mut before = PartitionAggregator::new(config.clone());
+        let mut changelog = Changelog::default();
+        for (position, e) in all[..split].iter().enumerate() {
+            let _ = before.apply(e, position as u64);
+            if position % every == 0 {
+                let _ = before.publish();
+                changelog.write(before.checkpoints());
+            }
+        }
+        let _ = before.publish();
+        changelog.write(before.checkpoints());
+        let stray = crate::changelog::restore(&changelog.0)
+            .map_err(|e| TestCaseError::fail(e.to_string()))?
+            .stray_pieces;
+        prop_assert_eq!(stray, 0, "every forgotten piece is tombstoned");
+        let mut after = changelog.restore(config);
+        prop_assert_eq!(figures(&after), figures(&before));
+        for (position, e) in all.iter().enumerate().skip(split) {
+            let position = position as u64;
+            prop_assert_eq!(after.apply(e, position), before.apply(e, position), "at {}", position);
+        }
+        prop_assert_eq!(figures(&after), figures(&before));
     }
 }

@@ -1,6 +1,7 @@
 //! Hand-written cases for every figure and every outcome.
 
 use super::*;
+use crate::changelog::Key;
 use crate::event::{Action, Currency};
 use crate::stream::CheckpointError;
 use crate::testkit::*;
@@ -531,14 +532,14 @@ fn publish_returns_dirty_streams_sorted_with_increasing_revisions() {
     assert!(first.iter().all(|p| p.rollup.revision == 1));
     assert_eq!(first[0].rollup.gmv, 20);
     assert_eq!(first[0].products.len(), 1);
-    let checkpoints = agg.checkpoints();
+    let checkpoints = checkpoints_in(agg.checkpoints());
     let ids: Vec<&str> = checkpoints.iter().map(|(id, _)| id.as_str()).collect();
     assert_eq!(
         ids,
         ["s1", "s2", "s3"],
         "one checkpoint per published stream"
     );
-    let s1 = StreamCheckpoint::from_bytes(&checkpoints[0].1).unwrap();
+    let s1 = &checkpoints[0].1;
     assert_eq!((s1.revision(), s1.applied_through()), (1, Some(3)));
     assert!(agg.checkpoints().is_empty(), "taken once");
     // Nothing new: nothing published, revision unchanged.
@@ -605,10 +606,9 @@ fn restore_then_continue_matches_never_stopping() {
         let _ = before.apply(e, i as u64);
     }
     let _ = before.publish();
-    let checkpoints = before.checkpoints();
-    let bytes = &checkpoints[0].1;
+    let mut checkpoints = checkpoints_in(before.checkpoints());
     let mut after = PartitionAggregator::new(AggregatorConfig::default());
-    after.restore("live-1", StreamCheckpoint::from_bytes(bytes).unwrap());
+    after.restore("live-1", checkpoints.remove(0).1);
     assert!(after.publish().is_empty(), "a restored stream is not dirty");
     assert_eq!(after.rollup("live-1"), before.rollup("live-1"));
     // The consumer resumes from an older committed offset: 4..7 are replayed.
@@ -922,12 +922,9 @@ fn a_large_stream_round_trips_through_its_checkpoint() {
         assert_eq!(agg.apply(e, i as u64), Outcome::Counted);
     }
     let _ = agg.publish();
-    let checkpoints = agg.checkpoints();
+    let mut checkpoints = checkpoints_in(agg.checkpoints());
     let mut restored = PartitionAggregator::new(AggregatorConfig::default());
-    restored.restore(
-        "big",
-        StreamCheckpoint::from_bytes(&checkpoints[0].1).unwrap(),
-    );
+    restored.restore("big", checkpoints.remove(0).1);
     assert_eq!(restored.rollup("big"), agg.rollup("big"));
     assert_eq!(restored.products("big"), agg.products("big"));
     assert_eq!(restored.windows("big"), agg.windows("big"));
@@ -957,13 +954,10 @@ fn checkpoints_cover_every_publication_since_the_last_ones() {
     let _ = agg.apply(&event("e3", "s1", "b", 2, Action::View), 2);
     let _ = agg.publish();
     // Three publications, two streams: one checkpoint each, at their latest.
-    let checkpoints = agg.checkpoints();
+    let checkpoints = checkpoints_in(agg.checkpoints());
     let read: Vec<(&str, u64, Option<u64>)> = checkpoints
         .iter()
-        .map(|(id, bytes)| {
-            let c = StreamCheckpoint::from_bytes(bytes).unwrap();
-            (id.as_str(), c.revision(), c.applied_through())
-        })
+        .map(|(id, c)| (id.as_str(), c.revision(), c.applied_through()))
         .collect();
     assert_eq!(read, [("s1", 2, Some(2)), ("s2", 1, Some(1))]);
     // Applied but not yet published: not in a checkpoint yet.
@@ -972,9 +966,15 @@ fn checkpoints_cover_every_publication_since_the_last_ones() {
     // Between full checkpoints, only streams never checkpointed get one.
     let _ = agg.apply(&event("e5", "s3", "d", 4, Action::View), 4);
     let _ = agg.publish();
-    let first: Vec<String> = agg.first_checkpoints().into_iter().map(|c| c.0).collect();
+    let first: Vec<String> = checkpoints_in(agg.first_checkpoints())
+        .into_iter()
+        .map(|c| c.0)
+        .collect();
     assert_eq!(first, ["s3"]);
-    let rest: Vec<String> = agg.checkpoints().into_iter().map(|c| c.0).collect();
+    let rest: Vec<String> = checkpoints_in(agg.checkpoints())
+        .into_iter()
+        .map(|c| c.0)
+        .collect();
     assert_eq!(rest, ["s2"], "s2 stays due for the next full checkpoint");
 }
 
@@ -983,7 +983,7 @@ fn skipped_revisions_keep_revisions_increasing_after_a_restore() {
     let mut agg = PartitionAggregator::new(AggregatorConfig::default());
     let _ = agg.apply(&event("e1", "s1", "a", 1_000, Action::View), 0);
     let _ = agg.publish();
-    let (_, bytes) = agg.checkpoints().remove(0);
+    let (_, checkpoint) = checkpoints_in(agg.checkpoints()).remove(0);
     // Two more publications follow the checkpoint, then the process dies.
     for (i, at) in [(1, 2_000), (2, 3_000)] {
         let _ = agg.apply(
@@ -1005,7 +1005,7 @@ fn skipped_revisions_keep_revisions_increasing_after_a_restore() {
         assert_eq!(published[0].windows[0].revision, i - 2);
     }
     let mut restored = PartitionAggregator::new(AggregatorConfig::default());
-    restored.restore("s1", StreamCheckpoint::from_bytes(&bytes).unwrap());
+    restored.restore("s1", checkpoint);
     restored.skip_revisions(5);
     let _ = restored.apply(&event("e2", "s1", "a", 2_000, Action::Like), 1);
     let published = restored.publish();
@@ -1013,14 +1013,9 @@ fn skipped_revisions_keep_revisions_increasing_after_a_restore() {
     assert_eq!(published[0].windows[0].revision, 7);
     // The moved revisions go to the changelog with that first publication,
     // even between full checkpoints.
-    let first = restored.first_checkpoints();
+    let first = checkpoints_in(restored.first_checkpoints());
     assert_eq!(first.len(), 1);
-    assert_eq!(
-        StreamCheckpoint::from_bytes(&first[0].1)
-            .unwrap()
-            .revision(),
-        7
-    );
+    assert_eq!(first[0].1.revision(), 7);
     // The replay opens the later window again: from the stream's revision,
     // past its two revisions of before.
     let _ = restored.apply(&event("e4", "s1", "a", 61_000, Action::Like), 3);
@@ -1054,4 +1049,93 @@ fn concurrent_viewers_over_many_pending_presence_events_follow_each_viewers_late
     }
     let present = latest.values().filter(|(_, view)| *view).count() as u64;
     assert_eq!(f.rollup().concurrent_viewers, present);
+}
+
+#[test]
+fn a_busy_streams_duplicate_filter_reaches_the_changelog_once_per_id_and_restores_exactly() {
+    // 1,200 events of one stream over three minutes with a one-minute
+    // duplicate horizon: generations of 400 ids, checkpointed every 100
+    // events, so each is written as a whole first piece and then appended to.
+    let config = AggregatorConfig {
+        dedup_horizon_ms: 60_000,
+        ..AggregatorConfig::default()
+    };
+    let events: Vec<Event<'static>> = (0..1_200)
+        .map(|i| {
+            let viewer = format!("v{}", i % 50);
+            event(&format!("e{i}"), "busy", &viewer, i * 150, Action::Like)
+        })
+        .collect();
+    let mut agg = PartitionAggregator::new(config.clone());
+    let mut changelog = Changelog::default();
+    let mut piece_bytes = 0;
+    let mut head_bytes = Vec::new();
+    for (position, e) in (0..).zip(&events) {
+        assert_eq!(agg.apply(e, position), Outcome::Counted);
+        if position % 100 == 99 {
+            let _ = agg.publish();
+            let records = agg.checkpoints();
+            for r in &records {
+                match Key::parse(&r.key) {
+                    Some(Key::Piece { .. }) => piece_bytes += r.value.len(),
+                    _ => head_bytes.push(r.value.len()),
+                }
+            }
+            changelog.write(records);
+        }
+    }
+    assert_eq!(piece_bytes, 8 * events.len(), "every id written once");
+    assert!(
+        head_bytes.iter().all(|&b| b < 8 * 100),
+        "heads hold no ids: {head_bytes:?}"
+    );
+    let restored = crate::changelog::restore(&changelog.0).unwrap();
+    assert_eq!(
+        restored.stray_pieces, 0,
+        "the first generation's tombstoned"
+    );
+    let mut after = changelog.restore(config);
+    assert_eq!(after.rollup("busy"), agg.rollup("busy"));
+    // Sent again: within the horizon a duplicate, before it counted again,
+    // the same in the restored state as in the one never stopped.
+    let mut duplicates = 0;
+    for (position, e) in (1_200..).zip(&events) {
+        let outcome = after.apply(e, position);
+        assert_eq!(outcome, agg.apply(e, position), "event {position}");
+        duplicates += u64::from(outcome == Outcome::Duplicate);
+    }
+    assert_eq!(
+        duplicates, 800,
+        "the two generations still within the horizon"
+    );
+}
+
+#[test]
+fn a_changelog_written_by_the_previous_version_still_restores() {
+    // Format 4 under the stream's key, the duplicate filter inline, as
+    // written before the filter went to pieces.
+    let mut fed = applied(&story());
+    let _ = fed.publish();
+    let mut changelog = Changelog::default();
+    let old = fed.checkpoint("live-1").unwrap().to_bytes();
+    assert_eq!(old[0], 4);
+    changelog.0.insert(b"live-1".to_vec(), old);
+    let mut restored = changelog.restore(AggregatorConfig::default());
+    assert_eq!(restored.rollup("live-1"), fed.rollup("live-1"));
+    let resent = &story()[0];
+    assert_eq!(restored.apply(resent, 1_000), Outcome::Duplicate);
+    // Its next checkpoint writes the filter as a piece and a head.
+    let _ = restored.apply(&event("new", "live-1", "z", 2_000, Action::Like), 1_001);
+    let _ = restored.publish();
+    let records = restored.checkpoints();
+    let kinds: Vec<bool> = records
+        .iter()
+        .map(|r| matches!(Key::parse(&r.key), Some(Key::Piece { .. })))
+        .collect();
+    assert_eq!(kinds, [true, false], "a piece, then the head");
+    assert_eq!(records[1].value[0], 5);
+    assert!(matches!(
+        StreamCheckpoint::from_bytes(&records[1].value),
+        Err(CheckpointError::NeedsPieces)
+    ));
 }

@@ -7,7 +7,8 @@
 //! written as it is and restored without decoding it into figures (its
 //! bytes are checked). Format 3, written before windows were sealed, held
 //! the figures themselves; it is still read, so that an upgrade restores
-//! the state an older version wrote.
+//! the state an older version wrote. Format 5, the changelog's head, is
+//! format 4 with the duplicate filter's ids left to pieces (`seen.rs`).
 
 use std::collections::VecDeque;
 
@@ -20,14 +21,18 @@ use super::{
 use crate::event::{Currency, EventTime};
 use crate::ids::deserialize_blob;
 
-/// The layout written now.
+/// The self-contained layout: the duplicate filter's ids inline.
 pub(super) const FORMAT: u8 = 4;
+/// The changelog's head: format 4 with the duplicate filter as a list of
+/// (generation, pieces), its ids in records of their own.
+pub(super) const FORMAT_HEAD: u8 = 5;
 /// The layout before windows were sealed: read, never written.
 pub(super) const FORMAT_UNSEALED: u8 = 3;
 
-/// The state as written: borrowed, in the order of the fields of [`Stored`].
+/// The state as written: borrowed, in the order of the fields of [`Stored`];
+/// the duplicate filter as `S`.
 #[derive(Serialize)]
-struct StoredRef<'a> {
+struct StoredRef<'a, S> {
     totals: &'a Figures,
     currency: Option<Currency>,
     seller_id: Option<&'a str>,
@@ -36,7 +41,7 @@ struct StoredRef<'a> {
     viewers: &'a Viewers,
     pending: &'a PendingPresence,
     settled_peak: u64,
-    seen: &'a SeenEvents,
+    seen: S,
     products: &'a Products,
     windows: WindowsRef<'a>,
     finalized: bool,
@@ -73,8 +78,17 @@ impl Serialize for Blob<'_> {
     }
 }
 
-/// Writes `state` in the current layout after `prefix`.
+/// Writes `state` in the self-contained layout after `prefix`.
 pub(super) fn write(state: &StreamState, prefix: Vec<u8>) -> Vec<u8> {
+    write_with(state, &state.seen, prefix)
+}
+
+/// Writes `state` as a changelog head after `prefix`.
+pub(super) fn write_head(state: &StreamState, prefix: Vec<u8>) -> Vec<u8> {
+    write_with(state, state.seen.pieces(), prefix)
+}
+
+fn write_with<S: Serialize>(state: &StreamState, seen: S, prefix: Vec<u8>) -> Vec<u8> {
     let live = state.live();
     let stored = StoredRef {
         totals: &state.totals,
@@ -85,7 +99,7 @@ pub(super) fn write(state: &StreamState, prefix: Vec<u8>) -> Vec<u8> {
         viewers: &live.viewers,
         pending: &live.pending,
         settled_peak: state.settled_peak,
-        seen: &state.seen,
+        seen,
         products: &state.products,
         windows: WindowsRef(&live.windows),
         finalized: state.finalized,
@@ -102,17 +116,19 @@ pub(super) fn read(
     bytes: &[u8],
 ) -> Option<Result<(StreamState, &[u8]), postcard::Error>> {
     Some(match format {
-        FORMAT => postcard::take_from_bytes::<Stored<SealedWindow>>(bytes)
+        FORMAT_HEAD => postcard::take_from_bytes::<Stored<SealedWindow, Vec<(i64, u32)>>>(bytes)
             .map(|(stored, rest)| (stored.into_state(), rest)),
-        FORMAT_UNSEALED => postcard::take_from_bytes::<Stored<UnsealedWindow>>(bytes)
+        FORMAT => postcard::take_from_bytes::<Stored<SealedWindow, SeenEvents>>(bytes)
+            .map(|(stored, rest)| (stored.into_state(), rest)),
+        FORMAT_UNSEALED => postcard::take_from_bytes::<Stored<UnsealedWindow, SeenEvents>>(bytes)
             .map(|(stored, rest)| (stored.into_state(), rest)),
         _ => return None,
     })
 }
 
-/// The state as read, its windows in layout `W`.
+/// The state as read, its windows in layout `W`, its duplicate filter as `S`.
 #[derive(Deserialize)]
-struct Stored<W> {
+struct Stored<W, S> {
     totals: Figures,
     currency: Option<Currency>,
     seller_id: Option<Box<str>>,
@@ -121,7 +137,7 @@ struct Stored<W> {
     viewers: Viewers,
     pending: PendingPresence,
     settled_peak: u64,
-    seen: SeenEvents,
+    seen: S,
     products: Products,
     windows: VecDeque<W>,
     finalized: bool,
@@ -174,7 +190,25 @@ impl IntoWindow for UnsealedWindow {
     }
 }
 
-impl<W: IntoWindow> Stored<W> {
+/// A duplicate filter as the state keeps it.
+trait IntoSeen {
+    fn into_seen(self) -> SeenEvents;
+}
+
+impl IntoSeen for SeenEvents {
+    fn into_seen(self) -> SeenEvents {
+        self
+    }
+}
+
+/// A head's (generation, pieces) list: the ids are joined later.
+impl IntoSeen for Vec<(i64, u32)> {
+    fn into_seen(self) -> SeenEvents {
+        SeenEvents::from_counts(self)
+    }
+}
+
+impl<W: IntoWindow, S: IntoSeen> Stored<W, S> {
     fn into_state(self) -> StreamState {
         let live = Live {
             viewers: self.viewers,
@@ -188,7 +222,7 @@ impl<W: IntoWindow> Stored<W> {
             revision: self.revision,
             applied_through: self.applied_through,
             settled_peak: self.settled_peak,
-            seen: self.seen,
+            seen: self.seen.into_seen(),
             live: (!live.is_empty()).then(|| Box::new(live)),
             products: self.products,
             finalized: self.finalized,

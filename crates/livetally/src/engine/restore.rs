@@ -1,15 +1,17 @@
 //! Restoring a partition's state from the changelog topic.
 //!
 //! The changelog is compacted and partitioned like the input topic: partition
-//! `p` holds, per stream key, the latest checkpoint of the streams of input
-//! partition `p`. Reading it from the beginning to its end and keeping the
-//! last record per key gives the state as of the last publication.
+//! `p` holds the latest checkpoint of each stream of input partition `p`, as
+//! a head keyed by the stream id and the pieces of its duplicate filter
+//! (`livetally_aggregator::changelog`). Reading it from the beginning to its
+//! end and keeping the last record per key gives the state as of the last
+//! checkpoint.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use livetally_aggregator::StreamCheckpoint;
+use livetally_aggregator::{changelog, StreamCheckpoint};
 use livetally_sink::metrics::CHANGELOG_LAG;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -33,7 +35,7 @@ pub fn read_partition(
     let (low, high) = consumer
         .fetch_watermarks(changelog_topic, partition, Duration::from_secs(10))
         .with_context(|| format!("watermarks of {changelog_topic}/{partition}"))?;
-    let mut latest: HashMap<String, Vec<u8>> = HashMap::new();
+    let mut latest: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
     if high <= low {
         return Ok(Vec::new());
     }
@@ -68,24 +70,26 @@ pub fn read_partition(
                 .set((high - position).max(0) as f64);
         }
         let Some(key) = message.key() else { continue };
-        let key = String::from_utf8_lossy(key).into_owned();
         match message.payload() {
             Some(value) if !value.is_empty() => {
-                latest.insert(key, value.to_vec());
+                latest.insert(key.to_vec(), value.to_vec());
             }
             _ => {
-                latest.remove(&key);
+                latest.remove(key);
             }
         }
     }
     metrics::gauge!(CHANGELOG_LAG, "partition" => partition.to_string()).set(0.0);
-    let mut checkpoints = Vec::with_capacity(latest.len());
-    for (stream_id, bytes) in latest {
-        let checkpoint = StreamCheckpoint::from_bytes(&bytes)
-            .with_context(|| format!("corrupt changelog record for stream {stream_id:?}"))?;
-        checkpoints.push((stream_id, checkpoint));
+    let restored = changelog::restore(&latest)
+        .with_context(|| format!("restore {changelog_topic}/{partition}"))?;
+    if restored.stray_pieces > 0 {
+        tracing::info!(
+            partition,
+            pieces = restored.stray_pieces,
+            "changelog pieces no checkpoint counts (left by a crash mid-batch); ignored"
+        );
     }
-    Ok(checkpoints)
+    Ok(restored.checkpoints)
 }
 
 /// A consumer that reads assigned partitions of an internal topic

@@ -660,7 +660,7 @@ impl PartitionWork {
             .map(|(_, shown)| shown.encode(format))
             .collect();
         let streams = rollups.len();
-        let checkpoint_bytes: usize = changelog.iter().map(|(_, bytes)| bytes.len()).sum();
+        let checkpoint_bytes: usize = changelog.iter().map(|r| r.key.len() + r.value.len()).sum();
         metrics::counter!(names::CHANGELOG_BYTES).increment(checkpoint_bytes as u64);
         let batch = OutBatch {
             rollups,

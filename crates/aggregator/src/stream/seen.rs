@@ -1,0 +1,310 @@
+//! The duplicate filter: the `event_id` hashes a stream counted recently,
+//! and how they reach the changelog in pieces.
+//!
+//! The filter is most of a busy stream's state (an id per event for 10 to
+//! 20 minutes of event time), and it only grows until a whole generation is
+//! forgotten. So the changelog does not rewrite it with every checkpoint:
+//! each generation is written as numbered *pieces*, records of their own
+//! beside the stream's checkpoint (its *head*), and a checkpoint writes only
+//! the ids added since the last one. The head lists each generation with
+//! its number of pieces; a restore joins the pieces again. A forgotten
+//! generation's pieces are tombstoned after the head that no longer lists
+//! them. A small generation is rewritten whole as piece 0, so that a quiet
+//! stream does not collect a record per checkpoint.
+
+use serde::de::{SeqAccess, Visitor};
+use serde::ser::SerializeSeq;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::changelog::{piece_key, Record};
+use crate::event::EventTime;
+use crate::ids::IdSet;
+
+/// A generation with at most this many ids is rewritten whole as piece 0
+/// (up to 1 KiB of ids), rather than appended to, until it grows past it.
+const WHOLE_PIECE_IDS: u64 = 128;
+
+/// The `event_id` hashes counted for a stream, in generations of event time
+/// one duplicate horizon long, so that whole generations are forgotten once
+/// the watermark is a horizon past their end (spec: duplicates are caught at
+/// least within 10 minutes of the original's event time). An id is kept
+/// between one and two horizons; no per-id time is stored.
+#[derive(Clone, Debug, Default)]
+pub(super) struct SeenEvents {
+    /// By generation number; one to three are live.
+    generations: Vec<Generation>,
+    /// Forgotten generations that have pieces in the changelog, as
+    /// (number, pieces): tombstoned after the stream's next head.
+    forgotten: Vec<(i64, u32)>,
+}
+
+/// One duplicate horizon of event time.
+#[derive(Clone, Debug, Default)]
+struct Generation {
+    /// Event time divided by the horizon.
+    number: i64,
+    ids: IdSet,
+    /// Pieces written to the changelog so far.
+    pieces: u32,
+    /// Ids added since its last piece; kept once it has one.
+    fresh: Vec<u64>,
+}
+
+impl SeenEvents {
+    pub(super) fn contains(&self, event_hash: u64) -> bool {
+        self.generations.iter().any(|g| g.ids.contains(event_hash))
+    }
+
+    /// `false` when the event was already seen. `span` is the generation
+    /// length, ms.
+    pub(super) fn insert(&mut self, event_hash: u64, ts: EventTime, span: i64) -> bool {
+        let number = ts.div_euclid(span);
+        // One lookup in the event's own generation (the insert below), one
+        // in each other live generation.
+        if self
+            .generations
+            .iter()
+            .any(|g| g.number != number && g.ids.contains(event_hash))
+        {
+            return false;
+        }
+        let at = match self.generations.binary_search_by_key(&number, |g| g.number) {
+            Ok(at) => at,
+            Err(at) => {
+                // One to three generations: no room to spare.
+                self.generations.reserve_exact(1);
+                let generation = Generation {
+                    number,
+                    ..Generation::default()
+                };
+                self.generations.insert(at, generation);
+                at
+            }
+        };
+        let generation = &mut self.generations[at];
+        if !generation.ids.insert(event_hash) {
+            return false;
+        }
+        if generation.pieces > 0 {
+            generation.fresh.push(event_hash);
+        }
+        true
+    }
+
+    /// Forgets the generations that end at or before `cutoff`: every id in
+    /// them is older than the horizon. `true` when one of them had pieces in
+    /// the changelog, which the stream's next checkpoint must tombstone.
+    pub(super) fn expire(&mut self, cutoff: EventTime, span: i64) -> bool {
+        let before = self.forgotten.len();
+        let forgotten = &mut self.forgotten;
+        self.generations.retain(|g| {
+            let keep = g.number.saturating_add(1).saturating_mul(span) > cutoff;
+            if !keep && g.pieces > 0 {
+                forgotten.push((g.number, g.pieces));
+            }
+            keep
+        });
+        if self.generations.is_empty() {
+            self.generations = Vec::new();
+        }
+        self.forgotten.len() > before
+    }
+
+    /// Forgets every generation (the stream ended); `true` as for
+    /// [`Self::expire`].
+    pub(super) fn clear(&mut self) -> bool {
+        self.expire(EventTime::MAX, 1)
+    }
+
+    pub(super) fn len(&self) -> u64 {
+        self.generations.iter().map(|g| g.ids.len()).sum()
+    }
+
+    pub(super) fn heap_bytes(&self) -> usize {
+        self.generations.capacity() * std::mem::size_of::<Generation>()
+            + self.forgotten.capacity() * std::mem::size_of::<(i64, u32)>()
+            + self
+                .generations
+                .iter()
+                .map(|g| g.ids.heap_bytes() + g.fresh.capacity() * 8)
+                .sum::<usize>()
+    }
+
+    /// Appends to `records` what the changelog lacks of the filter, one
+    /// piece per generation that changed since its last piece: the whole
+    /// generation while it is new or small, else the ids added since.
+    /// Written before the head ([`Self::pieces`]) that counts them.
+    pub(super) fn write_pieces(&mut self, stream_id: &str, records: &mut Vec<Record>) {
+        for g in &mut self.generations {
+            let whole = g.pieces == 0 || (g.pieces == 1 && g.ids.len() <= WHOLE_PIECE_IDS);
+            if g.pieces > 0 && g.fresh.is_empty() {
+                continue;
+            }
+            let (piece, value) = if whole {
+                (0, id_bytes(g.ids.iter()))
+            } else {
+                (g.pieces, id_bytes(g.fresh.iter().copied()))
+            };
+            records.push(Record {
+                key: piece_key(stream_id, g.number, piece),
+                value,
+            });
+            g.pieces = piece + 1;
+            // A busy generation's list stays allocated for the next batch.
+            g.fresh.clear();
+            if g.fresh.capacity() > 4 * WHOLE_PIECE_IDS as usize && !whole {
+                g.fresh.shrink_to(g.fresh.capacity() / 2);
+            }
+        }
+    }
+
+    /// Appends tombstones for the pieces of the generations forgotten since
+    /// the last head: written after the head that no longer lists them. A
+    /// generation that came back (a late event in it) keeps the pieces it
+    /// wrote since.
+    pub(super) fn write_tombstones(&mut self, stream_id: &str, records: &mut Vec<Record>) {
+        for (number, pieces) in std::mem::take(&mut self.forgotten) {
+            let kept = self
+                .generations
+                .iter()
+                .find(|g| g.number == number)
+                .map_or(0, |g| g.pieces);
+            for piece in kept..pieces {
+                records.push(Record {
+                    key: piece_key(stream_id, number, piece),
+                    value: Vec::new(),
+                });
+            }
+        }
+    }
+
+    /// The head's account of the filter: each generation with its pieces.
+    pub(super) fn pieces(&self) -> PieceCounts<'_> {
+        PieceCounts(&self.generations)
+    }
+
+    /// The filter a head describes, its ids still to be joined from the
+    /// pieces by [`Self::join`].
+    pub(super) fn from_counts(counts: Vec<(i64, u32)>) -> SeenEvents {
+        SeenEvents {
+            generations: counts
+                .into_iter()
+                .map(|(number, pieces)| Generation {
+                    number,
+                    pieces,
+                    ..Generation::default()
+                })
+                .collect(),
+            forgotten: Vec::new(),
+        }
+    }
+
+    /// Joins the pieces a head counts into the filter: `piece(number, n)`
+    /// gives piece `n` of generation `number`. Refuses a missing, ragged or
+    /// unordered set of pieces rather than restore a filter that would count
+    /// duplicates again.
+    pub(super) fn join<'p>(
+        &mut self,
+        mut piece: impl FnMut(i64, u32) -> Option<&'p [u8]>,
+    ) -> Result<(), PieceError> {
+        let mut last = None;
+        for g in &mut self.generations {
+            if last.is_some_and(|n| n >= g.number) {
+                return Err(PieceError::Unordered(g.number));
+            }
+            last = Some(g.number);
+            for n in 0..g.pieces {
+                let bytes = piece(g.number, n).ok_or(PieceError::Missing(g.number, n))?;
+                let ids = bytes.chunks_exact(8);
+                if !ids.remainder().is_empty() {
+                    return Err(PieceError::Ragged(g.number, n, bytes.len()));
+                }
+                for id in ids {
+                    g.ids
+                        .insert(u64::from_le_bytes(id.try_into().expect("8-byte chunk")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether any generation counts pieces, which a self-contained
+    /// checkpoint cannot hold.
+    pub(super) fn has_pieces(&self) -> bool {
+        self.generations.iter().any(|g| g.pieces > 0)
+    }
+}
+
+/// Why the pieces of a head's duplicate filter could not be joined.
+#[derive(Debug, thiserror::Error)]
+pub enum PieceError {
+    /// A piece the head counts is not in the changelog.
+    #[error("piece {1} of duplicate-filter generation {0} is missing")]
+    Missing(i64, u32),
+    /// A piece is not a whole number of 8-byte ids.
+    #[error("piece {1} of duplicate-filter generation {0} has {2} bytes, not a multiple of 8")]
+    Ragged(i64, u32, usize),
+    /// The head lists generations out of order.
+    #[error("duplicate-filter generation {0} listed out of order")]
+    Unordered(i64),
+}
+
+fn id_bytes(ids: impl Iterator<Item = u64>) -> Vec<u8> {
+    ids.flat_map(u64::to_le_bytes).collect()
+}
+
+/// The head's list of generations: (number, pieces) each.
+pub(super) struct PieceCounts<'a>(&'a [Generation]);
+
+impl Serialize for PieceCounts<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
+        for g in self.0 {
+            seq.serialize_element(&(g.number, g.pieces))?;
+        }
+        seq.end()
+    }
+}
+
+/// A self-contained checkpoint (format 4) holds the filter inline: a
+/// sequence of (generation number, ids).
+impl Serialize for SeenEvents {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(Some(self.generations.len()))?;
+        for g in &self.generations {
+            seq.serialize_element(&(g.number, &g.ids))?;
+        }
+        seq.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for SeenEvents {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Generations;
+
+        impl<'de> Visitor<'de> for Generations {
+            type Value = SeenEvents;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a sequence of (generation, ids)")
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<SeenEvents, A::Error> {
+                let mut generations = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4));
+                while let Some((number, ids)) = seq.next_element::<(i64, IdSet)>()? {
+                    generations.push(Generation {
+                        number,
+                        ids,
+                        ..Generation::default()
+                    });
+                }
+                Ok(SeenEvents {
+                    generations,
+                    forgotten: Vec::new(),
+                })
+            }
+        }
+
+        deserializer.deserialize_seq(Generations)
+    }
+}
