@@ -17,7 +17,7 @@ use crate::commission::CommissionRate;
 use crate::event::{Event, EventTime};
 use crate::reason::InvalidReason;
 use crate::rollup::{ProductRollup, StreamRollup};
-use crate::stream::{Clock, StateBytes, StreamCheckpoint, StreamState};
+use crate::stream::{Clock, Forgotten, StateBytes, StreamCheckpoint, StreamState};
 
 /// How figures are computed; the same for every partition of an instance.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,6 +98,9 @@ pub struct PartitionAggregator {
     /// Those of them never checkpointed (new, or restored and moved on), so
     /// that [`Self::first_checkpoints`] looks at them alone.
     never_saved: Vec<Box<str>>,
+    /// Duplicate-filter pieces in the changelog that streams forgot, for
+    /// their next checkpoints to tombstone (each of them is in `unsaved`).
+    forgotten: HashMap<Box<str>, Forgotten>,
     /// Newest event time counted in this partition.
     max_ts: Option<EventTime>,
     /// A watermark pushed from outside (an idle partition in live mode).
@@ -117,6 +120,7 @@ impl PartitionAggregator {
             dirty: Vec::new(),
             unsaved: Vec::new(),
             never_saved: Vec::new(),
+            forgotten: HashMap::new(),
             max_ts: None,
             pushed_watermark: None,
             scanned_at: None,
@@ -206,15 +210,23 @@ impl PartitionAggregator {
         self.scanned_at = Some(watermark);
         let clock = self.clock();
         let idle_ms = self.config.idle_timeout_ms;
+        let mut forgot = Forgotten::new();
         for (stream_id, state) in self.streams.iter_mut() {
             if state.idle(watermark, idle_ms) {
-                state.finalize();
+                state.finalize(&mut forgot);
                 self.dirty.push(stream_id.clone());
             }
-            if state.expire(&clock) && !state.unsaved {
+            state.expire(&clock, &mut forgot);
+            if !forgot.is_empty() {
                 // Its next checkpoint tombstones the forgotten pieces.
-                state.unsaved = true;
-                self.unsaved.push(stream_id.clone());
+                self.forgotten
+                    .entry(stream_id.clone())
+                    .or_default()
+                    .append(&mut forgot);
+                if !state.unsaved {
+                    state.unsaved = true;
+                    self.unsaved.push(stream_id.clone());
+                }
             }
         }
     }
@@ -240,8 +252,15 @@ impl PartitionAggregator {
             state.dirty = false;
             state.revision += 1;
             let windows = state.publish_windows(&stream_id, rate, clock.window_ms);
-            // Published, so checkpointed next whatever it forgot.
-            state.expire(&clock);
+            let mut forgot = Forgotten::new();
+            state.expire(&clock, &mut forgot);
+            if !forgot.is_empty() {
+                // Published, so checkpointed next (marked below).
+                self.forgotten
+                    .entry(stream_id.clone())
+                    .or_default()
+                    .append(&mut forgot);
+            }
             let products = state.products();
             if !state.unsaved {
                 state.unsaved = true;
@@ -294,7 +313,8 @@ impl PartitionAggregator {
             if state.unsaved && (all || !state.saved_once) {
                 state.unsaved = false;
                 state.saved_once = true;
-                StreamCheckpoint::write_changelog(&stream_id, state, &mut checkpoints);
+                let forgot = self.forgotten.remove(&stream_id).unwrap_or_default();
+                StreamCheckpoint::write_changelog(&stream_id, state, &forgot, &mut checkpoints);
             }
         }
         checkpoints
@@ -360,6 +380,8 @@ impl PartitionAggregator {
     /// rebalance. Not dirty: nothing new to publish until an event counts.
     pub fn restore(&mut self, stream_id: &str, checkpoint: StreamCheckpoint) {
         let state = checkpoint.into_state();
+        // The checkpoint lists the pieces the changelog holds for it.
+        self.forgotten.remove(stream_id);
         if state.last_event_ts() != EventTime::MIN {
             let ts = state.last_event_ts();
             self.max_ts = Some(self.max_ts.map_or(ts, |t| t.max(ts)));
@@ -380,7 +402,14 @@ impl PartitionAggregator {
                 + (self.streams.capacity() * 8 / 7).next_power_of_two()
                     * (std::mem::size_of::<(Box<str>, Box<StreamState>)>() + 1)
                 + (self.dirty.capacity() + self.unsaved.capacity() + self.never_saved.capacity())
-                    * std::mem::size_of::<Box<str>>(),
+                    * std::mem::size_of::<Box<str>>()
+                + self
+                    .forgotten
+                    .iter()
+                    .map(|(id, forgot)| {
+                        id.len() + forgot.capacity() * std::mem::size_of::<(i64, u32)>()
+                    })
+                    .sum::<usize>(),
             ..StateBytes::default()
         };
         for (id, state) in &self.streams {

@@ -28,6 +28,7 @@ use crate::rollup::{ProductRollup, RollupKind, StreamRollup, TOP_PRODUCTS};
 mod layout;
 mod seen;
 
+pub(crate) use seen::Forgotten;
 pub use seen::PieceError;
 use seen::SeenEvents;
 
@@ -677,19 +678,19 @@ impl StreamState {
     /// Drops what the watermark made useless: windows past retention, event
     /// ids past the duplicate horizon, absent viewers past retention; seals
     /// the windows it closed; releases the live parts once all are empty.
-    ///
-    /// `true` when the changelog holds pieces of a duplicate-filter
-    /// generation it forgot: the stream needs a checkpoint to drop them.
-    pub(crate) fn expire(&mut self, clock: &Clock) -> bool {
+    /// The duplicate-filter generations it forgets that have pieces in the
+    /// changelog go to `forgotten`: the stream's next checkpoint drops them.
+    pub(crate) fn expire(&mut self, clock: &Clock, forgotten: &mut Forgotten) {
         let Some(watermark) = clock.watermark else {
-            return false;
+            return;
         };
-        let forgot_pieces = self.seen.expire(
+        self.seen.expire(
             watermark.saturating_sub(clock.dedup_horizon_ms),
             clock.dedup_span(),
+            forgotten,
         );
         let Some(live) = self.live.as_deref_mut() else {
-            return forgot_pieces;
+            return;
         };
         while live.windows.front().is_some_and(|w| clock.expired(w.0)) {
             live.windows.pop_front();
@@ -712,7 +713,6 @@ impl StreamState {
             };
         }
         self.release_live_if_empty();
-        forgot_pieces
     }
 
     /// Moves the stream's and its windows' revisions `n` on, past any that
@@ -744,14 +744,15 @@ impl StreamState {
     /// Ends the stream: releases per-viewer and per-event state, keeps the
     /// cumulative figures (a later event reopens it from them), and marks it
     /// for a last publication with `final: true` and no viewer present.
-    pub(crate) fn finalize(&mut self) {
+    /// The duplicate filter's pieces go to `forgotten`, as in [`Self::expire`].
+    pub(crate) fn finalize(&mut self, forgotten: &mut Forgotten) {
         self.finalized = true;
         // The stream is over: its presence events still waiting for the
         // watermark happened, and the peak must count them before they go.
         self.settle(Some(EventTime::MAX));
         // Dirty, so published and then checkpointed: the checkpoint
         // tombstones the filter's pieces.
-        self.seen.clear();
+        self.seen.clear(forgotten);
         if let Some(live) = self.live.as_deref_mut() {
             live.viewers = Viewers::default();
             live.pending = PendingPresence::default();
@@ -1273,10 +1274,11 @@ pub enum CheckpointError {
 impl StreamCheckpoint {
     /// Appends the changelog records of `state`, written straight from the
     /// live state without copying it: the new pieces of its duplicate
-    /// filter, its head, then tombstones for the pieces it forgot.
+    /// filter, its head, then tombstones for the pieces it `forgot`.
     pub(crate) fn write_changelog(
         stream_id: &str,
         state: &mut StreamState,
+        forgot: &[(i64, u32)],
         records: &mut Vec<Record>,
     ) {
         state.seen.write_pieces(stream_id, records);
@@ -1284,7 +1286,7 @@ impl StreamCheckpoint {
             key: stream_id.as_bytes().to_vec(),
             value: layout::write_head(state, vec![layout::FORMAT_HEAD]),
         });
-        state.seen.write_tombstones(stream_id, records);
+        state.seen.write_tombstones(stream_id, forgot, records);
     }
 
     /// Freezes a stream's state, dropping what only matters in memory.

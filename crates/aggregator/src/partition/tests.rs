@@ -1139,3 +1139,28 @@ fn a_changelog_written_by_the_previous_version_still_restores() {
         Err(CheckpointError::NeedsPieces)
     ));
 }
+
+#[test]
+fn an_ended_stream_leaves_no_duplicate_filter_pieces_in_the_changelog() {
+    let mut agg = applied(&story());
+    let mut changelog = Changelog::default();
+    let _ = agg.publish();
+    changelog.write(agg.checkpoints());
+    let pieces = |changelog: &Changelog| {
+        changelog
+            .0
+            .keys()
+            .filter(|key| matches!(Key::parse(key), Some(Key::Piece { .. })))
+            .count()
+    };
+    assert_eq!(pieces(&changelog), 1);
+    // Idle past the timeout: it ends, its filter is released, and the
+    // checkpoint of its final publication tombstones the piece.
+    agg.advance_watermark(AggregatorConfig::default().idle_timeout_ms + 60_000);
+    let published = agg.publish();
+    assert!(published[0].rollup.is_final);
+    changelog.write(agg.checkpoints());
+    assert_eq!(pieces(&changelog), 0);
+    let restored = changelog.restore(AggregatorConfig::default());
+    assert_eq!(restored.rollup("live-1"), agg.rollup("live-1"));
+}

@@ -33,10 +33,12 @@ const WHOLE_PIECE_IDS: u64 = 128;
 pub(super) struct SeenEvents {
     /// By generation number; one to three are live.
     generations: Vec<Generation>,
-    /// Forgotten generations that have pieces in the changelog, as
-    /// (number, pieces): tombstoned after the stream's next head.
-    forgotten: Vec<(i64, u32)>,
 }
+
+/// Forgotten generations that have pieces in the changelog, as (number,
+/// pieces): tombstoned after the stream's next head. Kept by the partition,
+/// not the stream, since most streams have none.
+pub(crate) type Forgotten = Vec<(i64, u32)>;
 
 /// One duplicate horizon of event time.
 #[derive(Clone, Debug, Default)]
@@ -92,11 +94,9 @@ impl SeenEvents {
     }
 
     /// Forgets the generations that end at or before `cutoff`: every id in
-    /// them is older than the horizon. `true` when one of them had pieces in
-    /// the changelog, which the stream's next checkpoint must tombstone.
-    pub(super) fn expire(&mut self, cutoff: EventTime, span: i64) -> bool {
-        let before = self.forgotten.len();
-        let forgotten = &mut self.forgotten;
+    /// them is older than the horizon. Adds those with pieces in the
+    /// changelog to `forgotten`, for the stream's next checkpoint to tombstone.
+    pub(super) fn expire(&mut self, cutoff: EventTime, span: i64, forgotten: &mut Forgotten) {
         self.generations.retain(|g| {
             let keep = g.number.saturating_add(1).saturating_mul(span) > cutoff;
             if !keep && g.pieces > 0 {
@@ -107,13 +107,11 @@ impl SeenEvents {
         if self.generations.is_empty() {
             self.generations = Vec::new();
         }
-        self.forgotten.len() > before
     }
 
-    /// Forgets every generation (the stream ended); `true` as for
-    /// [`Self::expire`].
-    pub(super) fn clear(&mut self) -> bool {
-        self.expire(EventTime::MAX, 1)
+    /// Forgets every generation (the stream ended), as [`Self::expire`].
+    pub(super) fn clear(&mut self, forgotten: &mut Forgotten) {
+        self.expire(EventTime::MAX, 1, forgotten);
     }
 
     pub(super) fn len(&self) -> u64 {
@@ -122,7 +120,6 @@ impl SeenEvents {
 
     pub(super) fn heap_bytes(&self) -> usize {
         self.generations.capacity() * std::mem::size_of::<Generation>()
-            + self.forgotten.capacity() * std::mem::size_of::<(i64, u32)>()
             + self
                 .generations
                 .iter()
@@ -158,12 +155,17 @@ impl SeenEvents {
         }
     }
 
-    /// Appends tombstones for the pieces of the generations forgotten since
-    /// the last head: written after the head that no longer lists them. A
-    /// generation that came back (a late event in it) keeps the pieces it
-    /// wrote since.
-    pub(super) fn write_tombstones(&mut self, stream_id: &str, records: &mut Vec<Record>) {
-        for (number, pieces) in std::mem::take(&mut self.forgotten) {
+    /// Appends tombstones for the pieces of the generations `forgotten`
+    /// since the last head: written after the head that no longer lists
+    /// them. A generation that came back (a late event in it) keeps the
+    /// pieces it wrote since.
+    pub(super) fn write_tombstones(
+        &self,
+        stream_id: &str,
+        forgotten: &[(i64, u32)],
+        records: &mut Vec<Record>,
+    ) {
+        for &(number, pieces) in forgotten {
             let kept = self
                 .generations
                 .iter()
@@ -195,7 +197,6 @@ impl SeenEvents {
                     ..Generation::default()
                 })
                 .collect(),
-            forgotten: Vec::new(),
         }
     }
 
@@ -298,10 +299,7 @@ impl<'de> Deserialize<'de> for SeenEvents {
                         ..Generation::default()
                     });
                 }
-                Ok(SeenEvents {
-                    generations,
-                    forgotten: Vec::new(),
-                })
+                Ok(SeenEvents { generations })
             }
         }
 
