@@ -2,14 +2,17 @@
 //! them back.
 //!
 //! A stream's state is written as its *head*, keyed by the `stream_id`: a
-//! [`StreamCheckpoint`] without the ids of its duplicate filter. Those are
-//! written as *pieces* keyed by the stream id, a `0xFF` byte, the
-//! generation (`i64`, big-endian) and the piece number (`u32`, big-endian).
-//! A stream id is UTF-8, which never holds `0xFF`, so the two kinds of key
-//! cannot be confused. Pieces are written before the head that counts them
-//! and tombstoned after the head that drops them, in one partition by one
-//! idempotent producer (or in one transaction), so the latest head always
-//! finds its pieces. See `stream/seen.rs` for what a piece holds.
+//! [`StreamCheckpoint`] without the two parts that grow with traffic, the
+//! ids of its duplicate filter and its viewers' presence. Those are written
+//! as *pieces* keyed by the stream id, a mark byte for the part ([`PieceKind`]:
+//! `0xFF`, `0xFE`), a number (`i64`, big-endian: the filter's generation, or
+//! the presence log's epoch) and the piece's number (`u32`, big-endian). A
+//! stream id is UTF-8, which never holds `0xFF` or `0xFE`, so the kinds of
+//! key cannot be confused. Pieces are written before the head that counts
+//! them and tombstoned after the head that drops them, in one partition by
+//! one idempotent producer (or in one transaction), so the latest head
+//! always finds its pieces. See `stream/seen.rs` and `stream/presence.rs`
+//! for what a piece holds.
 
 use std::collections::HashMap;
 
@@ -24,17 +27,42 @@ pub struct Record {
     pub value: Vec<u8>,
 }
 
-/// Separates a piece key's stream id from its numbers: not valid UTF-8.
-const PIECE_MARK: u8 = 0xFF;
-/// The mark, the generation and the piece number.
+/// Which part of a stream's state a piece holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PieceKind {
+    /// Event ids of one duplicate-filter generation.
+    Seen,
+    /// Presence records of one epoch of the viewers' log.
+    Presence,
+}
+
+impl PieceKind {
+    /// Separates a piece key's stream id from its numbers: not valid UTF-8.
+    fn mark(self) -> u8 {
+        match self {
+            PieceKind::Seen => 0xFF,
+            PieceKind::Presence => 0xFE,
+        }
+    }
+
+    fn from_mark(mark: u8) -> Option<PieceKind> {
+        match mark {
+            0xFF => Some(PieceKind::Seen),
+            0xFE => Some(PieceKind::Presence),
+            _ => None,
+        }
+    }
+}
+
+/// The mark, the number and the piece number.
 const PIECE_SUFFIX: usize = 1 + 8 + 4;
 
-/// The key of piece `piece` of duplicate-filter generation `generation`.
-pub(crate) fn piece_key(stream_id: &str, generation: i64, piece: u32) -> Vec<u8> {
+/// The key of piece `piece` of `kind`'s `number` (generation or epoch).
+pub(crate) fn piece_key(stream_id: &str, kind: PieceKind, number: i64, piece: u32) -> Vec<u8> {
     let mut key = Vec::with_capacity(stream_id.len() + PIECE_SUFFIX);
     key.extend_from_slice(stream_id.as_bytes());
-    key.push(PIECE_MARK);
-    key.extend_from_slice(&generation.to_be_bytes());
+    key.push(kind.mark());
+    key.extend_from_slice(&number.to_be_bytes());
     key.extend_from_slice(&piece.to_be_bytes());
     key
 }
@@ -44,13 +72,15 @@ pub(crate) fn piece_key(stream_id: &str, generation: i64, piece: u32) -> Vec<u8>
 pub enum Key<'a> {
     /// A stream's checkpoint.
     Head(&'a str),
-    /// A piece of a stream's duplicate filter.
+    /// A piece of a stream's duplicate filter or presence.
     Piece {
         /// The stream.
         stream_id: &'a str,
-        /// Its generation number.
-        generation: i64,
-        /// Its number within the generation.
+        /// The part of its state.
+        kind: PieceKind,
+        /// The generation (duplicate filter) or epoch (presence).
+        number: i64,
+        /// Its number within them.
         piece: u32,
     },
 }
@@ -65,13 +95,12 @@ impl<'a> Key<'a> {
         let (stream_id, suffix) = key.split_at(split);
         let stream_id = std::str::from_utf8(stream_id).ok()?;
         let (&mark, numbers) = suffix.split_first()?;
-        if mark != PIECE_MARK {
-            return None;
-        }
-        let (generation, piece) = numbers.split_at(8);
+        let kind = PieceKind::from_mark(mark)?;
+        let (number, piece) = numbers.split_at(8);
         Some(Key::Piece {
             stream_id,
-            generation: i64::from_be_bytes(generation.try_into().ok()?),
+            kind,
+            number: i64::from_be_bytes(number.try_into().ok()?),
             piece: u32::from_be_bytes(piece.try_into().ok()?),
         })
     }
@@ -113,10 +142,10 @@ pub fn restore(latest: &HashMap<Vec<u8>, Vec<u8>>) -> Result<Restored, RestoreEr
     for (key, value) in latest {
         match Key::parse(key) {
             Some(Key::Head(stream_id)) => {
-                let checkpoint = StreamCheckpoint::from_changelog(value, |generation, piece| {
+                let checkpoint = StreamCheckpoint::from_changelog(value, |kind, number, piece| {
                     joined += 1;
                     latest
-                        .get(&piece_key(stream_id, generation, piece))
+                        .get(&piece_key(stream_id, kind, number, piece))
                         .map(Vec::as_slice)
                 })
                 .map_err(|source| RestoreError::Checkpoint {
@@ -143,21 +172,24 @@ mod tests {
     #[test]
     fn a_piece_key_reads_back_whatever_the_stream_id() {
         for stream_id in ["live-1", "", "\u{0}", "ünï\u{1F6CD}", "a\u{FFFF}b"] {
-            for (generation, piece) in [(0, 0), (-3, 7), (i64::MAX, u32::MAX)] {
-                let key = piece_key(stream_id, generation, piece);
-                assert_eq!(
-                    Key::parse(&key),
-                    Some(Key::Piece {
-                        stream_id,
-                        generation,
-                        piece
-                    })
-                );
+            for (number, piece) in [(0, 0), (-3, 7), (i64::MAX, u32::MAX)] {
+                for kind in [PieceKind::Seen, PieceKind::Presence] {
+                    let key = piece_key(stream_id, kind, number, piece);
+                    assert_eq!(
+                        Key::parse(&key),
+                        Some(Key::Piece {
+                            stream_id,
+                            kind,
+                            number,
+                            piece
+                        })
+                    );
+                }
             }
             assert_eq!(Key::parse(stream_id.as_bytes()), Some(Key::Head(stream_id)));
         }
         assert_eq!(Key::parse(b"\xFFshort"), None);
-        assert_eq!(Key::parse(b"live-1\xFE0123456789ab"), None);
+        assert_eq!(Key::parse(b"live-1\xFD0123456789ab"), None);
     }
 
     #[test]

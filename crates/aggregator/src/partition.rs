@@ -12,7 +12,7 @@ use std::fmt;
 use hashbrown::HashMap;
 use serde::{Deserialize, Serialize};
 
-use crate::changelog::Record;
+use crate::changelog::{PieceKind, Record};
 use crate::commission::CommissionRate;
 use crate::event::{Event, EventTime};
 use crate::reason::InvalidReason;
@@ -314,7 +314,7 @@ impl PartitionAggregator {
                 state.unsaved = false;
                 state.saved_once = true;
                 let forgot = self.forgotten.remove(&stream_id).unwrap_or_default();
-                StreamCheckpoint::write_changelog(&stream_id, state, &forgot, &mut checkpoints);
+                StreamCheckpoint::write_changelog(&stream_id, state, forgot, &mut checkpoints);
             }
         }
         checkpoints
@@ -407,7 +407,7 @@ impl PartitionAggregator {
                     .forgotten
                     .iter()
                     .map(|(id, forgot)| {
-                        id.len() + forgot.capacity() * std::mem::size_of::<(i64, u32)>()
+                        id.len() + forgot.capacity() * std::mem::size_of::<(PieceKind, i64, u32)>()
                     })
                     .sum::<usize>(),
             ..StateBytes::default()

@@ -16,7 +16,7 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::changelog::Record;
+use crate::changelog::{piece_key, PieceKind, Record};
 use crate::commission::{div_round, CommissionRate};
 use crate::distinct::DistinctCount;
 use crate::event::{Action, Currency, Event, EventTime, EventType, OrderLine};
@@ -26,8 +26,11 @@ use crate::reason::InvalidReason;
 use crate::rollup::{ProductRollup, RollupKind, StreamRollup, TOP_PRODUCTS};
 
 mod layout;
+mod presence;
 mod seen;
 
+pub use presence::PresenceError;
+use presence::PresenceLog;
 pub(crate) use seen::Forgotten;
 pub use seen::PieceError;
 use seen::SeenEvents;
@@ -318,6 +321,7 @@ static NO_LIVE: Live = Live {
     viewers: Viewers {
         by_hash: CompactMap::Sorted(Vec::new()),
         concurrent: 0,
+        log: None,
     },
     pending: PendingPresence {
         events: VecDeque::new(),
@@ -442,9 +446,11 @@ impl StreamState {
         self.live.as_deref().unwrap_or(&NO_LIVE)
     }
 
-    /// Releases the live parts once all of them are empty.
-    fn release_live_if_empty(&mut self) {
-        if self.live.as_deref().is_some_and(Live::is_empty) {
+    /// Releases the live parts once all of them are empty; presence
+    /// pieces in the changelog go to `forgotten`.
+    fn release_live_if_empty(&mut self, forgotten: &mut Forgotten) {
+        if let Some(live) = self.live.as_deref_mut().filter(|live| live.is_empty()) {
+            live.viewers.forget(forgotten);
             self.live = None;
         }
     }
@@ -712,7 +718,7 @@ impl StreamState {
                 arrivals: live.pending.arrivals,
             };
         }
-        self.release_live_if_empty();
+        self.release_live_if_empty(forgotten);
     }
 
     /// Moves the stream's and its windows' revisions `n` on, past any that
@@ -754,10 +760,11 @@ impl StreamState {
         // tombstones the filter's pieces.
         self.seen.clear(forgotten);
         if let Some(live) = self.live.as_deref_mut() {
+            live.viewers.forget(forgotten);
             live.viewers = Viewers::default();
             live.pending = PendingPresence::default();
         }
-        self.release_live_if_empty();
+        self.release_live_if_empty(forgotten);
         // What is kept from now on is kept without room to grow.
         self.totals.shrink_to_fit();
         self.products.0.shrink_to_fit();
@@ -1160,6 +1167,8 @@ struct Viewers {
     by_hash: CompactMap<Viewer>,
     /// Viewers present.
     concurrent: u64,
+    /// Where it stands in the changelog, once written (`presence.rs`).
+    log: Option<Box<PresenceLog>>,
 }
 
 impl Viewers {
@@ -1170,6 +1179,7 @@ impl Viewers {
         let (v, inserted) = self.by_hash.get_or_insert_with(viewer, || latest);
         if inserted {
             self.concurrent += u64::from(is_view);
+            Viewers::changed(&mut self.log, viewer);
             return;
         }
         if latest <= *v {
@@ -1181,18 +1191,26 @@ impl Viewers {
             _ => {}
         }
         *v = latest;
+        Viewers::changed(&mut self.log, viewer);
     }
 
     /// Forgets viewers who left before `cutoff`: no event that old can still
     /// change who is present (it would be past window retention).
     fn expire_absent(&mut self, cutoff: EventTime) {
         if self.by_hash.len() > self.concurrent as usize {
-            self.by_hash.retain(|_, v| v.present() || v.ts() >= cutoff);
+            let log = &mut self.log;
+            self.by_hash.retain(|hash, v| {
+                let keep = v.present() || v.ts() >= cutoff;
+                if !keep {
+                    Viewers::changed(log, hash);
+                }
+                keep
+            });
         }
     }
 
     fn heap_bytes(&self) -> usize {
-        self.by_hash.heap_bytes()
+        self.by_hash.heap_bytes() + self.log.as_deref().map_or(0, PresenceLog::heap_bytes)
     }
 }
 
@@ -1262,31 +1280,52 @@ pub enum CheckpointError {
     /// The bytes decode but leave some over: truncated or concatenated records.
     #[error("corrupt checkpoint: {0} trailing bytes")]
     TrailingBytes(usize),
-    /// A changelog head whose duplicate filter is in pieces, read without
-    /// them ([`StreamCheckpoint::from_changelog`] joins them).
+    /// A changelog head whose duplicate filter or presence is in pieces,
+    /// read without them ([`StreamCheckpoint::from_changelog`] joins them).
     #[error("checkpoint needs its duplicate-filter pieces")]
     NeedsPieces,
-    /// Its pieces do not join.
+    /// Its duplicate-filter pieces do not join.
     #[error("corrupt checkpoint: {0}")]
     Pieces(#[from] PieceError),
+    /// Its presence pieces do not join.
+    #[error("corrupt checkpoint: {0}")]
+    Presence(#[from] PresenceError),
 }
 
 impl StreamCheckpoint {
     /// Appends the changelog records of `state`, written straight from the
     /// live state without copying it: the new pieces of its duplicate
-    /// filter, its head, then tombstones for the pieces it `forgot`.
+    /// filter and presence, its head, then tombstones for the pieces it
+    /// `forgot` or retired. A generation or epoch that is live again (a
+    /// late event in a forgotten generation, viewers after a release) keeps
+    /// the pieces it wrote since.
     pub(crate) fn write_changelog(
         stream_id: &str,
         state: &mut StreamState,
-        forgot: &[(i64, u32)],
+        forgot: Forgotten,
         records: &mut Vec<Record>,
     ) {
+        let mut retired = forgot;
         state.seen.write_pieces(stream_id, records);
+        if let Some(live) = state.live.as_deref_mut() {
+            live.viewers.write_pieces(stream_id, records, &mut retired);
+        }
         records.push(Record {
             key: stream_id.as_bytes().to_vec(),
             value: layout::write_head(state, vec![layout::FORMAT_HEAD]),
         });
-        state.seen.write_tombstones(stream_id, forgot, records);
+        for (kind, number, pieces) in retired {
+            let kept = match kind {
+                PieceKind::Seen => state.seen.pieces_of(number),
+                PieceKind::Presence => state.live().viewers.pieces_of(number),
+            };
+            for piece in kept..pieces {
+                records.push(Record {
+                    key: piece_key(stream_id, kind, number, piece),
+                    value: Vec::new(),
+                });
+            }
+        }
     }
 
     /// Freezes a stream's state, dropping what only matters in memory.
@@ -1333,21 +1372,28 @@ impl StreamCheckpoint {
     /// rather than restore a wrong state.
     pub fn from_bytes(bytes: &[u8]) -> Result<StreamCheckpoint, CheckpointError> {
         let state = StreamCheckpoint::decode(bytes)?;
-        if state.seen.has_pieces() {
+        if state.seen.has_pieces() || state.live().viewers.log_position().1 > 0 {
             return Err(CheckpointError::NeedsPieces);
         }
         Ok(StreamCheckpoint::from_state(state))
     }
 
-    /// Decodes a changelog head, joining the pieces of its duplicate filter:
-    /// `piece(generation, n)` gives piece `n` of that generation's ids.
-    /// Also reads what [`StreamCheckpoint::to_bytes`] writes.
+    /// Decodes a changelog head, joining the pieces of its duplicate filter
+    /// and presence: `piece(kind, number, n)` gives piece `n` of that
+    /// generation or epoch. Also reads what [`StreamCheckpoint::to_bytes`]
+    /// writes.
     pub fn from_changelog<'p>(
         head: &[u8],
-        piece: impl FnMut(i64, u32) -> Option<&'p [u8]>,
+        mut piece: impl FnMut(PieceKind, i64, u32) -> Option<&'p [u8]>,
     ) -> Result<StreamCheckpoint, CheckpointError> {
         let mut state = StreamCheckpoint::decode(head)?;
-        state.seen.join(piece)?;
+        state
+            .seen
+            .join(|number, n| piece(PieceKind::Seen, number, n))?;
+        if let Some(live) = state.live.as_deref_mut() {
+            live.viewers
+                .join(|epoch, n| piece(PieceKind::Presence, epoch, n))?;
+        }
         Ok(StreamCheckpoint::from_state(state))
     }
 

@@ -1,7 +1,9 @@
 //! Hand-written cases for every figure and every outcome.
 
+use std::collections::HashSet;
+
 use super::*;
-use crate::changelog::Key;
+use crate::changelog::{Key, PieceKind};
 use crate::event::{Action, Currency};
 use crate::stream::CheckpointError;
 use crate::testkit::*;
@@ -1128,12 +1130,21 @@ fn a_changelog_written_by_the_previous_version_still_restores() {
     let _ = restored.apply(&event("new", "live-1", "z", 2_000, Action::Like), 1_001);
     let _ = restored.publish();
     let records = restored.checkpoints();
-    let kinds: Vec<bool> = records
+    let kinds: Vec<Option<PieceKind>> = records
         .iter()
-        .map(|r| matches!(Key::parse(&r.key), Some(Key::Piece { .. })))
+        .map(|r| match Key::parse(&r.key) {
+            Some(Key::Piece { kind, .. }) => Some(kind),
+            _ => None,
+        })
         .collect();
-    assert_eq!(kinds, [true, false], "a piece, then the head");
-    assert_eq!(records[1].value[0], 5);
+    // (Its viewers' presence events still wait for the watermark: no
+    // presence is settled yet, so there is no presence piece.)
+    assert_eq!(
+        kinds,
+        [Some(PieceKind::Seen), None],
+        "a piece, then the head"
+    );
+    assert_eq!(records[1].value[0], 6);
     assert!(matches!(
         StreamCheckpoint::from_bytes(&records[1].value),
         Err(CheckpointError::NeedsPieces)
@@ -1163,4 +1174,81 @@ fn an_ended_stream_leaves_no_duplicate_filter_pieces_in_the_changelog() {
     assert_eq!(pieces(&changelog), 0);
     let restored = changelog.restore(AggregatorConfig::default());
     assert_eq!(restored.rollup("live-1"), agg.rollup("live-1"));
+}
+
+#[test]
+fn presence_goes_to_the_changelog_as_a_log_of_changes_and_restores_exactly() {
+    // 400 viewers come and go over ten minutes, the watermark settling
+    // their presence as it goes; a checkpoint every 50 events. Presence is
+    // written as the records that changed, rewritten whole in a new epoch
+    // once the log outgrows the map, and absent viewers are forgotten.
+    let config = AggregatorConfig {
+        window_retention_ms: 60_000,
+        ..AggregatorConfig::default()
+    };
+    let mut events = Vec::new();
+    for i in 0..3_000i64 {
+        let viewer = format!("v{}", (i * 7) % 400);
+        let action = if i % 3 == 2 {
+            Action::Leave
+        } else {
+            Action::View
+        };
+        events.push(event(&format!("e{i}"), "busy", &viewer, i * 200, action));
+    }
+    let mut agg = PartitionAggregator::new(config.clone());
+    let mut changelog = Changelog::default();
+    let (mut presence_bytes, mut epochs, mut tombstones) = (0, HashSet::new(), 0);
+    for (position, e) in (0..).zip(&events) {
+        let _ = agg.apply(e, position);
+        if position % 50 == 49 {
+            let _ = agg.publish();
+            let records = agg.checkpoints();
+            for r in &records {
+                if let Some(Key::Piece {
+                    kind: PieceKind::Presence,
+                    number,
+                    ..
+                }) = Key::parse(&r.key)
+                {
+                    presence_bytes += r.value.len();
+                    epochs.insert(number);
+                    tombstones += usize::from(r.value.is_empty());
+                }
+            }
+            changelog.write(records);
+            // Restored at any checkpoint, the state is the same: its
+            // figures, and its summary (viewers kept, ids, windows).
+            let restored = changelog.restore(config.clone());
+            assert_eq!(restored.rollup("busy"), agg.rollup("busy"), "at {position}");
+            assert_eq!(
+                format!("{:?}", restored.checkpoint("busy")),
+                format!("{:?}", agg.checkpoint("busy")),
+                "at {position}"
+            );
+        }
+    }
+    assert!(epochs.len() > 1, "the log was rewritten: {epochs:?}");
+    assert!(tombstones > 0, "old epochs are tombstoned");
+    let whole_each_time = 60 * 400 * 17;
+    assert!(
+        presence_bytes < whole_each_time / 3,
+        "{presence_bytes} B of presence pieces"
+    );
+    assert_eq!(
+        crate::changelog::restore(&changelog.0)
+            .unwrap()
+            .stray_pieces,
+        0
+    );
+    // The restored state goes on exactly as the one never stopped.
+    let mut after = changelog.restore(config);
+    for (position, e) in (3_000..).zip(events.iter().rev().take(500)) {
+        let _ = after.apply(e, position);
+        let _ = agg.apply(e, position);
+    }
+    let later = event("late", "busy", "v1", 600_000, Action::Leave);
+    let _ = after.apply(&later, 4_000);
+    let _ = agg.apply(&later, 4_000);
+    assert_eq!(after.rollup("busy"), agg.rollup("busy"));
 }

@@ -7,8 +7,9 @@
 //! written as it is and restored without decoding it into figures (its
 //! bytes are checked). Format 3, written before windows were sealed, held
 //! the figures themselves; it is still read, so that an upgrade restores
-//! the state an older version wrote. Format 5, the changelog's head, is
-//! format 4 with the duplicate filter's ids left to pieces (`seen.rs`).
+//! the state an older version wrote. Format 6, the changelog's head, is
+//! format 4 with the duplicate filter's ids and the viewers' presence left
+//! to pieces (`seen.rs`, `presence.rs`); format 5 left only the ids.
 
 use std::collections::VecDeque;
 
@@ -24,21 +25,24 @@ use crate::ids::deserialize_blob;
 /// The self-contained layout: the duplicate filter's ids inline.
 pub(super) const FORMAT: u8 = 4;
 /// The changelog's head: format 4 with the duplicate filter as a list of
-/// (generation, pieces), its ids in records of their own.
-pub(super) const FORMAT_HEAD: u8 = 5;
+/// (generation, pieces) and presence as (epoch, pieces), their records in
+/// pieces of their own.
+pub(super) const FORMAT_HEAD: u8 = 6;
+/// Format 6 with presence inline: read, never written.
+pub(super) const FORMAT_SEEN_PIECES: u8 = 5;
 /// The layout before windows were sealed: read, never written.
 pub(super) const FORMAT_UNSEALED: u8 = 3;
 
 /// The state as written: borrowed, in the order of the fields of [`Stored`];
-/// the duplicate filter as `S`.
+/// the duplicate filter as `S`, presence as `V`.
 #[derive(Serialize)]
-struct StoredRef<'a, S> {
+struct StoredRef<'a, S, V> {
     totals: &'a Figures,
     currency: Option<Currency>,
     seller_id: Option<&'a str>,
     revision: u64,
     applied_through: Option<u64>,
-    viewers: &'a Viewers,
+    viewers: V,
     pending: &'a PendingPresence,
     settled_peak: u64,
     seen: S,
@@ -80,15 +84,21 @@ impl Serialize for Blob<'_> {
 
 /// Writes `state` in the self-contained layout after `prefix`.
 pub(super) fn write(state: &StreamState, prefix: Vec<u8>) -> Vec<u8> {
-    write_with(state, &state.seen, prefix)
+    write_with(state, &state.seen, &state.live().viewers, prefix)
 }
 
 /// Writes `state` as a changelog head after `prefix`.
 pub(super) fn write_head(state: &StreamState, prefix: Vec<u8>) -> Vec<u8> {
-    write_with(state, state.seen.pieces(), prefix)
+    let viewers = state.live().viewers.log_position();
+    write_with(state, state.seen.pieces(), viewers, prefix)
 }
 
-fn write_with<S: Serialize>(state: &StreamState, seen: S, prefix: Vec<u8>) -> Vec<u8> {
+fn write_with<S: Serialize, V: Serialize>(
+    state: &StreamState,
+    seen: S,
+    viewers: V,
+    prefix: Vec<u8>,
+) -> Vec<u8> {
     let live = state.live();
     let stored = StoredRef {
         totals: &state.totals,
@@ -96,7 +106,7 @@ fn write_with<S: Serialize>(state: &StreamState, seen: S, prefix: Vec<u8>) -> Ve
         seller_id: state.seller_id.as_deref(),
         revision: state.revision,
         applied_through: state.applied_through,
-        viewers: &live.viewers,
+        viewers,
         pending: &live.pending,
         settled_peak: state.settled_peak,
         seen,
@@ -116,25 +126,34 @@ pub(super) fn read(
     bytes: &[u8],
 ) -> Option<Result<(StreamState, &[u8]), postcard::Error>> {
     Some(match format {
-        FORMAT_HEAD => postcard::take_from_bytes::<Stored<SealedWindow, Vec<(i64, u32)>>>(bytes)
+        FORMAT_HEAD => {
+            postcard::take_from_bytes::<Stored<SealedWindow, Vec<(i64, u32)>, (i64, u32)>>(bytes)
+                .map(|(stored, rest)| (stored.into_state(), rest))
+        }
+        FORMAT_SEEN_PIECES => {
+            postcard::take_from_bytes::<Stored<SealedWindow, Vec<(i64, u32)>, Viewers>>(bytes)
+                .map(|(stored, rest)| (stored.into_state(), rest))
+        }
+        FORMAT => postcard::take_from_bytes::<Stored<SealedWindow, SeenEvents, Viewers>>(bytes)
             .map(|(stored, rest)| (stored.into_state(), rest)),
-        FORMAT => postcard::take_from_bytes::<Stored<SealedWindow, SeenEvents>>(bytes)
-            .map(|(stored, rest)| (stored.into_state(), rest)),
-        FORMAT_UNSEALED => postcard::take_from_bytes::<Stored<UnsealedWindow, SeenEvents>>(bytes)
-            .map(|(stored, rest)| (stored.into_state(), rest)),
+        FORMAT_UNSEALED => {
+            postcard::take_from_bytes::<Stored<UnsealedWindow, SeenEvents, Viewers>>(bytes)
+                .map(|(stored, rest)| (stored.into_state(), rest))
+        }
         _ => return None,
     })
 }
 
-/// The state as read, its windows in layout `W`, its duplicate filter as `S`.
+/// The state as read, its windows in layout `W`, its duplicate filter as
+/// `S`, presence as `V`.
 #[derive(Deserialize)]
-struct Stored<W, S> {
+struct Stored<W, S, V> {
     totals: Figures,
     currency: Option<Currency>,
     seller_id: Option<Box<str>>,
     revision: u64,
     applied_through: Option<u64>,
-    viewers: Viewers,
+    viewers: V,
     pending: PendingPresence,
     settled_peak: u64,
     seen: S,
@@ -208,10 +227,28 @@ impl IntoSeen for Vec<(i64, u32)> {
     }
 }
 
-impl<W: IntoWindow, S: IntoSeen> Stored<W, S> {
+/// Presence as the state keeps it.
+trait IntoViewers {
+    fn into_viewers(self) -> Viewers;
+}
+
+impl IntoViewers for Viewers {
+    fn into_viewers(self) -> Viewers {
+        self
+    }
+}
+
+/// A head's (epoch, pieces): the records are joined later.
+impl IntoViewers for (i64, u32) {
+    fn into_viewers(self) -> Viewers {
+        Viewers::from_log_position(self)
+    }
+}
+
+impl<W: IntoWindow, S: IntoSeen, V: IntoViewers> Stored<W, S, V> {
     fn into_state(self) -> StreamState {
         let live = Live {
-            viewers: self.viewers,
+            viewers: self.viewers.into_viewers(),
             pending: self.pending,
             windows: self.windows.into_iter().map(W::into_window).collect(),
         };
@@ -223,7 +260,8 @@ impl<W: IntoWindow, S: IntoSeen> Stored<W, S> {
             applied_through: self.applied_through,
             settled_peak: self.settled_peak,
             seen: self.seen.into_seen(),
-            live: (!live.is_empty()).then(|| Box::new(live)),
+            // Presence still to be joined keeps the live parts too.
+            live: (!live.is_empty() || live.viewers.log.is_some()).then(|| Box::new(live)),
             products: self.products,
             finalized: self.finalized,
             ..StreamState::default()

@@ -16,7 +16,7 @@ use serde::de::{SeqAccess, Visitor};
 use serde::ser::SerializeSeq;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::changelog::{piece_key, Record};
+use crate::changelog::{piece_key, PieceKind, Record};
 use crate::event::EventTime;
 use crate::ids::IdSet;
 
@@ -35,10 +35,11 @@ pub(super) struct SeenEvents {
     generations: Vec<Generation>,
 }
 
-/// Forgotten generations that have pieces in the changelog, as (number,
-/// pieces): tombstoned after the stream's next head. Kept by the partition,
-/// not the stream, since most streams have none.
-pub(crate) type Forgotten = Vec<(i64, u32)>;
+/// Parts of a stream's state dropped while they had pieces in the
+/// changelog, as (kind, generation or epoch, pieces): tombstoned after the
+/// stream's next head. Kept by the partition, not the stream, since most
+/// streams have none.
+pub(crate) type Forgotten = Vec<(PieceKind, i64, u32)>;
 
 /// One duplicate horizon of event time.
 #[derive(Clone, Debug, Default)]
@@ -100,7 +101,7 @@ impl SeenEvents {
         self.generations.retain(|g| {
             let keep = g.number.saturating_add(1).saturating_mul(span) > cutoff;
             if !keep && g.pieces > 0 {
-                forgotten.push((g.number, g.pieces));
+                forgotten.push((PieceKind::Seen, g.number, g.pieces));
             }
             keep
         });
@@ -143,7 +144,7 @@ impl SeenEvents {
                 (g.pieces, id_bytes(g.fresh.iter().copied()))
             };
             records.push(Record {
-                key: piece_key(stream_id, g.number, piece),
+                key: piece_key(stream_id, PieceKind::Seen, g.number, piece),
                 value,
             });
             g.pieces = piece + 1;
@@ -155,29 +156,13 @@ impl SeenEvents {
         }
     }
 
-    /// Appends tombstones for the pieces of the generations `forgotten`
-    /// since the last head: written after the head that no longer lists
-    /// them. A generation that came back (a late event in it) keeps the
-    /// pieces it wrote since.
-    pub(super) fn write_tombstones(
-        &self,
-        stream_id: &str,
-        forgotten: &[(i64, u32)],
-        records: &mut Vec<Record>,
-    ) {
-        for &(number, pieces) in forgotten {
-            let kept = self
-                .generations
-                .iter()
-                .find(|g| g.number == number)
-                .map_or(0, |g| g.pieces);
-            for piece in kept..pieces {
-                records.push(Record {
-                    key: piece_key(stream_id, number, piece),
-                    value: Vec::new(),
-                });
-            }
-        }
+    /// The pieces generation `number` has written, if it is live: a
+    /// generation that came back (a late event in it) keeps those.
+    pub(super) fn pieces_of(&self, number: i64) -> u32 {
+        self.generations
+            .iter()
+            .find(|g| g.number == number)
+            .map_or(0, |g| g.pieces)
     }
 
     /// The head's account of the filter: each generation with its pieces.
