@@ -217,16 +217,10 @@ impl PartitionAggregator {
                 self.dirty.push(stream_id.clone());
             }
             state.expire(&clock, &mut forgot);
-            if !forgot.is_empty() {
-                // Its next checkpoint tombstones the forgotten pieces.
-                self.forgotten
-                    .entry(stream_id.clone())
-                    .or_default()
-                    .append(&mut forgot);
-                if !state.unsaved {
-                    state.unsaved = true;
-                    self.unsaved.push(stream_id.clone());
-                }
+            // Its next checkpoint tombstones the forgotten pieces.
+            if file_forgotten(&mut self.forgotten, stream_id, &mut forgot) && !state.unsaved {
+                state.unsaved = true;
+                self.unsaved.push(stream_id.clone());
             }
         }
     }
@@ -254,13 +248,8 @@ impl PartitionAggregator {
             let windows = state.publish_windows(&stream_id, rate, clock.window_ms);
             let mut forgot = Forgotten::new();
             state.expire(&clock, &mut forgot);
-            if !forgot.is_empty() {
-                // Published, so checkpointed next (marked below).
-                self.forgotten
-                    .entry(stream_id.clone())
-                    .or_default()
-                    .append(&mut forgot);
-            }
+            // Published, so checkpointed next (marked below).
+            file_forgotten(&mut self.forgotten, &stream_id, &mut forgot);
             let products = state.products();
             if !state.unsaved {
                 state.unsaved = true;
@@ -423,6 +412,20 @@ impl PartitionAggregator {
     pub fn state_bytes_estimate(&self) -> usize {
         self.state_bytes().total()
     }
+}
+
+/// Files the pieces a stream just `forgot` for its next checkpoint to
+/// tombstone; `true` when there were any.
+fn file_forgotten(
+    forgotten: &mut HashMap<Box<str>, Forgotten>,
+    stream_id: &str,
+    forgot: &mut Forgotten,
+) -> bool {
+    if forgot.is_empty() {
+        return false;
+    }
+    forgotten.entry_ref(stream_id).or_default().append(forgot);
+    true
 }
 
 impl fmt::Debug for PartitionAggregator {
