@@ -183,3 +183,14 @@ pub(crate) fn checkpoints_in(records: Vec<Record>) -> Vec<(String, StreamCheckpo
     changelog.write(records);
     changelog.checkpoints()
 }
+
+/// The streams whose heads are among `records`, in order.
+pub(crate) fn head_ids(records: &[Record]) -> Vec<String> {
+    records
+        .iter()
+        .filter_map(|r| match changelog::Key::parse(&r.key) {
+            Some(changelog::Key::Head(stream_id)) => Some(stream_id.to_owned()),
+            _ => None,
+        })
+        .collect()
+}

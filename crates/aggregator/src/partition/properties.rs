@@ -277,6 +277,67 @@ proptest! {
     }
 }
 
+/// Applies `all[..split]`, publishing and checkpointing into a changelog
+/// every `every` events, then once more; keeps only the first `cut` records
+/// of that last batch, as a crash at-least-once may. Restores from the
+/// changelog, reads the input again from the start (what is in a restored
+/// state is skipped as already applied), and checks the two states agree,
+/// then that they take the rest of the events alike.
+fn pieces_round_trip(
+    all: &[Event<'_>],
+    split: usize,
+    every: usize,
+    cut: Option<Index>,
+    config: AggregatorConfig,
+) -> Result<(), TestCaseError> {
+    let mut before = PartitionAggregator::new(config.clone());
+    let mut changelog = Changelog::default();
+    for (position, e) in all[..split].iter().enumerate() {
+        let _ = before.apply(e, position as u64);
+        if position % every == 0 {
+            let _ = before.publish();
+            changelog.write(before.checkpoints());
+        }
+    }
+    let _ = before.publish();
+    let mut last = before.checkpoints();
+    if let Some(cut) = cut {
+        last.truncate(cut.index(last.len() + 1));
+    } else {
+        changelog.write(last.clone());
+        let stray = crate::changelog::restore(&changelog.0)
+            .map_err(|e| TestCaseError::fail(e.to_string()))?
+            .stray_pieces;
+        prop_assert_eq!(stray, 0, "every forgotten piece is tombstoned");
+    }
+    changelog.write(last);
+    let mut after = changelog.restore(config);
+    for (position, e) in all[..split].iter().enumerate() {
+        let _ = after.apply(e, position as u64);
+    }
+    // Revisions aside: a stream restored from an earlier checkpoint has
+    // published less (the engine moves its revisions on).
+    let unrevised = |agg: &PartitionAggregator| {
+        let mut figures = figures(agg);
+        for (rollup, _) in &mut figures {
+            rollup.revision = 0;
+        }
+        figures
+    };
+    prop_assert_eq!(unrevised(&after), unrevised(&before));
+    for (position, e) in all.iter().enumerate().skip(split) {
+        let position = position as u64;
+        prop_assert_eq!(
+            after.apply(e, position),
+            before.apply(e, position),
+            "at {}",
+            position
+        );
+    }
+    prop_assert_eq!(unrevised(&after), unrevised(&before));
+    Ok(())
+}
+
 proptest! {
     #[test]
     fn checkpoints_in_pieces_restore_the_duplicate_filter_exactly(
@@ -284,34 +345,30 @@ proptest! {
             .prop_flat_map(|v| (Just(v), any::<Index>(), 1..8usize))
     ) {
         // A one-minute duplicate horizon over six minutes of events: the
-        // filter's generations go to the changelog in pieces over many
-        // checkpoints, and are forgotten and tombstoned as the watermark moves.
+        // filter's generations and the viewers' presence go to the changelog
+        // in pieces over many checkpoints, and are forgotten and tombstoned
+        // as the watermark moves.
         let config = AggregatorConfig {
             dedup_horizon_ms: 60_000,
             ..AggregatorConfig::default()
         };
         let split = split.index(all.len() + 1);
-        let mut before = PartitionAggregator::new(config.clone());
-        let mut changelog = Changelog::default();
-        for (position, e) in all[..split].iter().enumerate() {
-            let _ = before.apply(e, position as u64);
-            if position % every == 0 {
-                let _ = before.publish();
-                changelog.write(before.checkpoints());
-            }
-        }
-        let _ = before.publish();
-        changelog.write(before.checkpoints());
-        let stray = crate::changelog::restore(&changelog.0)
-            .map_err(|e| TestCaseError::fail(e.to_string()))?
-            .stray_pieces;
-        prop_assert_eq!(stray, 0, "every forgotten piece is tombstoned");
-        let mut after = changelog.restore(config);
-        prop_assert_eq!(figures(&after), figures(&before));
-        for (position, e) in all.iter().enumerate().skip(split) {
-            let position = position as u64;
-            prop_assert_eq!(after.apply(e, position), before.apply(e, position), "at {}", position);
-        }
-        prop_assert_eq!(figures(&after), figures(&before));
+        pieces_round_trip(&all, split, every, None, config)?;
+    }
+
+    #[test]
+    fn a_checkpoint_batch_cut_short_loses_no_event(
+        (all, split, every, cut) in events_every(true, 30_000)
+            .prop_flat_map(|v| (Just(v), any::<Index>(), 1..8usize, any::<Index>()))
+    ) {
+        // At-least-once, a crash can land some of a batch's changelog
+        // records and not the rest: pieces without their head, heads of
+        // some streams and not others. Every stream restores from a head
+        // and the pieces it counted, and reading the input again gives the
+        // same state. (The default 10-minute horizon: over six minutes of
+        // events no generation is forgotten, so which ids are still known
+        // cannot depend on when each run happened to publish.)
+        let split = split.index(all.len() + 1);
+        pieces_round_trip(&all, split, every, Some(cut), AggregatorConfig::default())?;
     }
 }

@@ -7,9 +7,11 @@
 //! log: each holds the records of the viewers changed since the previous
 //! piece, a forgotten viewer as a record flagged [`REMOVED`], and joining
 //! the pieces in order gives the map. A log is numbered by its *epoch*.
-//! While the map is small, piece 0 is rewritten whole; once the log holds
-//! more than twice the map, it is rewritten whole as piece 0 of the next
-//! epoch, and the old epoch's pieces are tombstoned after the head.
+//! Once the log holds more than twice the map (plus 128 records), it is
+//! rewritten whole as piece 0 of the next epoch, and the old epoch's pieces
+//! are tombstoned after the head. A piece is never rewritten in place: a
+//! head restored after a crash in the middle of a batch must find the
+//! pieces it counts unchanged.
 
 use hashbrown::HashMap;
 
@@ -18,9 +20,9 @@ use crate::changelog::{piece_key, PieceKind, Record};
 use crate::event::EventTime;
 use crate::ids::CompactMap;
 
-/// A map of at most this many viewers is rewritten whole as piece 0 (up to
-/// 2 KiB), rather than appended to, while its epoch has one piece.
-const WHOLE_PIECE_VIEWERS: u64 = 128;
+/// Records a log may hold beyond twice the map before it is rewritten: a
+/// small map's log is not rewritten (and its old epoch tombstoned) often.
+const SLACK_RECORDS: u64 = 128;
 
 /// The flag of a record for a viewer no longer kept (0: absent, 1: present).
 const REMOVED: u8 = 2;
@@ -80,9 +82,9 @@ impl Viewers {
     }
 
     /// Appends to `records` the presence piece this checkpoint needs, if
-    /// any: the whole map while it is new or small, or when the log has
-    /// outgrown it (then the retired epoch goes to `retired`, to be
-    /// tombstoned after the head); else the records changed since.
+    /// any: the whole map when the log is new or has outgrown it (then the
+    /// retired epoch goes to `retired`, to be tombstoned after the head);
+    /// else the records changed since.
     pub(super) fn write_pieces(
         &mut self,
         stream_id: &str,
@@ -100,16 +102,15 @@ impl Viewers {
         if log.pieces > 0 && log.changed.is_empty() {
             return;
         }
-        let in_place = log.pieces == 0 || (log.pieces == 1 && len <= WHOLE_PIECE_VIEWERS);
         let changed = log.changed.len() as u64;
-        if !in_place && log.written + changed > 2 * len + WHOLE_PIECE_VIEWERS {
+        if log.pieces > 0 && log.written + changed > 2 * len + SLACK_RECORDS {
             retired.push((PieceKind::Presence, log.epoch, log.pieces));
             log.epoch += 1;
             log.pieces = 0;
         }
         let mut value;
         let piece = log.pieces;
-        if piece == 0 || in_place {
+        if piece == 0 {
             value = Vec::with_capacity(self.by_hash.len() * VIEWER_RECORD);
             for (hash, v) in self.by_hash.iter() {
                 push_record(&mut value, hash, v.ts(), u8::from(v.present()));
@@ -129,15 +130,10 @@ impl Viewers {
             log.pieces += 1;
             log.written += log.changed.len() as u64;
         }
-        let key = piece_key(
-            stream_id,
-            PieceKind::Presence,
-            log.epoch,
-            if in_place { 0 } else { piece },
-        );
+        let key = piece_key(stream_id, PieceKind::Presence, log.epoch, piece);
         records.push(Record { key, value });
         log.changed.clear();
-        if log.changed.capacity() > 4 * WHOLE_PIECE_VIEWERS as usize {
+        if log.changed.capacity() > 4 * SLACK_RECORDS as usize {
             log.changed.shrink_to(log.changed.capacity() / 2);
         }
     }

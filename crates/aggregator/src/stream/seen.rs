@@ -9,8 +9,8 @@
 //! the ids added since the last one. The head lists each generation with
 //! its number of pieces; a restore joins the pieces again. A forgotten
 //! generation's pieces are tombstoned after the head that no longer lists
-//! them. A small generation is rewritten whole as piece 0, so that a quiet
-//! stream does not collect a record per checkpoint.
+//! them. A piece is never rewritten once written: a head restored after a
+//! crash in the middle of a batch must find the pieces it counts unchanged.
 
 use serde::de::{SeqAccess, Visitor};
 use serde::ser::SerializeSeq;
@@ -20,9 +20,8 @@ use crate::changelog::{piece_key, PieceKind, Record};
 use crate::event::EventTime;
 use crate::ids::IdSet;
 
-/// A generation with at most this many ids is rewritten whole as piece 0
-/// (up to 1 KiB of ids), rather than appended to, until it grows past it.
-const WHOLE_PIECE_IDS: u64 = 128;
+/// A busy generation's list of fresh ids gives back room above this many.
+const FRESH_ROOM: usize = 512;
 
 /// The `event_id` hashes counted for a stream, in generations of event time
 /// one duplicate horizon long, so that whole generations are forgotten once
@@ -130,27 +129,29 @@ impl SeenEvents {
 
     /// Appends to `records` what the changelog lacks of the filter, one
     /// piece per generation that changed since its last piece: the whole
-    /// generation while it is new or small, else the ids added since.
-    /// Written before the head ([`Self::pieces`]) that counts them.
+    /// generation when new, else the ids added since. Written before the
+    /// head ([`Self::pieces`]) that counts them.
+    ///
+    /// A piece a head counts is never rewritten: at-least-once, a crash can
+    /// land a batch's pieces without its head, and the head restored must
+    /// still find the pieces it counted as they were.
     pub(super) fn write_pieces(&mut self, stream_id: &str, records: &mut Vec<Record>) {
         for g in &mut self.generations {
-            let whole = g.pieces == 0 || (g.pieces == 1 && g.ids.len() <= WHOLE_PIECE_IDS);
-            if g.pieces > 0 && g.fresh.is_empty() {
+            let value = if g.pieces == 0 {
+                id_bytes(g.ids.iter())
+            } else if g.fresh.is_empty() {
                 continue;
-            }
-            let (piece, value) = if whole {
-                (0, id_bytes(g.ids.iter()))
             } else {
-                (g.pieces, id_bytes(g.fresh.iter().copied()))
+                id_bytes(g.fresh.iter().copied())
             };
             records.push(Record {
-                key: piece_key(stream_id, PieceKind::Seen, g.number, piece),
+                key: piece_key(stream_id, PieceKind::Seen, g.number, g.pieces),
                 value,
             });
-            g.pieces = piece + 1;
+            g.pieces += 1;
             // A busy generation's list stays allocated for the next batch.
             g.fresh.clear();
-            if g.fresh.capacity() > 4 * WHOLE_PIECE_IDS as usize && !whole {
+            if g.fresh.capacity() > FRESH_ROOM {
                 g.fresh.shrink_to(g.fresh.capacity() / 2);
             }
         }
