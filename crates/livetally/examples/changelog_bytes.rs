@@ -12,7 +12,9 @@
 //! 50,000 events/s, the exactly-once latency run's transaction interval)
 //! every partition publishes and takes its checkpoints, as an exactly-once
 //! transaction does. It counts the changelog records (heads, duplicate-filter
-//! pieces, tombstones) and their bytes, keys included. `gen --out` does not
+//! pieces, tombstones) and their bytes, keys included, and what a restore
+//! would read once the topic is compacted (the latest record of each key
+//! still live at the end). `gen --out` does not
 //! pace, so the file takes about a second to write. The figures depend only
 //! on the file and N.
 
@@ -37,6 +39,8 @@ fn main() -> anyhow::Result<()> {
     let decoding = DecodeConfig::default();
     let (mut events, mut heads, mut pieces, mut tombstones) = (0u64, 0u64, 0u64, 0u64);
     let (mut bytes, mut largest) = (0u64, 0usize);
+    // The topic once compacted: the latest value size of each live key.
+    let mut compacted: std::collections::HashMap<Vec<u8>, usize> = Default::default();
     for line in input.split(b'\n') {
         let line = line?;
         events += 1;
@@ -49,6 +53,11 @@ fn main() -> anyhow::Result<()> {
                 let _ = partition.publish();
                 for record in partition.checkpoints() {
                     bytes += (record.key.len() + record.value.len()) as u64;
+                    if record.value.is_empty() {
+                        compacted.remove(&record.key);
+                    } else {
+                        compacted.insert(record.key.clone(), record.key.len() + record.value.len());
+                    }
                     largest = largest.max(record.value.len());
                     match Key::parse(&record.key) {
                         _ if record.value.is_empty() => tombstones += 1,
@@ -71,6 +80,8 @@ fn main() -> anyhow::Result<()> {
             "bytes": bytes,
             "bytes_per_event": bytes / events.max(1),
             "largest_record_bytes": largest,
+            "compacted_records": compacted.len(),
+            "compacted_bytes": compacted.values().sum::<usize>(),
         })
     );
     Ok(())
