@@ -133,6 +133,16 @@ pub enum RestoreError {
     },
 }
 
+/// Reads one changelog record into `latest` as compaction keeps it: its
+/// value replaces the key's, and an empty one (a tombstone) deletes it.
+pub fn keep_latest(latest: &mut HashMap<Vec<u8>, Vec<u8>>, key: &[u8], value: &[u8]) {
+    if value.is_empty() {
+        latest.remove(key);
+    } else {
+        latest.insert(key.to_vec(), value.to_vec());
+    }
+}
+
 /// Restores every stream from the latest value of each changelog key
 /// (tombstoned keys left out).
 pub fn restore(latest: &HashMap<Vec<u8>, Vec<u8>>) -> Result<Restored, RestoreError> {

@@ -98,8 +98,8 @@ pub struct PartitionAggregator {
     /// Those of them never checkpointed (new, or restored and moved on), so
     /// that [`Self::first_checkpoints`] looks at them alone.
     never_saved: Vec<Box<str>>,
-    /// Duplicate-filter pieces in the changelog that streams forgot, for
-    /// their next checkpoints to tombstone (each of them is in `unsaved`).
+    /// Changelog pieces (duplicate filter, presence) that streams forgot,
+    /// for their next checkpoints to tombstone (each of them is in `unsaved`).
     forgotten: HashMap<Box<str>, Forgotten>,
     /// Newest event time counted in this partition.
     max_ts: Option<EventTime>,

@@ -30,7 +30,7 @@ mod presence;
 mod seen;
 
 pub use presence::PresenceError;
-use presence::PresenceLog;
+use presence::{read_record, PresenceLog};
 pub(crate) use seen::Forgotten;
 pub use seen::PieceError;
 use seen::SeenEvents;
@@ -1217,13 +1217,7 @@ impl Viewers {
 impl Serialize for Viewers {
     /// A flat blob of fixed records; the concurrent count is derived on restore.
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut bytes = Vec::with_capacity(self.by_hash.len() * VIEWER_RECORD);
-        for (hash, v) in self.by_hash.iter() {
-            bytes.extend_from_slice(&hash.to_le_bytes());
-            bytes.extend_from_slice(&v.ts().to_le_bytes());
-            bytes.push(u8::from(v.present()));
-        }
-        serializer.serialize_bytes(&bytes)
+        serializer.serialize_bytes(&self.records())
     }
 }
 
@@ -1234,9 +1228,8 @@ impl<'de> Deserialize<'de> for Viewers {
         let records = fixed_records::<VIEWER_RECORD, D::Error>(&bytes)?;
         let mut viewers = Viewers::default();
         for record in records {
-            let (hash, rest) = record.split_at(8);
-            let (ts, flag) = rest.split_at(8);
-            let present = match flag[0] {
+            let (hash, ts, flag) = read_record(&record);
+            let present = match flag {
                 0 => false,
                 1 => true,
                 other => {
@@ -1245,8 +1238,6 @@ impl<'de> Deserialize<'de> for Viewers {
                     )))
                 }
             };
-            let hash = u64::from_le_bytes(hash.try_into().map_err(D::Error::custom)?);
-            let ts = EventTime::from_le_bytes(ts.try_into().map_err(D::Error::custom)?);
             if viewers.by_hash.insert_new(hash, Viewer::new(ts, present)) {
                 viewers.concurrent += u64::from(present);
             }
@@ -1282,7 +1273,7 @@ pub enum CheckpointError {
     TrailingBytes(usize),
     /// A changelog head whose duplicate filter or presence is in pieces,
     /// read without them ([`StreamCheckpoint::from_changelog`] joins them).
-    #[error("checkpoint needs its duplicate-filter pieces")]
+    #[error("checkpoint needs its changelog pieces")]
     NeedsPieces,
     /// Its duplicate-filter pieces do not join.
     #[error("corrupt checkpoint: {0}")]
@@ -1296,16 +1287,15 @@ impl StreamCheckpoint {
     /// Appends the changelog records of `state`, written straight from the
     /// live state without copying it: the new pieces of its duplicate
     /// filter and presence, its head, then tombstones for the pieces it
-    /// `forgot` or retired. A generation or epoch that is live again (a
+    /// forgot (`retired`, which writing presence may add to). A generation or epoch that is live again (a
     /// late event in a forgotten generation, viewers after a release) keeps
     /// the pieces it wrote since.
     pub(crate) fn write_changelog(
         stream_id: &str,
         state: &mut StreamState,
-        forgot: Forgotten,
+        mut retired: Forgotten,
         records: &mut Vec<Record>,
     ) {
-        let mut retired = forgot;
         state.seen.write_pieces(stream_id, records);
         if let Some(live) = state.live.as_deref_mut() {
             live.viewers.write_pieces(stream_id, records, &mut retired);
@@ -1367,12 +1357,12 @@ impl StreamCheckpoint {
         layout::write(&self.state, vec![layout::FORMAT])
     }
 
-    /// Decodes [`StreamCheckpoint::to_bytes`], or a head whose duplicate
-    /// filter is empty; refuses other formats, bad bytes and trailing bytes
+    /// Decodes [`StreamCheckpoint::to_bytes`], or a changelog head that
+    /// counts no pieces; refuses other formats, bad bytes and trailing bytes
     /// rather than restore a wrong state.
     pub fn from_bytes(bytes: &[u8]) -> Result<StreamCheckpoint, CheckpointError> {
         let state = StreamCheckpoint::decode(bytes)?;
-        if state.seen.has_pieces() || state.live().viewers.log_position().1 > 0 {
+        if state.seen.has_pieces() || state.live().viewers.has_pieces() {
             return Err(CheckpointError::NeedsPieces);
         }
         Ok(StreamCheckpoint::from_state(state))

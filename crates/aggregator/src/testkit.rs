@@ -149,14 +149,10 @@ impl Feed {
 pub(crate) struct Changelog(pub(crate) HashMap<Vec<u8>, Vec<u8>>);
 
 impl Changelog {
-    /// Writes records in order; an empty value deletes its key.
+    /// Writes records in order, as the restore reads them back.
     pub(crate) fn write(&mut self, records: Vec<Record>) {
         for Record { key, value } in records {
-            if value.is_empty() {
-                self.0.remove(&key);
-            } else {
-                self.0.insert(key, value);
-            }
+            changelog::keep_latest(&mut self.0, &key, &value);
         }
     }
 

@@ -73,6 +73,18 @@ impl Viewers {
             .map_or(0, |log| log.pieces)
     }
 
+    /// Whether the head counts presence pieces, which a self-contained
+    /// checkpoint cannot hold.
+    pub(super) fn has_pieces(&self) -> bool {
+        self.log.as_deref().is_some_and(|log| log.pieces > 0)
+    }
+
+    /// Every viewer as a record, in no particular order: a self-contained
+    /// checkpoint's presence, and a log's first piece.
+    pub(super) fn records(&self) -> Vec<u8> {
+        all_records(&self.by_hash)
+    }
+
     /// The head's account of presence: (epoch, pieces); no pieces when
     /// nothing was written.
     pub(super) fn log_position(&self) -> (i64, u32) {
@@ -111,10 +123,7 @@ impl Viewers {
         let mut value;
         let piece = log.pieces;
         if piece == 0 {
-            value = Vec::with_capacity(self.by_hash.len() * VIEWER_RECORD);
-            for (hash, v) in self.by_hash.iter() {
-                push_record(&mut value, hash, v.ts(), u8::from(v.present()));
-            }
+            value = all_records(&self.by_hash);
             log.pieces = 1;
             log.written = len;
         } else {
@@ -172,9 +181,8 @@ impl Viewers {
             }
             for record in records {
                 written += 1;
-                let hash = u64::from_le_bytes(record[..8].try_into().expect("8 bytes"));
-                let ts = EventTime::from_le_bytes(record[8..16].try_into().expect("8 bytes"));
-                match record[16] {
+                let (hash, ts, flag) = read_record(record.try_into().expect("a whole record"));
+                match flag {
                     REMOVED => {
                         map.remove(&hash);
                     }
@@ -192,10 +200,35 @@ impl Viewers {
     }
 }
 
+/// Every viewer of `by_hash` as a record (see [`Viewers::records`]).
+fn all_records(by_hash: &CompactMap<Viewer>) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(by_hash.len() * VIEWER_RECORD);
+    for (hash, v) in by_hash.iter() {
+        push_record(&mut bytes, hash, v.ts(), u8::from(v.present()));
+    }
+    bytes
+}
+
+/// Appends a viewer's record: hash, `ts`, flag (0 absent, 1 present,
+/// [`REMOVED`]), [`VIEWER_RECORD`] bytes.
 fn push_record(bytes: &mut Vec<u8>, hash: u64, ts: EventTime, flag: u8) {
     bytes.extend_from_slice(&hash.to_le_bytes());
     bytes.extend_from_slice(&ts.to_le_bytes());
     bytes.push(flag);
+}
+
+/// Reads a record [`push_record`] wrote, as (hash, `ts`, flag).
+pub(super) fn read_record(record: &[u8; VIEWER_RECORD]) -> (u64, EventTime, u8) {
+    let word = |at: usize| {
+        let mut bytes = [0; 8];
+        bytes.copy_from_slice(&record[at..at + 8]);
+        bytes
+    };
+    (
+        u64::from_le_bytes(word(0)),
+        EventTime::from_le_bytes(word(8)),
+        record[16],
+    )
 }
 
 /// Why the presence pieces a head counts could not be joined.

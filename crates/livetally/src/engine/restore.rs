@@ -70,14 +70,7 @@ pub fn read_partition(
                 .set((high - position).max(0) as f64);
         }
         let Some(key) = message.key() else { continue };
-        match message.payload() {
-            Some(value) if !value.is_empty() => {
-                latest.insert(key.to_vec(), value.to_vec());
-            }
-            _ => {
-                latest.remove(key);
-            }
-        }
+        changelog::keep_latest(&mut latest, key, message.payload().unwrap_or_default());
     }
     metrics::gauge!(CHANGELOG_LAG, "partition" => partition.to_string()).set(0.0);
     let restored = changelog::restore(&latest)
