@@ -1,13 +1,14 @@
 //! `livetally gen`: synthetic live-shopping traffic into a topic (or NDJSON).
 
+use std::collections::VecDeque;
 use std::io::Write;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 use clap::Args;
-use futures::future::join_all;
+use futures::FutureExt;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
 
@@ -84,18 +85,13 @@ pub fn parse_duration(raw: &str) -> Result<Duration, String> {
 }
 
 impl GenArgs {
-    /// The traffic model these flags describe.
-    pub fn traffic(&self) -> TrafficConfig {
-        let start_ts = self.start_ts.unwrap_or_else(|| {
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_millis() as i64)
-                .unwrap_or(0)
-        });
+    /// The traffic model these flags describe, its event clock starting at
+    /// `now_ms` unless `--start-ts` says otherwise.
+    pub fn traffic(&self, now_ms: i64) -> TrafficConfig {
         TrafficConfig {
             seed: self.seed,
             streams: self.streams,
-            start_ts,
+            start_ts: self.start_ts.unwrap_or(now_ms),
             events_per_second: self.rate.unwrap_or(1000).max(1),
             duplicate_rate: self.duplicate_rate,
             invalid_rate: self.invalid_rate,
@@ -129,7 +125,7 @@ pub async fn run(args: GenArgs) -> anyhow::Result<()> {
             Box::new(std::fs::File::create(path).with_context(|| format!("create {path}"))?)
         };
         let mut out = std::io::BufWriter::new(out);
-        for record in Traffic::new(args.traffic()).take(total as usize) {
+        for record in Traffic::new(args.traffic(clock_now().0)).take(total as usize) {
             out.write_all(&record.payload)?;
             out.write_all(b"\n")?;
         }
@@ -151,11 +147,17 @@ pub async fn run(args: GenArgs) -> anyhow::Result<()> {
         .create()
         .context("create the producer")?;
     // The event clock starts now, not before the topic check and the
-    // producer: paced records then carry a `ts` of when they are sent.
-    let traffic = Traffic::new(args.traffic()).take(total as usize);
-    let started = Instant::now();
-    let sent = produce(&producer, &args.topic, traffic, args.rate).await?;
-    let seconds = started.elapsed().as_secs_f64();
+    // producer, and paced records are due from the instant its start was
+    // read: a paced record is sent when its `ts` comes, however long
+    // building the traffic model took.
+    let (now_ms, clock_started) = clock_now();
+    let traffic = Traffic::new(args.traffic(now_ms)).take(total as usize);
+    let pace = args.rate.map(|rate| Pace {
+        per_second: rate,
+        from: clock_started,
+    });
+    let sent = produce(&producer, &args.topic, traffic, pace).await?;
+    let seconds = clock_started.elapsed().as_secs_f64();
     eprintln!(
         "{}",
         serde_json::json!({"produced": sent, "topic": args.topic, "seconds": seconds, "records_per_second": (sent as f64 / seconds.max(1e-9)) as u64})
@@ -163,24 +165,60 @@ pub async fn run(args: GenArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Produces every record, pacing to `rate` per second when given; returns
-/// the count once all are acknowledged.
+/// The wall clock in epoch ms, and the monotonic instant read with it: an
+/// event clock that starts at that ms paces its records from that instant.
+pub fn clock_now() -> (i64, Instant) {
+    let instant = Instant::now();
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    (ms, instant)
+}
+
+/// When paced records are due: record `n` at `from` + `n / per_second`,
+/// the moment its event clock gives it as `ts`.
+#[derive(Clone, Copy, Debug)]
+pub struct Pace {
+    pub per_second: u64,
+    pub from: Instant,
+}
+
+impl Pace {
+    /// How long after `from` record `n` is due.
+    fn due(&self, n: u64) -> Duration {
+        Duration::from_secs_f64(n as f64 / self.per_second.max(1) as f64)
+    }
+
+    /// How long to wait before record `n`, `elapsed` after `from`: `None`
+    /// once it is due. Never sends a record early.
+    fn wait_before(&self, n: u64, elapsed: Duration) -> Option<Duration> {
+        let due = self.due(n);
+        (due > elapsed).then(|| due - elapsed)
+    }
+}
+
+/// Records handed to librdkafka and not yet acknowledged at most: past
+/// this, gen waits for the oldest (2 s of records at 50,000 a second).
+const MAX_IN_FLIGHT: usize = 100_000;
+
+/// Produces every record, each no earlier than `pace` makes it due; returns
+/// the count once all are acknowledged. Acknowledgements are taken as they
+/// arrive, so waiting for them never holds a due record back (unless
+/// [`MAX_IN_FLIGHT`] are outstanding).
 pub async fn produce(
     producer: &FutureProducer,
     topic: &str,
     records: impl Iterator<Item = crate::traffic::Record>,
-    rate: Option<u64>,
+    pace: Option<Pace>,
 ) -> anyhow::Result<u64> {
-    let started = Instant::now();
-    let mut in_flight = Vec::with_capacity(10_000);
+    let mut in_flight = InFlight::default();
     let mut sent = 0u64;
     for record in records {
-        if let Some(rate) = rate {
-            let due = Duration::from_secs_f64(sent as f64 / rate as f64);
-            let elapsed = started.elapsed();
-            if due > elapsed + Duration::from_millis(2) {
-                tokio::time::sleep(due - elapsed).await;
-            }
+        // Sleeps last a millisecond at least: the records due meanwhile
+        // then go out together, none before its time.
+        if let Some(wait) = pace.and_then(|pace| pace.wait_before(sent, pace.from.elapsed())) {
+            tokio::time::sleep(wait).await;
         }
         let mut headers = OwnedHeaders::new();
         if let Some(ct) = record.content_type {
@@ -196,7 +234,7 @@ pub async fn produce(
         loop {
             match producer.send_result(pending) {
                 Ok(delivery) => {
-                    in_flight.push(delivery);
+                    in_flight.0.push_back(delivery);
                     break;
                 }
                 Err((
@@ -204,30 +242,56 @@ pub async fn produce(
                     back,
                 )) => {
                     pending = back;
-                    settle(&mut in_flight).await?;
-                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    if !in_flight.wait_oldest().await? {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
                 }
                 Err((error, _)) => return Err(error).context("produce"),
             }
         }
         sent += 1;
-        if in_flight.len() >= 10_000 {
-            settle(&mut in_flight).await?;
+        in_flight.take_arrived()?;
+        if in_flight.0.len() >= MAX_IN_FLIGHT {
+            in_flight.wait_oldest().await?;
         }
     }
-    settle(&mut in_flight).await?;
+    while in_flight.wait_oldest().await? {}
     Ok(sent)
 }
 
-async fn settle(in_flight: &mut Vec<rdkafka::producer::DeliveryFuture>) -> anyhow::Result<()> {
-    for result in join_all(in_flight.drain(..)).await {
-        match result {
-            Ok(Ok(_)) => {}
-            Ok(Err((error, _))) => return Err(error).context("delivery failed"),
-            Err(_) => anyhow::bail!("producer closed before delivery"),
+/// Deliveries not yet taken, oldest first.
+#[derive(Default)]
+struct InFlight(VecDeque<DeliveryFuture>);
+
+impl InFlight {
+    /// Takes the acknowledgements that have arrived, oldest first, without
+    /// waiting; an error if a record failed.
+    fn take_arrived(&mut self) -> anyhow::Result<()> {
+        while let Some(oldest) = self.0.front_mut() {
+            let Some(result) = oldest.now_or_never() else {
+                break;
+            };
+            self.0.pop_front();
+            delivered(result)?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the oldest acknowledgement; false if none is outstanding.
+    async fn wait_oldest(&mut self) -> anyhow::Result<bool> {
+        match self.0.pop_front() {
+            Some(oldest) => delivered(oldest.await).map(|()| true),
+            None => Ok(false),
         }
     }
-    Ok(())
+}
+
+fn delivered(result: <DeliveryFuture as std::future::Future>::Output) -> anyhow::Result<()> {
+    match result {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err((error, _))) => Err(error).context("delivery failed"),
+        Err(_) => anyhow::bail!("producer closed before delivery"),
+    }
 }
 
 async fn ensure_topic(args: &GenArgs) -> anyhow::Result<()> {
@@ -259,6 +323,98 @@ async fn ensure_topic(args: &GenArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_paced_record_waits_until_it_is_due_and_never_goes_early() {
+        let pace = Pace {
+            per_second: 50_000,
+            from: Instant::now(),
+        };
+        let ms = Duration::from_millis;
+        // Record 500 is due 10 ms after the clock started.
+        assert_eq!(pace.due(500), ms(10));
+        assert_eq!(pace.wait_before(500, ms(0)), Some(ms(10)));
+        assert_eq!(pace.wait_before(500, ms(9)), Some(ms(1)));
+        assert_eq!(
+            pace.wait_before(500, Duration::from_micros(9_999)),
+            Some(Duration::from_micros(1))
+        );
+        assert_eq!(pace.wait_before(500, ms(10)), None);
+        // Behind (a slow start, a stall): sent at once, to catch up.
+        assert_eq!(pace.wait_before(500, ms(250)), None);
+    }
+
+    /// Against librdkafka's mock cluster: every record is delivered, and
+    /// none was handed to the producer (its `CreateTime`) before its `ts`
+    /// came, the generator's jitter aside. The event clock started 200 ms
+    /// before the first send, as a slow start would have it: the records
+    /// due by then go out at once, the rest on time.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn paced_records_are_all_delivered_none_before_their_ts() {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        use rdkafka::Message;
+
+        let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+        cluster.create_topic("paced", 2, 1).expect("topic");
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .set("linger.ms", "5")
+            .create()
+            .expect("producer");
+        let (now_ms, now) = clock_now();
+        let (start_ms, from) = (now_ms - 200, now - Duration::from_millis(200));
+        let config = TrafficConfig {
+            streams: 5,
+            start_ts: start_ms,
+            events_per_second: 2_000,
+            ..TrafficConfig::default()
+        };
+        let total = 800;
+        let records = Traffic::new(config).take(total);
+        let pace = Pace {
+            per_second: 2_000,
+            from,
+        };
+        let sent = produce(&producer, "paced", records, Some(pace))
+            .await
+            .expect("produce");
+        assert_eq!(sent, total as u64);
+
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .set("group.id", "paced-reader")
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .expect("consumer");
+        consumer.subscribe(&["paced"]).expect("subscribe");
+        let (mut read, mut checked) = (0, 0);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while read < total && Instant::now() < deadline {
+            let Some(message) = consumer.poll(Duration::from_millis(100)) else {
+                continue;
+            };
+            let message = message.expect("read");
+            read += 1;
+            let created = message.timestamp().to_millis().expect("CreateTime");
+            if let Some(ts) = message.payload().and_then(json_ts) {
+                // ms floors on both clocks: one ms of slack.
+                assert!(
+                    created >= ts - crate::traffic::JITTER_MS as i64 - 1,
+                    "record sent at {created}, before its ts {ts}"
+                );
+                checked += 1;
+            }
+        }
+        assert_eq!(read, total, "every record delivered");
+        assert!(checked > total / 2, "most records carry a numeric ts");
+    }
+
+    /// The numeric `ts` of a JSON record; `None` for protobuf, invalid or
+    /// RFC 3339 ones.
+    fn json_ts(payload: &[u8]) -> Option<i64> {
+        let value: serde_json::Value = serde_json::from_slice(payload).ok()?;
+        value.get("ts")?.as_i64()
+    }
 
     #[test]
     fn durations() {

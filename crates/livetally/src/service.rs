@@ -272,10 +272,7 @@ pub async fn demo(http_addr: SocketAddr, rate: u64, streams: usize) -> anyhow::R
 }
 
 async fn demo_traffic(brokers: String, topic: String, rate: u64, streams: usize) {
-    let start_ts = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
+    let (start_ts, clock_started) = crate::gen::clock_now();
     let config = crate::traffic::TrafficConfig {
         seed: start_ts as u64,
         streams,
@@ -298,7 +295,10 @@ async fn demo_traffic(brokers: String, topic: String, rate: u64, streams: usize)
         &producer,
         &topic,
         crate::traffic::Traffic::new(config),
-        Some(rate.max(1)),
+        Some(crate::gen::Pace {
+            per_second: rate.max(1),
+            from: clock_started,
+        }),
     )
     .await
     {

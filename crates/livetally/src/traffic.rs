@@ -55,7 +55,7 @@ const UNLABELLED: Prob = Prob::new(0.20);
 /// Share of records whose `ts` is an RFC 3339 string instead of epoch ms.
 const TS_AS_TEXT: Prob = Prob::new(0.05);
 /// Most event-time jitter added to a record's `ts`, in ms.
-const JITTER_MS: u64 = 2;
+pub(crate) const JITTER_MS: u64 = 2;
 /// Late events are shifted back by 1 s up to this, and never before
 /// `start_ts` minus this.
 const MAX_LATENESS_MS: i64 = 60_000;
