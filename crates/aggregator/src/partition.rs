@@ -251,6 +251,7 @@ impl PartitionAggregator {
             // Published, so checkpointed next (marked below).
             file_forgotten(&mut self.forgotten, &stream_id, &mut forgot);
             let products = state.products();
+            state.project_presence();
             if !state.unsaved {
                 state.unsaved = true;
                 if !state.saved_once {

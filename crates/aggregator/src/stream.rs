@@ -27,6 +27,8 @@ use crate::rollup::{ProductRollup, RollupKind, StreamRollup, TOP_PRODUCTS};
 
 mod layout;
 mod presence;
+#[cfg(test)]
+mod projection_tests;
 mod seen;
 
 pub use presence::PresenceError;
@@ -326,6 +328,7 @@ static NO_LIVE: Live = Live {
     pending: PendingPresence {
         events: VecDeque::new(),
         arrivals: 0,
+        projection: None,
     },
     windows: VecDeque::new(),
 };
@@ -531,7 +534,10 @@ impl StreamState {
     /// passes it; one already behind the watermark is settled at once.
     fn presence(&mut self, viewer: u64, ts: EventTime, is_view: bool, clock: &Clock) {
         if clock.watermark.is_some_and(|wm| ts <= wm) {
-            let viewers = &mut self.live_mut().viewers;
+            let live = self.live_mut();
+            // Earlier than every pending event: it changes where they start from.
+            live.pending.projection = None;
+            let viewers = &mut live.viewers;
             viewers.presence(viewer, ts, is_view);
             let concurrent = viewers.concurrent;
             self.settled_peak = self.settled_peak.max(concurrent);
@@ -556,7 +562,8 @@ impl StreamState {
 
     /// Concurrent viewers after every presence event, and the highest count
     /// at any event time: the settled state played forward through the
-    /// pending events in event-time order (without changing it).
+    /// pending events in event-time order (without changing it). A busy
+    /// stream starts from its [`Projection`] and plays only the events after.
     fn presence_now(&self) -> (u64, u64) {
         let Live {
             viewers, pending, ..
@@ -564,29 +571,81 @@ impl StreamState {
         if pending.is_empty() {
             return (viewers.concurrent, self.settled_peak);
         }
+        let projection = pending.projection.as_deref();
+        let (mut concurrent, mut peak) = projection
+            .map_or((viewers.concurrent, self.settled_peak), |p| {
+                (p.concurrent, p.peak)
+            });
+        let rest = projection.map_or(0, |p| pending.after(p.through));
         // Each viewer's state as played so far, in a map sized once for
-        // every pending event.
-        let mut overlay: CompactMap<Viewer> = CompactMap::with_capacity(pending.len());
-        let mut concurrent = viewers.concurrent;
-        let mut peak = self.settled_peak;
-        for (ts, viewer, is_view) in pending.iter() {
-            let before = overlay
-                .get(viewer)
+        // every event left to play.
+        let mut overlay: CompactMap<Viewer> = CompactMap::with_capacity(pending.len() - rest);
+        let below = |viewer| {
+            projection
+                .and_then(|p| p.overlay.get(viewer))
                 .or_else(|| viewers.by_hash.get(viewer))
-                .copied();
-            let now = Viewer::new(ts, is_view);
-            if before.is_some_and(|v| now <= v) {
-                continue;
-            }
-            match (before.is_some_and(Viewer::present), is_view) {
-                (false, true) => concurrent += 1,
-                (true, false) => concurrent -= 1,
-                _ => {}
-            }
-            *overlay.get_or_insert_with(viewer, || now).0 = now;
-            peak = peak.max(concurrent);
+                .copied()
+        };
+        for event in pending.events.range(rest..) {
+            play(event, &mut overlay, below, &mut concurrent, &mut peak);
         }
         (concurrent, peak)
+    }
+
+    /// Brings a busy stream's [`Projection`] up to its pending events more
+    /// than [`PROJECTION_LAG_MS`] older than its newest, so that
+    /// [`Self::presence_now`] plays only the newest at each publication; a
+    /// stream with few pending events has none.
+    pub(crate) fn project_presence(&mut self) {
+        let settled_peak = self.settled_peak;
+        let Some(live) = self.live.as_deref_mut() else {
+            return;
+        };
+        let Live {
+            viewers, pending, ..
+        } = live;
+        if pending.len() < PROJECT_FROM {
+            pending.projection = None;
+            return;
+        }
+        let newest = pending.events.back().map_or(EventTime::MIN, |e| e.ts);
+        let horizon = newest.saturating_sub(PROJECTION_LAG_MS);
+        let upto = pending.events.partition_point(|e| e.ts <= horizon);
+        let Some(&through) = upto
+            .checked_sub(1)
+            .and_then(|last| pending.events.get(last))
+        else {
+            return;
+        };
+        // Viewers it played that have settled since stay in its map: start
+        // afresh once the map outgrows what is pending.
+        let kept = pending
+            .projection
+            .take()
+            .filter(|p| p.overlay.len() <= 2 * pending.len() + PROJECT_FROM);
+        let from = kept.as_ref().map_or(0, |p| pending.after(p.through));
+        let mut projection = kept.unwrap_or_else(|| {
+            Box::new(Projection {
+                overlay: CompactMap::default(),
+                through,
+                concurrent: viewers.concurrent,
+                peak: settled_peak,
+            })
+        });
+        let Projection {
+            overlay,
+            concurrent,
+            peak,
+            ..
+        } = &mut *projection;
+        // Nothing to play if it is already past the horizon (its newest
+        // events settled and newer ones came in since).
+        for event in pending.events.range(from.min(upto)..upto) {
+            let below = |viewer| viewers.by_hash.get(viewer).copied();
+            play(event, overlay, below, concurrent, peak);
+        }
+        projection.through = projection.through.max(through);
+        pending.projection = Some(projection);
     }
 
     fn purchase(&mut self, line: &OrderLine<'_>) {
@@ -716,6 +775,7 @@ impl StreamState {
             live.pending = PendingPresence {
                 events: VecDeque::new(),
                 arrivals: live.pending.arrivals,
+                projection: None,
             };
         }
         self.release_live_if_empty(forgotten);
@@ -1025,6 +1085,64 @@ impl Viewer {
     }
 }
 
+/// Plays one pending presence event forward onto `overlay` (each viewer's
+/// presence as played so far; `below` gives it for a viewer not in it yet),
+/// moving `concurrent` and `peak` as [`Viewers::presence`] and
+/// [`StreamState::settle`] would.
+fn play(
+    event: &PendingEvent,
+    overlay: &mut CompactMap<Viewer>,
+    below: impl Fn(u64) -> Option<Viewer>,
+    concurrent: &mut u64,
+    peak: &mut u64,
+) {
+    let before = overlay
+        .get(event.viewer)
+        .copied()
+        .or_else(|| below(event.viewer));
+    let now = Viewer::new(event.ts, event.view());
+    if before.is_some_and(|v| now <= v) {
+        return;
+    }
+    match (before.is_some_and(Viewer::present), event.view()) {
+        (false, true) => *concurrent += 1,
+        (true, false) => *concurrent -= 1,
+        _ => {}
+    }
+    *overlay.get_or_insert_with(event.viewer, || now).0 = now;
+    *peak = (*peak).max(*concurrent);
+}
+
+/// Pending presence events before a busy stream keeps a [`Projection`].
+const PROJECT_FROM: usize = 256;
+
+/// How far behind a stream's newest pending presence event its
+/// [`Projection`] stays, ms: events arriving out of order by less than this
+/// leave it as it is; one older than the events it played starts it again.
+const PROJECTION_LAG_MS: i64 = 500;
+
+/// The settled presence played forward through a busy stream's oldest
+/// pending events, up to and including `through`: what
+/// [`StreamState::presence_now`] would compute for them, kept so that each
+/// publication plays only the newer events instead of seconds of them.
+///
+/// It stays true as events settle (they are played in the same order from
+/// the same state). It is dropped when an event is inserted before
+/// `through`, when one after `through` settles, and when a late event
+/// changes the settled state under it. Not in checkpoints: a restored
+/// stream builds it again.
+#[derive(Clone, Debug)]
+struct Projection {
+    /// Presence of each viewer the played events touched.
+    overlay: CompactMap<Viewer>,
+    /// The last event played.
+    through: PendingEvent,
+    /// Concurrent viewers after it.
+    concurrent: u64,
+    /// Highest count so far, settled events included.
+    peak: u64,
+}
+
 /// Presence events waiting for the watermark, in event-time order; at equal
 /// times every `leave` comes before every `view`. Events at one instant
 /// happen together, so the count after all of them is the one that was ever
@@ -1038,6 +1156,8 @@ struct PendingPresence {
     /// from the front.
     events: VecDeque<PendingEvent>,
     arrivals: u64,
+    /// A busy stream's oldest events played forward.
+    projection: Option<Box<Projection>>,
 }
 
 /// One presence event waiting for the watermark.
@@ -1085,6 +1205,9 @@ impl PendingPresence {
     }
 
     fn insert(&mut self, event: PendingEvent) {
+        if self.projection.as_ref().is_some_and(|p| event < p.through) {
+            self.projection = None;
+        }
         let at = match self.events.back() {
             Some(last) if *last > event => self.events.partition_point(|e| *e < event),
             _ => self.events.len(),
@@ -1099,11 +1222,15 @@ impl PendingPresence {
             return None;
         }
         let first = self.events.pop_front()?;
+        if self.projection.as_ref().is_some_and(|p| first > p.through) {
+            self.projection = None;
+        }
         Some((first.ts, first.viewer, first.view()))
     }
 
-    fn iter(&self) -> impl Iterator<Item = (EventTime, u64, bool)> + '_ {
-        self.events.iter().map(|e| (e.ts, e.viewer, e.view()))
+    /// Where the events after `event` start.
+    fn after(&self, event: PendingEvent) -> usize {
+        self.events.partition_point(|e| *e <= event)
     }
 
     fn is_empty(&self) -> bool {
@@ -1112,6 +1239,9 @@ impl PendingPresence {
 
     fn heap_bytes(&self) -> usize {
         self.events.capacity() * std::mem::size_of::<PendingEvent>()
+            + self.projection.as_deref().map_or(0, |p| {
+                std::mem::size_of::<Projection>() + p.overlay.heap_bytes()
+            })
     }
 }
 
