@@ -958,6 +958,11 @@ def main():
     ap.add_argument("--only", default="bare,bare_default,alo,eo,kstreams,latency",
                     help="comma-separated phases: bare,bare_default,alo,eo,kstreams,latency "
                          "(latency_alo or latency_eo for one of the two latency runs; default: all)")
+    ap.add_argument("--broker-heap", default="-Xms1g -Xmx1g",
+                    help="JVM heap options of the broker (default: what Kafka's own "
+                         "kafka-server-start.sh sets; deploy/local/kafka.sh's smaller test default "
+                         "makes a fresh broker collect garbage twice as often, and the latency "
+                         "run feels every pause). Ignored if LIVETALLY_KAFKA_HEAP_OPTS is set")
     ap.add_argument("--keep-broker-dir", action="store_true")
     ap.add_argument("--smoke", action="store_true",
                     help="tiny run for CI: 50k events, 5 s latency runs")
@@ -967,6 +972,8 @@ def main():
         args.latency_seconds = 5
         args.latency_warmup = 2
     PARTITIONS = args.partitions
+    if not args.smoke:
+        os.environ.setdefault("LIVETALLY_KAFKA_HEAP_OPTS", args.broker_heap)
     only = set(args.only.split(","))
     if args.skip_peer:
         only.discard("kstreams")
@@ -979,7 +986,8 @@ def main():
         "config": {"events": args.events, "partitions": args.partitions, "streams": args.streams,
                    "latency_seconds": args.latency_seconds, "latency_rate": args.latency_rate,
                    "latency_warmup": args.latency_warmup,
-                   "peer_threads": args.peer_threads, "smoke": args.smoke, "phases": sorted(only)},
+                   "peer_threads": args.peer_threads, "smoke": args.smoke, "phases": sorted(only),
+                   "broker_heap": os.environ.get("LIVETALLY_KAFKA_HEAP_OPTS")},
         "machine": {"nproc": os.cpu_count(), "uname": " ".join(os.uname())},
         "loadavg_before": loadavg(),
         "throughput": [],
