@@ -1114,7 +1114,7 @@ fn play(
 }
 
 /// Pending presence events before a busy stream keeps a [`Projection`].
-const PROJECT_FROM: usize = 256;
+const PROJECT_FROM: usize = 64;
 
 /// How far behind a stream's newest pending presence event its
 /// [`Projection`] stays, ms: events arriving out of order by less than this
