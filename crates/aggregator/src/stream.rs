@@ -535,11 +535,13 @@ impl StreamState {
     fn presence(&mut self, viewer: u64, ts: EventTime, is_view: bool, clock: &Clock) {
         if clock.watermark.is_some_and(|wm| ts <= wm) {
             let live = self.live_mut();
-            // Earlier than every pending event: it changes where they start from.
-            live.pending.projection = None;
-            let viewers = &mut live.viewers;
-            viewers.presence(viewer, ts, is_view);
-            let concurrent = viewers.concurrent;
+            let before = live.viewers.concurrent;
+            live.viewers.presence(viewer, ts, is_view);
+            let concurrent = live.viewers.concurrent;
+            if concurrent != before {
+                // Earlier than every pending event: it moves where they start from.
+                live.pending.shift_projection(viewer, concurrent > before);
+            }
             self.settled_peak = self.settled_peak.max(concurrent);
         } else {
             self.live_mut().pending.push(ts, viewer, is_view);
@@ -572,9 +574,13 @@ impl StreamState {
             return (viewers.concurrent, self.settled_peak);
         }
         let projection = pending.projection.as_deref();
-        let (mut concurrent, mut peak) = projection
-            .map_or((viewers.concurrent, self.settled_peak), |p| {
-                (p.concurrent, p.peak)
+        let (mut concurrent, mut peak) =
+            projection.map_or((viewers.concurrent, self.settled_peak), |p| {
+                (
+                    p.concurrent,
+                    p.peak
+                        .map_or(self.settled_peak, |played| played.max(self.settled_peak)),
+                )
             });
         let rest = projection.map_or(0, |p| pending.after(p.through));
         // Each viewer's state as played so far, in a map sized once for
@@ -587,7 +593,9 @@ impl StreamState {
                 .copied()
         };
         for event in pending.events.range(rest..) {
-            play(event, &mut overlay, below, &mut concurrent, &mut peak);
+            if play(event, &mut overlay, below, &mut concurrent) {
+                peak = peak.max(concurrent);
+            }
         }
         (concurrent, peak)
     }
@@ -597,7 +605,6 @@ impl StreamState {
     /// [`Self::presence_now`] plays only the newest at each publication; a
     /// stream with few pending events has none.
     pub(crate) fn project_presence(&mut self) {
-        let settled_peak = self.settled_peak;
         let Some(live) = self.live.as_deref_mut() else {
             return;
         };
@@ -626,10 +633,10 @@ impl StreamState {
         let from = kept.as_ref().map_or(0, |p| pending.after(p.through));
         let mut projection = kept.unwrap_or_else(|| {
             Box::new(Projection {
-                overlay: CompactMap::default(),
+                overlay: CompactMap::with_capacity(upto),
                 through,
                 concurrent: viewers.concurrent,
-                peak: settled_peak,
+                peak: None,
             })
         });
         let Projection {
@@ -642,7 +649,9 @@ impl StreamState {
         // events settled and newer ones came in since).
         for event in pending.events.range(from.min(upto)..upto) {
             let below = |viewer| viewers.by_hash.get(viewer).copied();
-            play(event, overlay, below, concurrent, peak);
+            if play(event, overlay, below, concurrent) {
+                *peak = Some(peak.map_or(*concurrent, |p| p.max(*concurrent)));
+            }
         }
         projection.through = projection.through.max(through);
         pending.projection = Some(projection);
@@ -1087,22 +1096,21 @@ impl Viewer {
 
 /// Plays one pending presence event forward onto `overlay` (each viewer's
 /// presence as played so far; `below` gives it for a viewer not in it yet),
-/// moving `concurrent` and `peak` as [`Viewers::presence`] and
-/// [`StreamState::settle`] would.
+/// moving `concurrent` as [`Viewers::presence`] and [`StreamState::settle`]
+/// would. Whether it changed the viewer's presence (the peak is then taken).
 fn play(
     event: &PendingEvent,
     overlay: &mut CompactMap<Viewer>,
     below: impl Fn(u64) -> Option<Viewer>,
     concurrent: &mut u64,
-    peak: &mut u64,
-) {
+) -> bool {
     let before = overlay
         .get(event.viewer)
         .copied()
         .or_else(|| below(event.viewer));
     let now = Viewer::new(event.ts, event.view());
     if before.is_some_and(|v| now <= v) {
-        return;
+        return false;
     }
     match (before.is_some_and(Viewer::present), event.view()) {
         (false, true) => *concurrent += 1,
@@ -1110,7 +1118,7 @@ fn play(
         _ => {}
     }
     *overlay.get_or_insert_with(event.viewer, || now).0 = now;
-    *peak = (*peak).max(*concurrent);
+    true
 }
 
 /// Pending presence events before a busy stream keeps a [`Projection`].
@@ -1127,10 +1135,11 @@ const PROJECTION_LAG_MS: i64 = 500;
 /// publication plays only the newer events instead of seconds of them.
 ///
 /// It stays true as events settle (they are played in the same order from
-/// the same state). It is dropped when an event is inserted before
-/// `through`, when one after `through` settles, and when a late event
-/// changes the settled state under it. Not in checkpoints: a restored
-/// stream builds it again.
+/// the same state). A late event settled at once that moves the settled
+/// count moves every count it played by the same one, unless it played
+/// that viewer's events: then it is dropped, as it is when an event is
+/// inserted before `through` and when one after `through` settles. Not in
+/// checkpoints: a restored stream builds it again.
 #[derive(Clone, Debug)]
 struct Projection {
     /// Presence of each viewer the played events touched.
@@ -1139,8 +1148,9 @@ struct Projection {
     through: PendingEvent,
     /// Concurrent viewers after it.
     concurrent: u64,
-    /// Highest count so far, settled events included.
-    peak: u64,
+    /// Highest count after any event it played that changed a presence
+    /// (the settled peak aside); `None` if none did.
+    peak: Option<u64>,
 }
 
 /// Presence events waiting for the watermark, in event-time order; at equal
@@ -1226,6 +1236,26 @@ impl PendingPresence {
             self.projection = None;
         }
         Some((first.ts, first.viewer, first.view()))
+    }
+
+    /// A late event for `viewer`, settled at once, moved the settled count
+    /// one up (or down): see [`Projection`].
+    fn shift_projection(&mut self, viewer: u64, up: bool) {
+        let Some(projection) = self.projection.as_deref_mut() else {
+            return;
+        };
+        if projection.overlay.get(viewer).is_some() {
+            self.projection = None;
+            return;
+        }
+        if up {
+            projection.concurrent += 1;
+            projection.peak = projection.peak.map(|p| p + 1);
+        } else {
+            // The viewer was present all along: every count was at least 1.
+            projection.concurrent = projection.concurrent.saturating_sub(1);
+            projection.peak = projection.peak.map(|p| p.saturating_sub(1));
+        }
     }
 
     /// Where the events after `event` start.
