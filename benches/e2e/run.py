@@ -958,11 +958,11 @@ def main():
     ap.add_argument("--only", default="bare,bare_default,alo,eo,kstreams,latency",
                     help="comma-separated phases: bare,bare_default,alo,eo,kstreams,latency "
                          "(latency_alo or latency_eo for one of the two latency runs; default: all)")
-    ap.add_argument("--broker-heap", default="-Xms1g -Xmx1g",
-                    help="JVM heap options of the broker (default: what Kafka's own "
-                         "kafka-server-start.sh sets; deploy/local/kafka.sh's smaller test default "
-                         "makes a fresh broker collect garbage twice as often, and the latency "
-                         "run feels every pause). Ignored if LIVETALLY_KAFKA_HEAP_OPTS is set")
+    ap.add_argument("--broker-heap", default=None,
+                    help="JVM heap options of the broker, e.g. \"-Xms1g -Xmx1g\" (what Kafka's own "
+                         "kafka-server-start.sh sets). Default: deploy/local/kafka.sh's smaller one, "
+                         "with which a fresh broker collects garbage about twice as often: "
+                         "see docs/BENCHMARKS.md, \"Afternoon\"")
     ap.add_argument("--keep-broker-dir", action="store_true")
     ap.add_argument("--smoke", action="store_true",
                     help="tiny run for CI: 50k events, 5 s latency runs")
@@ -972,8 +972,8 @@ def main():
         args.latency_seconds = 5
         args.latency_warmup = 2
     PARTITIONS = args.partitions
-    if not args.smoke:
-        os.environ.setdefault("LIVETALLY_KAFKA_HEAP_OPTS", args.broker_heap)
+    if args.broker_heap:
+        os.environ["LIVETALLY_KAFKA_HEAP_OPTS"] = args.broker_heap
     only = set(args.only.split(","))
     if args.skip_peer:
         only.discard("kstreams")
