@@ -1092,6 +1092,22 @@ impl Viewer {
     fn present(self) -> bool {
         self.0 & 1 == 0
     }
+
+    /// Whether `self`, a viewer's presence event, wins over `before`, their
+    /// latest so far (`None` for a new viewer): the later `ts` wins, and at
+    /// equal `ts` a `leave`. If it does, `present` (the count of viewers
+    /// present) moves to match.
+    fn supersedes(self, before: Option<Viewer>, present: &mut u64) -> bool {
+        if before.is_some_and(|v| self <= v) {
+            return false;
+        }
+        match (before.is_some_and(Viewer::present), self.present()) {
+            (false, true) => *present += 1,
+            (true, false) => *present -= 1,
+            _ => {}
+        }
+        true
+    }
 }
 
 /// Plays one pending presence event forward onto `overlay` (each viewer's
@@ -1109,13 +1125,8 @@ fn play(
         .copied()
         .or_else(|| below(event.viewer));
     let now = Viewer::new(event.ts, event.view());
-    if before.is_some_and(|v| now <= v) {
+    if !now.supersedes(before, concurrent) {
         return false;
-    }
-    match (before.is_some_and(Viewer::present), event.view()) {
-        (false, true) => *concurrent += 1,
-        (true, false) => *concurrent -= 1,
-        _ => {}
     }
     *overlay.get_or_insert_with(event.viewer, || now).0 = now;
     true
@@ -1337,18 +1348,8 @@ impl Viewers {
     fn presence(&mut self, viewer: u64, ts: EventTime, is_view: bool) {
         let latest = Viewer::new(ts, is_view);
         let (v, inserted) = self.by_hash.get_or_insert_with(viewer, || latest);
-        if inserted {
-            self.concurrent += u64::from(is_view);
-            Viewers::changed(&mut self.log, viewer);
+        if !latest.supersedes((!inserted).then_some(*v), &mut self.concurrent) {
             return;
-        }
-        if latest <= *v {
-            return;
-        }
-        match (v.present(), is_view) {
-            (false, true) => self.concurrent += 1,
-            (true, false) => self.concurrent -= 1,
-            _ => {}
         }
         *v = latest;
         Viewers::changed(&mut self.log, viewer);
