@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 use std::io::Write;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Args;
@@ -169,11 +169,7 @@ pub async fn run(args: GenArgs) -> anyhow::Result<()> {
 /// event clock that starts at that ms paces its records from that instant.
 pub fn clock_now() -> (i64, Instant) {
     let instant = Instant::now();
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
-    (ms, instant)
+    (crate::wall_clock_ms(), instant)
 }
 
 /// When paced records are due: record `n` at `from` + `n / per_second`,

@@ -213,6 +213,14 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// The wall clock in epoch milliseconds (0 before 1970).
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -231,12 +239,7 @@ fn replay_command(args: ReplayArgs) -> anyhow::Result<()> {
     };
     let now_ms = match args.now.as_deref() {
         None => None,
-        Some("now") => Some(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as i64)
-                .unwrap_or(0),
-        ),
+        Some("now") => Some(wall_clock_ms()),
         Some(ms) => Some(
             ms.parse()
                 .context("--now takes epoch milliseconds or `now`")?,

@@ -19,7 +19,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures::{FutureExt, Stream, StreamExt};
 use livetally_aggregator::{InvalidReason, Outcome, PartitionAggregator};
@@ -34,6 +34,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
 use super::{repartition, ConsumerRef, EngineConfig, MAX_IN_FLIGHT};
+use crate::wall_clock_ms;
 
 /// Longest a draining partition keeps retrying a failed publication.
 const DRAIN_RETRY_LIMIT: Duration = Duration::from_secs(30);
@@ -157,13 +158,6 @@ enum Flow {
     Continue,
     /// The partition is lost (fenced) or could not drain: stop consuming it.
     Stop,
-}
-
-fn wall_clock_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// Whether something done every `interval` is due at this tick, `since` it
