@@ -531,21 +531,12 @@ impl StreamState {
     }
 
     /// A presence event waits, in event-time order, until the watermark
-    /// passes it; one already behind the watermark is settled at once.
+    /// passes it. One already behind the watermark is settled at once, in
+    /// its place among the waiting ones the watermark has passed: those may
+    /// still wait, when the watermark moved with an event of another stream
+    /// or one that is not presence.
     fn presence(&mut self, viewer: u64, ts: EventTime, is_view: bool, clock: &Clock) {
-        if clock.watermark.is_some_and(|wm| ts <= wm) {
-            let live = self.live_mut();
-            let before = live.viewers.concurrent;
-            live.viewers.presence(viewer, ts, is_view);
-            let concurrent = live.viewers.concurrent;
-            if concurrent != before {
-                // Earlier than every pending event: it moves where they start from.
-                live.pending.shift_projection(viewer, concurrent > before);
-            }
-            self.settled_peak = self.settled_peak.max(concurrent);
-        } else {
-            self.live_mut().pending.push(ts, viewer, is_view);
-        }
+        self.live_mut().pending.push(ts, viewer, is_view);
         self.settle(clock.watermark);
     }
 
@@ -1146,11 +1137,10 @@ const PROJECTION_LAG_MS: i64 = 500;
 /// publication plays only the newer events instead of seconds of them.
 ///
 /// It stays true as events settle (they are played in the same order from
-/// the same state). A late event settled at once that moves the settled
-/// count moves every count it played by the same one, unless it played
-/// that viewer's events: then it is dropped, as it is when an event is
-/// inserted before `through` and when one after `through` settles. Not in
-/// checkpoints: a restored stream builds it again.
+/// the same state). It is dropped when an event is inserted before
+/// `through` and when one after `through` settles, so a late event, settled
+/// at once, always drops it. Not in checkpoints: a restored stream builds it
+/// again.
 #[derive(Clone, Debug)]
 struct Projection {
     /// Presence of each viewer the played events touched.
@@ -1247,26 +1237,6 @@ impl PendingPresence {
             self.projection = None;
         }
         Some((first.ts, first.viewer, first.view()))
-    }
-
-    /// A late event for `viewer`, settled at once, moved the settled count
-    /// one up (or down): see [`Projection`].
-    fn shift_projection(&mut self, viewer: u64, up: bool) {
-        let Some(projection) = self.projection.as_deref_mut() else {
-            return;
-        };
-        if projection.overlay.get(viewer).is_some() {
-            self.projection = None;
-            return;
-        }
-        if up {
-            projection.concurrent += 1;
-            projection.peak = projection.peak.map(|p| p + 1);
-        } else {
-            // The viewer was present all along: every count was at least 1.
-            projection.concurrent = projection.concurrent.saturating_sub(1);
-            projection.peak = projection.peak.map(|p| p.saturating_sub(1));
-        }
     }
 
     /// Where the events after `event` start.

@@ -260,6 +260,28 @@ fn the_peak_is_a_maximum_over_event_time_whatever_the_arrival_order() {
 }
 
 #[test]
+fn a_late_presence_event_comes_after_the_waiting_ones_the_watermark_passed() {
+    // u1 is in the room 1–2 s. The like at 10 s moves the watermark to 5 s,
+    // past u1's view, which still waits: the late leave must not settle
+    // before it, or u1 is never counted present.
+    let mut f = Feed::new();
+    let _ = f.send("u1", T0 + 1_000, Action::View);
+    let _ = f.send("u2", T0 + 10_000, Action::Like);
+    let _ = f.send("u1", T0 + 2_000, Action::Leave);
+    let r = f.rollup();
+    assert_eq!((r.concurrent_viewers, r.peak_concurrent_viewers), (0, 1));
+
+    // The same when another stream's event moves the partition's watermark.
+    let mut f = Feed::new();
+    let _ = f.send("u1", T0 + 1_000, Action::View);
+    let _ = f.send("u2", T0 + 1_001, Action::View);
+    let _ = f.send_event(&event("o", "other", "x", T0 + 6_003, Action::Like));
+    let _ = f.send("u1", T0 + 1_002, Action::Leave);
+    let r = f.rollup();
+    assert_eq!((r.concurrent_viewers, r.peak_concurrent_viewers), (1, 2));
+}
+
+#[test]
 fn a_handover_at_one_instant_does_not_raise_the_peak() {
     // u1 leaves at 1 s as u2 arrives: one viewer in the room at every
     // instant, in every arrival order, waiting or settled.
