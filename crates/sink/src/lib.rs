@@ -23,4 +23,4 @@ pub mod readmodel;
 
 pub use encode::RollupFormat;
 pub use kafka::{DeadLetter, OutBatch, OutRollup, Publisher, PublisherConfig};
-pub use readmodel::{ReadModel, Readiness, Shown};
+pub use readmodel::{ReadModel, Readiness, Shown, SortKey};

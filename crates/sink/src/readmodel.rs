@@ -2,40 +2,147 @@
 //!
 //! Writers are the partition workers, once per publication (never per event);
 //! readers are HTTP handlers. The map is a `DashMap` (sharded locks, held only
-//! for an insert or a clone of an `Arc`), so a reader never waits on the hot
+//! for an insert or for reading one stream), so a reader never waits on the hot
 //! path and the hot path never waits on a reader for longer than one insert.
+//!
+//! Every stream an instance has seen stays here, with up to
+//! [`MAX_WINDOWS_PER_STREAM`] windows, so rollups are kept packed: their
+//! protobuf encoding without the stream id, decoded again for a reader. A
+//! small stream's rollup packs into about a fifth of its decoded size.
 
-use std::collections::{BTreeMap, HashMap};
+use std::cmp::{Ordering as Rank, Reverse};
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use dashmap::DashMap;
 use livetally_aggregator::{ProductRollup, Publication, RollupKind, StreamRollup};
+use livetally_proto::v1::Rollup;
+use prost::Message;
 use tokio::sync::broadcast;
 
-use crate::encode::RollupFormat;
+use crate::encode::{from_protobuf, to_protobuf, RollupFormat};
 use crate::kafka::OutRollup;
 
 /// How many rollups the live feed buffers for a slow SSE client before it
 /// skips ahead.
 const LIVE_FEED_CAPACITY: usize = 4096;
 /// Windows kept per stream for `/windows`: an hour of minutes, and some.
-const MAX_WINDOWS_PER_STREAM: usize = 90;
+pub const MAX_WINDOWS_PER_STREAM: usize = 90;
 
-/// What a reader sees of one stream.
-#[derive(Clone, Debug)]
-pub struct StreamView {
-    /// The latest cumulative rollup.
-    pub rollup: Arc<StreamRollup>,
-    /// Its products, by GMV.
-    pub products: Arc<[ProductRollup]>,
-    /// Retained windows by `window_start`, newest revision of each.
-    pub windows: BTreeMap<i64, Arc<StreamRollup>>,
+/// What `/v1/streams` orders streams by, highest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SortKey {
+    /// `gmv`.
+    Gmv,
+    /// `views`.
+    Views,
+    /// `orders`.
+    Orders,
+}
+
+/// One stream as the read model keeps it.
+#[derive(Debug)]
+struct Entry {
+    /// The latest cumulative rollup, with its top products.
+    rollup: Packed,
+    /// Its revision, to keep the newest of two.
+    revision: u64,
+    /// Its figures `/v1/streams` sorts by, in [`SortKey`] order.
+    sort: [i128; 3],
+    /// Every product by GMV; `None` when they are the rollup's top products,
+    /// as they are for a stream with up to ten.
+    products: Option<Box<[ProductRollup]>>,
+    /// Retained windows, by start, newest revision of each.
+    windows: Vec<Window>,
+}
+
+/// One window of a stream.
+#[derive(Debug)]
+struct Window {
+    start: i64,
+    revision: u64,
+    rollup: Packed,
+}
+
+/// A rollup without its stream id (the map's key) and kind (where it is
+/// kept), as its protobuf encoding.
+#[derive(Debug)]
+struct Packed(Box<[u8]>);
+
+impl Packed {
+    fn new(rollup: &StreamRollup) -> Packed {
+        let mut message = to_protobuf(rollup);
+        message.stream_id.clear();
+        message.kind.clear();
+        Packed(message.encode_to_vec().into_boxed_slice())
+    }
+
+    fn unpack(&self, stream_id: &str, kind: RollupKind) -> StreamRollup {
+        let message = Rollup::decode(&*self.0).expect("bytes Packed::new encoded");
+        StreamRollup {
+            kind,
+            stream_id: stream_id.to_owned(),
+            ..from_protobuf(message)
+        }
+    }
+}
+
+impl Entry {
+    fn new(rollup: &StreamRollup, products: &[ProductRollup]) -> Entry {
+        let mut entry = Entry {
+            rollup: Packed(Box::default()),
+            revision: 0,
+            sort: [0; 3],
+            products: None,
+            windows: Vec::new(),
+        };
+        entry.set(rollup, products);
+        entry
+    }
+
+    /// Keeps `rollup` (cumulative) and `products` as the stream's latest.
+    fn set(&mut self, rollup: &StreamRollup, products: &[ProductRollup]) {
+        self.rollup = Packed::new(rollup);
+        self.revision = rollup.revision;
+        self.sort = [
+            i128::from(rollup.gmv),
+            i128::from(rollup.views),
+            i128::from(rollup.orders),
+        ];
+        self.products = (products != rollup.top_products.as_slice()).then(|| products.into());
+    }
+
+    /// Keeps `window`, replacing the one with the same start.
+    fn set_window(&mut self, start: i64, window: &StreamRollup) {
+        let stored = Window {
+            start,
+            revision: window.revision,
+            rollup: Packed::new(window),
+        };
+        match self.windows.binary_search_by_key(&start, |w| w.start) {
+            Ok(at) => self.windows[at] = stored,
+            Err(at) => {
+                self.windows.insert(at, stored);
+                // Retention is the engine's; this only bounds what readers keep.
+                if self.windows.len() > MAX_WINDOWS_PER_STREAM {
+                    self.windows.remove(0);
+                }
+            }
+        }
+    }
+
+    fn window_revision(&self, start: i64) -> Option<u64> {
+        self.windows
+            .binary_search_by_key(&start, |w| w.start)
+            .ok()
+            .map(|at| self.windows[at].revision)
+    }
 }
 
 /// The latest snapshot of every stream this instance knows, and the live feed.
 pub struct ReadModel {
-    streams: DashMap<String, StreamView>,
+    streams: DashMap<String, Entry>,
     live: broadcast::Sender<Arc<str>>,
     readiness: Readiness,
 }
@@ -59,22 +166,20 @@ impl ReadModel {
 
     /// Stores a partition's publications and announces them on the live
     /// feed, each stream's windows first, then its cumulative rollup; returns
-    /// them in that order, for the rollup topic now or later. Readers'
-    /// snapshots share the rollups, and a rollup's JSON, when the live feed
-    /// needed it, is kept for the topic: each is encoded once.
+    /// them in that order, for the rollup topic now or later. A rollup's
+    /// JSON, when the live feed needed it, is kept for the topic: each is
+    /// encoded once.
     pub fn show(&self, publications: Vec<Publication>) -> Vec<Shown> {
         let watching = self.live.receiver_count() > 0;
         let mut shown = Vec::with_capacity(publications.len() * 2);
         for publication in publications {
-            let rollup = Arc::new(publication.rollup);
             // The cumulative rollup first: a window is kept only for a known stream.
-            self.store_shared(rollup.clone(), Some(publication.products.into()));
+            self.store_rollup(&publication.rollup, &publication.products);
             for window in publication.windows {
-                let window = Arc::new(window);
-                self.store_shared(window.clone(), None);
-                shown.push(self.announce(window, watching));
+                self.store_window(&window);
+                shown.push(self.announce(Arc::new(window), watching));
             }
-            shown.push(self.announce(rollup, watching));
+            shown.push(self.announce(Arc::new(publication.rollup), watching));
         }
         shown
     }
@@ -89,47 +194,27 @@ impl ReadModel {
         Shown { rollup, json }
     }
 
-    /// Stores one rollup (and, for a cumulative one, its products) without
-    /// announcing it: used for restored state.
-    pub fn store_rollup(&self, rollup: StreamRollup, products: &[ProductRollup]) {
-        self.store_shared(Arc::new(rollup), Some(products.into()));
+    /// Stores a cumulative rollup and the stream's products (by GMV) without
+    /// announcing it: also used for restored state.
+    pub fn store_rollup(&self, rollup: &StreamRollup, products: &[ProductRollup]) {
+        // Looked up by `&str` first: a known stream costs no key allocation.
+        if let Some(mut entry) = self.streams.get_mut(rollup.stream_id.as_str()) {
+            entry.set(rollup, products);
+            return;
+        }
+        self.streams
+            .entry(rollup.stream_id.clone())
+            .and_modify(|entry| entry.set(rollup, products))
+            .or_insert_with(|| Entry::new(rollup, products));
     }
 
-    /// Stores a cumulative rollup with its products, or a window.
-    fn store_shared(&self, rollup: Arc<StreamRollup>, products: Option<Arc<[ProductRollup]>>) {
-        match rollup.kind {
-            RollupKind::Cumulative => {
-                let products = products.unwrap_or_else(|| Arc::new([]));
-                // Looked up by `&str` first: a known stream costs no key allocation.
-                if let Some(mut view) = self.streams.get_mut(rollup.stream_id.as_str()) {
-                    view.rollup = rollup;
-                    view.products = products;
-                    return;
-                }
-                self.streams
-                    .entry(rollup.stream_id.clone())
-                    .and_modify(|view| {
-                        view.rollup = rollup.clone();
-                        view.products = products.clone();
-                    })
-                    .or_insert_with(|| StreamView {
-                        rollup,
-                        products,
-                        windows: BTreeMap::new(),
-                    });
-            }
-            RollupKind::Window => {
-                if let (Some(start), Some(mut view)) = (
-                    rollup.window_start,
-                    self.streams.get_mut(rollup.stream_id.as_str()),
-                ) {
-                    view.windows.insert(start, rollup);
-                    // Retention is the engine's; this only bounds what readers keep.
-                    while view.windows.len() > MAX_WINDOWS_PER_STREAM {
-                        view.windows.pop_first();
-                    }
-                }
-            }
+    /// Stores a window of a known stream.
+    fn store_window(&self, window: &StreamRollup) {
+        if let (Some(start), Some(mut entry)) = (
+            window.window_start,
+            self.streams.get_mut(window.stream_id.as_str()),
+        ) {
+            entry.set_window(start, window);
         }
     }
 
@@ -140,12 +225,12 @@ impl ReadModel {
     pub fn merge(&self, rollup: StreamRollup) -> bool {
         let newer = match self.streams.get(&rollup.stream_id) {
             None => rollup.kind == RollupKind::Cumulative,
-            Some(view) => match rollup.kind {
-                RollupKind::Cumulative => rollup.revision > view.rollup.revision,
+            Some(entry) => match rollup.kind {
+                RollupKind::Cumulative => rollup.revision > entry.revision,
                 RollupKind::Window => rollup.window_start.is_some_and(|start| {
-                    view.windows
-                        .get(&start)
-                        .is_none_or(|w| rollup.revision > w.revision)
+                    entry
+                        .window_revision(start)
+                        .is_none_or(|held| rollup.revision > held)
                 }),
             },
         };
@@ -155,26 +240,79 @@ impl ReadModel {
         if self.live.receiver_count() > 0 {
             let _ = self.live.send(json_text(&rollup));
         }
-        let products = rollup.top_products.clone();
-        self.store_rollup(rollup, &products);
+        match rollup.kind {
+            RollupKind::Cumulative => self.store_rollup(&rollup, &rollup.top_products),
+            RollupKind::Window => self.store_window(&rollup),
+        }
         true
     }
 
-    /// Drops windows that start before `horizon` (retention), for every stream.
-    pub fn expire_windows(&self, horizon: i64) {
-        for mut view in self.streams.iter_mut() {
-            view.windows = view.windows.split_off(&horizon);
+    /// Whether the stream is known.
+    pub fn contains(&self, stream_id: &str) -> bool {
+        self.streams.contains_key(stream_id)
+    }
+
+    /// The stream's latest cumulative rollup.
+    pub fn rollup(&self, stream_id: &str) -> Option<StreamRollup> {
+        self.streams
+            .get(stream_id)
+            .map(|entry| entry.rollup.unpack(stream_id, RollupKind::Cumulative))
+    }
+
+    /// The stream's first `limit` products by GMV.
+    pub fn products(&self, stream_id: &str, limit: usize) -> Option<Vec<ProductRollup>> {
+        let entry = self.streams.get(stream_id)?;
+        Some(match &entry.products {
+            Some(products) => products[..products.len().min(limit)].to_vec(),
+            None => {
+                let mut top = entry
+                    .rollup
+                    .unpack(stream_id, RollupKind::Cumulative)
+                    .top_products;
+                top.truncate(limit);
+                top
+            }
+        })
+    }
+
+    /// The stream's retained windows that overlap `[from, to)`, oldest first.
+    pub fn windows(&self, stream_id: &str, from: i64, to: i64) -> Option<Vec<StreamRollup>> {
+        let entry = self.streams.get(stream_id)?;
+        Some(
+            entry
+                .windows
+                .iter()
+                .take_while(|w| w.start < to)
+                .map(|w| w.rollup.unpack(stream_id, RollupKind::Window))
+                .filter(|w| w.window_end.unwrap_or(i64::MAX) > from)
+                .collect(),
+        )
+    }
+
+    /// The cumulative rollups of the first `limit` streams by `key`, highest
+    /// first, ties by `stream_id`.
+    pub fn top(&self, key: SortKey, limit: usize) -> Vec<StreamRollup> {
+        // Better ranks are greater; the heap's top is the worst one kept.
+        type Ranked = Reverse<(i128, Reverse<String>)>;
+        let better = |a: (i128, &str), b: &(i128, Reverse<String>)| match a.0.cmp(&b.0) {
+            Rank::Equal => a.1 < b.1 .0.as_str(),
+            other => other == Rank::Greater,
+        };
+        let mut kept: BinaryHeap<Ranked> = BinaryHeap::with_capacity(limit + 1);
+        for entry in self.streams.iter() {
+            let rank = (entry.sort[key as usize], entry.key().as_str());
+            if kept.len() < limit || kept.peek().is_some_and(|worst| better(rank, &worst.0)) {
+                kept.push(Reverse((rank.0, Reverse(rank.1.to_owned()))));
+                if kept.len() > limit {
+                    kept.pop();
+                }
+            }
         }
-    }
-
-    /// The snapshot of one stream.
-    pub fn stream(&self, stream_id: &str) -> Option<StreamView> {
-        self.streams.get(stream_id).map(|v| v.clone())
-    }
-
-    /// Every stream's cumulative rollup.
-    pub fn rollups(&self) -> Vec<Arc<StreamRollup>> {
-        self.streams.iter().map(|v| v.rollup.clone()).collect()
+        // Ascending `Reverse`s: best first.
+        kept.into_sorted_vec()
+            .into_iter()
+            .filter_map(|Reverse((_, Reverse(stream_id)))| self.rollup(&stream_id))
+            .collect()
     }
 
     /// Number of streams known.
@@ -201,7 +339,7 @@ impl ReadModel {
 /// A rollup readers have seen, not yet encoded for the rollup topic.
 #[derive(Clone, Debug)]
 pub struct Shown {
-    /// The rollup, as readers' snapshots hold it.
+    /// The rollup.
     pub rollup: Arc<StreamRollup>,
     /// Its JSON, when the live feed needed it.
     pub json: Option<Arc<str>>,
@@ -293,5 +431,172 @@ impl Readiness {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i32, bool>> {
         // A poisoned lock only means a panic elsewhere; the map is still valid.
         self.partitions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use livetally_aggregator::{
+        Action, AggregatorConfig, Currency, Event, OrderLine, PartitionAggregator, TOP_PRODUCTS,
+    };
+
+    use super::*;
+
+    /// A purchase of `product` for `price`, at `ts`, on stream `s`.
+    fn purchase(id: u64, product: &str, price: i64, ts: i64) -> Event<'static> {
+        Event {
+            event_id: id.to_string().into(),
+            stream_id: "s".into(),
+            viewer_id: format!("v{}", id % 7).into(),
+            ts,
+            seller_id: Some("shop".into()),
+            action: Action::Purchase(OrderLine {
+                product_id: product.to_string().into(),
+                order_id: format!("o{}", id / 2).into(),
+                quantity: 1 + (id % 3) as u32,
+                unit_price: price,
+                currency: Currency(*b"EUR"),
+            }),
+        }
+    }
+
+    /// Stream `s` with `products` products sold over `minutes` windows, as
+    /// the aggregator publishes it.
+    fn published(products: usize, minutes: i64) -> Vec<Publication> {
+        let mut agg = PartitionAggregator::new(AggregatorConfig::default());
+        let mut id = 0;
+        for minute in 0..minutes {
+            for p in 0..products {
+                let product = format!("p{p}");
+                let ts = minute * 60_000 + 7;
+                let mut event = purchase(id, &product, 100 + p as i64, ts);
+                let _ = agg.apply(&event, id);
+                for action in [
+                    Action::View,
+                    Action::Impression {
+                        product_id: product.clone().into(),
+                    },
+                    Action::Click {
+                        product_id: product.clone().into(),
+                    },
+                ] {
+                    id += 1;
+                    event.event_id = id.to_string().into();
+                    event.action = action;
+                    let _ = agg.apply(&event, id);
+                }
+                id += 1;
+            }
+        }
+        agg.publish()
+    }
+
+    #[test]
+    fn readers_get_every_field_of_the_rollups_back() {
+        for products in [3, TOP_PRODUCTS, TOP_PRODUCTS + 5] {
+            let model = ReadModel::new();
+            let publication = published(products, 3).remove(0);
+            let (rollup, windows, all) = (
+                publication.rollup.clone(),
+                publication.windows.clone(),
+                publication.products.clone(),
+            );
+            assert!(rollup.conversion_rate.is_some() && rollup.gpm.is_some());
+            assert!(rollup.seller_id.is_some() && rollup.currency.is_some());
+            drop(model.show(vec![publication]));
+            assert_eq!(model.rollup("s"), Some(rollup));
+            assert_eq!(model.windows("s", i64::MIN, i64::MAX), Some(windows));
+            assert_eq!(model.products("s", 100), Some(all.clone()), "{products}");
+            assert_eq!(model.products("s", 2).unwrap(), all[..2]);
+        }
+    }
+
+    #[test]
+    fn products_given_apart_from_the_rollup_are_kept() {
+        // A restored stream's rollup may carry no top products.
+        let model = ReadModel::new();
+        let mut publication = published(4, 1).remove(0);
+        publication.rollup.top_products.clear();
+        model.store_rollup(&publication.rollup, &publication.products);
+        assert_eq!(model.products("s", 100).unwrap(), publication.products);
+        assert!(model.rollup("s").unwrap().top_products.is_empty());
+    }
+
+    #[test]
+    fn windows_overlapping_the_range_newest_revision_at_most_ninety() {
+        let model = ReadModel::new();
+        drop(model.show(published(1, 3)));
+        let starts = |from, to| -> Vec<i64> {
+            let windows = model.windows("s", from, to).unwrap();
+            windows.iter().map(|w| w.window_start.unwrap()).collect()
+        };
+        assert_eq!(starts(i64::MIN, i64::MAX), [0, 60_000, 120_000]);
+        assert_eq!(starts(60_000, 120_000), [60_000], "[from, to) overlaps");
+        assert_eq!(starts(59_999, 120_001), [0, 60_000, 120_000]);
+        assert_eq!(starts(180_000, i64::MAX), Vec::<i64>::new());
+        assert_eq!(model.windows("other", 0, 1), None);
+
+        let mut window = model.windows("s", 60_000, 60_001).unwrap().remove(0);
+        window.revision += 1;
+        window.views = 99;
+        assert!(model.merge(window.clone()));
+        assert!(!model.merge(window.clone()), "same revision");
+        assert_eq!(
+            model.windows("s", 60_000, 60_001).unwrap(),
+            [window.clone()]
+        );
+
+        for minute in 3..100 {
+            window.window_start = Some(minute * 60_000);
+            window.window_end = Some((minute + 1) * 60_000);
+            assert!(model.merge(window.clone()));
+        }
+        let kept = starts(i64::MIN, i64::MAX);
+        assert_eq!(kept.len(), MAX_WINDOWS_PER_STREAM);
+        assert_eq!(kept[0], 10 * 60_000, "the oldest go first");
+    }
+
+    #[test]
+    fn top_streams_match_a_full_sort() {
+        let model = ReadModel::new();
+        let template = published(1, 1).remove(0).rollup;
+        // Few distinct values, so that ties by stream id matter.
+        let mut all = Vec::new();
+        for n in 0..300_u64 {
+            let mut rollup = template.clone();
+            rollup.stream_id = format!("live-{}", n * 7919 % 300);
+            rollup.gmv = (n * 31 % 11) as i64;
+            rollup.views = n * 17 % 5;
+            rollup.orders = n % 3;
+            model.store_rollup(&rollup, &[]);
+            all.push(rollup);
+        }
+        for (key, figure) in [
+            (
+                SortKey::Gmv,
+                (|r: &StreamRollup| r.gmv as i128) as fn(&StreamRollup) -> i128,
+            ),
+            (SortKey::Views, |r| r.views as i128),
+            (SortKey::Orders, |r| r.orders as i128),
+        ] {
+            all.sort_by(|a, b| {
+                figure(b)
+                    .cmp(&figure(a))
+                    .then(a.stream_id.cmp(&b.stream_id))
+            });
+            for limit in [1, 7, 299, 300, 1000] {
+                let ids: Vec<String> = model
+                    .top(key, limit)
+                    .into_iter()
+                    .map(|r| r.stream_id)
+                    .collect();
+                let expected: Vec<String> = all
+                    .iter()
+                    .take(limit)
+                    .map(|r| r.stream_id.clone())
+                    .collect();
+                assert_eq!(ids, expected, "{key:?} {limit}");
+            }
+        }
     }
 }

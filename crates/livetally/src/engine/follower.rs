@@ -204,9 +204,7 @@ fn follow(
                 split.saw(&stream_id, partition, &input_topic);
             }
         }
-        if !model.merge(rollup.clone())
-            && kind == RollupKind::Window
-            && model.stream(&stream_id).is_none()
+        if !model.merge(rollup.clone()) && kind == RollupKind::Window && !model.contains(&stream_id)
         {
             let waiting = early.entry(stream_id.clone()).or_default();
             if waiting.len() < MAX_PENDING_WINDOWS {

@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -15,6 +14,7 @@ use serde_json::json;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use super::ApiState;
+use crate::readmodel::SortKey;
 
 const DASHBOARD: &str = include_str!("../../assets/dashboard.html");
 /// Default and largest `limit` for list routes.
@@ -84,35 +84,32 @@ pub(super) async fn list_streams(
     Query(params): Params,
 ) -> Result<Response, ApiError> {
     let limit = parse_limit(&params)?;
-    let key: fn(&StreamRollup) -> i128 = match params.get("sort").map(String::as_str) {
-        None | Some("gmv") => |r| i128::from(r.gmv),
-        Some("views") => |r| i128::from(r.views),
-        Some("orders") => |r| i128::from(r.orders),
+    let key = match params.get("sort").map(String::as_str) {
+        None | Some("gmv") => SortKey::Gmv,
+        Some("views") => SortKey::Views,
+        Some("orders") => SortKey::Orders,
         Some(other) => {
             return Err(ApiError::bad_request(format!(
                 "sort must be gmv, views or orders, got {other:?}"
             )))
         }
     };
-    let mut rollups = state.model.rollups();
-    rollups.sort_by(|a, b| {
-        key(b)
-            .cmp(&key(a))
-            .then_with(|| a.stream_id.cmp(&b.stream_id))
-    });
-    rollups.truncate(limit);
-    Ok(Json(json!({ "streams": rollups })).into_response())
+    Ok(Json(json!({ "streams": state.model.top(key, limit) })).into_response())
+}
+
+fn unknown(stream_id: &str) -> ApiError {
+    ApiError::not_found(format!("unknown stream {stream_id:?}"))
 }
 
 pub(super) async fn get_stream(
     State(state): State<ApiState>,
     Path(stream_id): Path<String>,
-) -> Result<Json<Arc<StreamRollup>>, ApiError> {
+) -> Result<Json<StreamRollup>, ApiError> {
     state
         .model
-        .stream(&stream_id)
-        .map(|view| Json(view.rollup))
-        .ok_or_else(|| ApiError::not_found(format!("unknown stream {stream_id:?}")))
+        .rollup(&stream_id)
+        .map(Json)
+        .ok_or_else(|| unknown(&stream_id))
 }
 
 pub(super) async fn get_windows(
@@ -125,18 +122,11 @@ pub(super) async fn get_windows(
     if from > to {
         return Err(ApiError::bad_request("from must not be after to"));
     }
-    let view = state
-        .model
-        .stream(&stream_id)
-        .ok_or_else(|| ApiError::not_found(format!("unknown stream {stream_id:?}")))?;
     // A window is listed when it overlaps [from, to).
-    let windows: Vec<&Arc<StreamRollup>> = view
-        .windows
-        .values()
-        .filter(|w| {
-            w.window_end.unwrap_or(i64::MAX) > from && w.window_start.unwrap_or(i64::MIN) < to
-        })
-        .collect();
+    let windows = state
+        .model
+        .windows(&stream_id, from, to)
+        .ok_or_else(|| unknown(&stream_id))?;
     Ok(Json(json!({ "windows": windows })).into_response())
 }
 
@@ -146,11 +136,10 @@ pub(super) async fn get_products(
     Query(params): Params,
 ) -> Result<Response, ApiError> {
     let limit = parse_limit(&params)?;
-    let view = state
+    let products = state
         .model
-        .stream(&stream_id)
-        .ok_or_else(|| ApiError::not_found(format!("unknown stream {stream_id:?}")))?;
-    let products = &view.products[..view.products.len().min(limit)];
+        .products(&stream_id, limit)
+        .ok_or_else(|| unknown(&stream_id))?;
     Ok(Json(json!({ "products": products })).into_response())
 }
 
