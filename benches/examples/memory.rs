@@ -2,8 +2,8 @@
 //! for live streams and for ended (finalised) ones.
 //!
 //! ```text
-//! CARGO_TARGET_DIR=/work/target-mem cargo run --release -p livetally-aggregator \
-//!     --example memory -- --streams 1000000 --viewers-per-stream 10 --scenario both
+//! cargo run --release -p livetally-benches --example memory -- \
+//!     --streams 1000000 --viewers-per-stream 10 --scenario both
 //! ```
 //!
 //! Options (all optional):
@@ -18,6 +18,7 @@
 //! | `--publish-every E` | 50,000 | events between two `publish()` calls of every partition |
 //! | `--seed S` | 1 | seed of the deterministic event generator |
 //! | `--malloc-trim` | off | after the ended phase, also call glibc's `malloc_trim(0)` and measure again |
+//! | `--no-read-model` | off | measure the aggregators' state alone, without the read model |
 //!
 //! The allocator is glibc's malloc, or mimalloc (which the `livetally`
 //! binary uses) with `MEMORY_ALLOCATOR=mimalloc` in the environment: it is
@@ -33,7 +34,9 @@
 //! (as the engine hands the aggregator events borrowed from Kafka records)
 //! and is applied, and every partition publishes every `--publish-every`
 //! events, as the engine's publish tick would: the dirty lists and the
-//! publications are as large as live traffic makes them. Then, for `ended`, the watermark is
+//! publications are as large as live traffic makes them. The publications go
+//! to a [`ReadModel`], as the engine's do (for the HTTP API), unless
+//! `--no-read-model`: an instance holds both. Then, for `ended`, the watermark is
 //! pushed past the idle timeout minute by minute so every stream ends, and
 //! further past window retention so their windows expire.
 //!
@@ -58,6 +61,7 @@ use livetally_aggregator::{
     Action, AggregatorConfig, Currency, Event, EventTime, OrderLine, Outcome, PartitionAggregator,
     StateBytes, StreamCheckpoint,
 };
+use livetally_sink::ReadModel;
 
 // ---------------------------------------------------------------------------
 // Counting allocator
@@ -369,6 +373,7 @@ struct Settings {
     publish_every: u64,
     seed: u64,
     malloc_trim: bool,
+    read_model: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -589,6 +594,8 @@ struct Sample {
 struct Bench {
     settings: Settings,
     aggregators: Vec<PartitionAggregator>,
+    /// Where the publications go, as in the engine; `None` with `--no-read-model`.
+    model: Option<ReadModel>,
     /// Per partition: the next input position (the Kafka offset).
     positions: Vec<u64>,
     since_publish: u64,
@@ -606,6 +613,10 @@ impl Bench {
             let publications = aggregator.publish();
             self.publications += publications.len() as u64;
             self.finals += publications.iter().filter(|p| p.rollup.is_final).count() as u64;
+            if let Some(model) = &self.model {
+                // Nobody watches the live feed: nothing is encoded for it.
+                drop(model.show(publications));
+            }
         }
         self.since_publish = 0;
         self.publish_secs += started.elapsed().as_secs_f64();
@@ -691,11 +702,16 @@ fn parse_args() -> Result<Settings, String> {
         publish_every: 50_000,
         seed: 1,
         malloc_trim: false,
+        read_model: true,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         if flag == "--malloc-trim" {
             settings.malloc_trim = true;
+            continue;
+        }
+        if flag == "--no-read-model" {
+            settings.read_model = false;
             continue;
         }
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -800,6 +816,7 @@ fn main() {
             .map(|_| PartitionAggregator::new(config.clone()))
             .collect(),
         positions: vec![0; settings.partitions],
+        model: settings.read_model.then(ReadModel::new),
         since_publish: 0,
         publications: 0,
         finals: 0,
@@ -900,15 +917,20 @@ fn main() {
     println!("## Run");
     println!("allocator: {}", backend_name());
     println!(
-        "streams {n}, viewers/stream {viewers}, partitions {}, stream span {} min, publish every {} events, seed {}",
+        "streams {n}, viewers/stream {viewers}, partitions {}, stream span {} min, publish every {} events, seed {}, {}",
         s.partitions,
         s.stream_ms / 60_000,
         s.publish_every,
-        s.seed
+        s.seed,
+        if s.read_model {
+            "publications kept in a read model (heap and RSS include it; state_bytes does not)"
+        } else {
+            "no read model (--no-read-model): the aggregators' state alone"
+        }
     );
     println!(
         "events {events} ({:.1}/stream): counted {}, duplicate {}, invalid {}, already applied {}; \
-         live phase {live_secs:.1} s ({:.0} events/s incl. generation, of which publish() {live_publish_secs:.1} s); \
+         live phase {live_secs:.1} s ({:.0} events/s incl. generation, of which publish() and the read model {live_publish_secs:.1} s); \
          publications {}, final {}",
         events as f64 / f64::from(n),
         bench.outcomes[0],
