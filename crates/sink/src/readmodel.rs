@@ -48,8 +48,10 @@ struct Entry {
     rollup: Packed,
     /// Its revision, to keep the newest of two.
     revision: u64,
-    /// Its figures `/v1/streams` sorts by, in [`SortKey`] order.
-    sort: [i128; 3],
+    /// The figures `/v1/streams` sorts by.
+    gmv: i64,
+    views: u64,
+    orders: u64,
     /// Every product by GMV; `None` when they are the rollup's top products,
     /// as they are for a stream with up to ten.
     products: Option<Box<[ProductRollup]>>,
@@ -93,7 +95,9 @@ impl Entry {
         let mut entry = Entry {
             rollup: Packed(Box::default()),
             revision: 0,
-            sort: [0; 3],
+            gmv: 0,
+            views: 0,
+            orders: 0,
             products: None,
             windows: Vec::new(),
         };
@@ -105,11 +109,7 @@ impl Entry {
     fn set(&mut self, rollup: &StreamRollup, products: &[ProductRollup]) {
         self.rollup = Packed::new(rollup);
         self.revision = rollup.revision;
-        self.sort = [
-            i128::from(rollup.gmv),
-            i128::from(rollup.views),
-            i128::from(rollup.orders),
-        ];
+        (self.gmv, self.views, self.orders) = (rollup.gmv, rollup.views, rollup.orders);
         self.products = (products != rollup.top_products.as_slice()).then(|| products.into());
     }
 
@@ -132,6 +132,14 @@ impl Entry {
         }
     }
 
+    fn sort_key(&self, key: SortKey) -> i128 {
+        match key {
+            SortKey::Gmv => i128::from(self.gmv),
+            SortKey::Views => i128::from(self.views),
+            SortKey::Orders => i128::from(self.orders),
+        }
+    }
+
     fn window_revision(&self, start: i64) -> Option<u64> {
         self.windows
             .binary_search_by_key(&start, |w| w.start)
@@ -142,7 +150,7 @@ impl Entry {
 
 /// The latest snapshot of every stream this instance knows, and the live feed.
 pub struct ReadModel {
-    streams: DashMap<String, Entry>,
+    streams: DashMap<Box<str>, Entry>,
     live: broadcast::Sender<Arc<str>>,
     readiness: Readiness,
 }
@@ -203,7 +211,7 @@ impl ReadModel {
             return;
         }
         self.streams
-            .entry(rollup.stream_id.clone())
+            .entry(rollup.stream_id.as_str().into())
             .and_modify(|entry| entry.set(rollup, products))
             .or_insert_with(|| Entry::new(rollup, products));
     }
@@ -223,7 +231,7 @@ impl ReadModel {
     /// announces it on the live feed. Returns whether it was stored; a window
     /// of a stream not known yet is not (the caller keeps it for later).
     pub fn merge(&self, rollup: StreamRollup) -> bool {
-        let newer = match self.streams.get(&rollup.stream_id) {
+        let newer = match self.streams.get(rollup.stream_id.as_str()) {
             None => rollup.kind == RollupKind::Cumulative,
             Some(entry) => match rollup.kind {
                 RollupKind::Cumulative => rollup.revision > entry.revision,
@@ -300,7 +308,7 @@ impl ReadModel {
         };
         let mut kept: BinaryHeap<Ranked> = BinaryHeap::with_capacity(limit + 1);
         for entry in self.streams.iter() {
-            let rank = (entry.sort[key as usize], entry.key().as_str());
+            let rank = (entry.sort_key(key), &**entry.key());
             if kept.len() < limit || kept.peek().is_some_and(|worst| better(rank, &worst.0)) {
                 kept.push(Reverse((rank.0, Reverse(rank.1.to_owned()))));
                 if kept.len() > limit {
