@@ -57,6 +57,10 @@ lint: ## rustfmt and clippy, as CI would
 bench: ## Criterion benches of the hot path, each beside its limit
 	$(CARGO) bench -p livetally-benches
 
+.PHONY: bench-memory
+bench-memory: ## Memory per live and per ended stream, state and read model, at 1 M streams (ARGS="--streams 100000" runs fewer)
+	$(CARGO) run --release -p livetally-benches --example memory -- $(if $(ARGS),$(ARGS),--streams 1000000 --malloc-trim)
+
 .PHONY: bench-e2e
 bench-e2e: ## End-to-end catch-up throughput and latency vs bare consumer and Kafka Streams (ARGS=--smoke for a tiny run)
 	python3 benches/e2e/run.py $(ARGS)
