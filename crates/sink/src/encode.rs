@@ -63,6 +63,11 @@ pub fn to_json(rollup: &StreamRollup) -> Vec<u8> {
 
 /// The rollup as its protobuf message.
 pub fn to_protobuf(r: &StreamRollup) -> Rollup {
+    into_protobuf(r.clone())
+}
+
+/// The rollup as its protobuf message, moving its strings.
+pub fn into_protobuf(r: StreamRollup) -> Rollup {
     Rollup {
         kind: match r.kind {
             RollupKind::Cumulative => "cumulative",
@@ -71,9 +76,9 @@ pub fn to_protobuf(r: &StreamRollup) -> Rollup {
         .to_string(),
         window_start: r.window_start,
         window_end: r.window_end,
-        stream_id: r.stream_id.clone(),
-        seller_id: r.seller_id.clone(),
-        currency: r.currency.clone(),
+        stream_id: r.stream_id,
+        seller_id: r.seller_id,
+        currency: r.currency,
         first_event_ts: r.first_event_ts,
         last_event_ts: r.last_event_ts,
         views: r.views,
@@ -103,9 +108,9 @@ pub fn to_protobuf(r: &StreamRollup) -> Rollup {
         r#final: r.is_final,
         top_products: r
             .top_products
-            .iter()
+            .into_iter()
             .map(|p| ProductFigures {
-                product_id: p.product_id.clone(),
+                product_id: p.product_id,
                 impressions: p.impressions,
                 clicks: p.clicks,
                 add_to_carts: p.add_to_carts,

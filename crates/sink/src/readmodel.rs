@@ -15,13 +15,14 @@ use std::collections::{BinaryHeap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use dashmap::mapref::entry::Entry as Slot;
 use dashmap::DashMap;
 use livetally_aggregator::{ProductRollup, Publication, RollupKind, StreamRollup};
 use livetally_proto::v1::Rollup;
 use prost::Message;
 use tokio::sync::broadcast;
 
-use crate::encode::{from_protobuf, to_protobuf, RollupFormat};
+use crate::encode::{from_protobuf, into_protobuf, RollupFormat};
 use crate::kafka::OutRollup;
 
 /// How many rollups the live feed buffers for a slow SSE client before it
@@ -42,7 +43,7 @@ pub enum SortKey {
 }
 
 /// One stream as the read model keeps it.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Entry {
     /// The latest cumulative rollup, with its top products.
     rollup: Packed,
@@ -69,15 +70,26 @@ struct Window {
 
 /// A rollup without its stream id (the map's key) and kind (where it is
 /// kept), as its protobuf encoding.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Packed(Box<[u8]>);
 
 impl Packed {
-    fn new(rollup: &StreamRollup) -> Packed {
-        let mut message = to_protobuf(rollup);
-        message.stream_id.clear();
+    /// Packs `rollup` and gives it back: its strings move into the message
+    /// and back out, so that packing copies none of them.
+    fn new(rollup: StreamRollup) -> (Packed, StreamRollup) {
+        let kind = rollup.kind;
+        let mut message = into_protobuf(rollup);
+        let stream_id = std::mem::take(&mut message.stream_id);
         message.kind.clear();
-        Packed(message.encode_to_vec().into_boxed_slice())
+        let packed = Packed(message.encode_to_vec().into_boxed_slice());
+        message.stream_id = stream_id;
+        (
+            packed,
+            StreamRollup {
+                kind,
+                ..from_protobuf(message)
+            },
+        )
     }
 
     fn unpack(&self, stream_id: &str, kind: RollupKind) -> StreamRollup {
@@ -91,34 +103,25 @@ impl Packed {
 }
 
 impl Entry {
-    fn new(rollup: &StreamRollup, products: &[ProductRollup]) -> Entry {
-        let mut entry = Entry {
-            rollup: Packed(Box::default()),
-            revision: 0,
-            gmv: 0,
-            views: 0,
-            orders: 0,
-            products: None,
-            windows: Vec::new(),
-        };
-        entry.set(rollup, products);
-        entry
-    }
-
-    /// Keeps `rollup` (cumulative) and `products` as the stream's latest.
-    fn set(&mut self, rollup: &StreamRollup, products: &[ProductRollup]) {
-        self.rollup = Packed::new(rollup);
+    /// Keeps `rollup` (cumulative) and `products` as the stream's latest,
+    /// and gives the rollup back.
+    fn set(&mut self, rollup: StreamRollup, products: Vec<ProductRollup>) -> StreamRollup {
         self.revision = rollup.revision;
         (self.gmv, self.views, self.orders) = (rollup.gmv, rollup.views, rollup.orders);
-        self.products = (products != rollup.top_products.as_slice()).then(|| products.into());
+        self.products = (products != rollup.top_products).then(|| products.into_boxed_slice());
+        let (packed, rollup) = Packed::new(rollup);
+        self.rollup = packed;
+        rollup
     }
 
-    /// Keeps `window`, replacing the one with the same start.
-    fn set_window(&mut self, start: i64, window: &StreamRollup) {
+    /// Keeps `window`, replacing the one with the same start, and gives it back.
+    fn set_window(&mut self, start: i64, window: StreamRollup) -> StreamRollup {
+        let revision = window.revision;
+        let (packed, window) = Packed::new(window);
         let stored = Window {
             start,
-            revision: window.revision,
-            rollup: Packed::new(window),
+            revision,
+            rollup: packed,
         };
         match self.windows.binary_search_by_key(&start, |w| w.start) {
             Ok(at) => self.windows[at] = stored,
@@ -130,6 +133,7 @@ impl Entry {
                 }
             }
         }
+        window
     }
 
     fn sort_key(&self, key: SortKey) -> i128 {
@@ -182,12 +186,12 @@ impl ReadModel {
         let mut shown = Vec::with_capacity(publications.len() * 2);
         for publication in publications {
             // The cumulative rollup first: a window is kept only for a known stream.
-            self.store_rollup(&publication.rollup, &publication.products);
+            let rollup = self.store_rollup(publication.rollup, publication.products);
             for window in publication.windows {
-                self.store_window(&window);
+                let window = self.store_window(window);
                 shown.push(self.announce(Arc::new(window), watching));
             }
-            shown.push(self.announce(Arc::new(publication.rollup), watching));
+            shown.push(self.announce(Arc::new(rollup), watching));
         }
         shown
     }
@@ -203,26 +207,31 @@ impl ReadModel {
     }
 
     /// Stores a cumulative rollup and the stream's products (by GMV) without
-    /// announcing it: also used for restored state.
-    pub fn store_rollup(&self, rollup: &StreamRollup, products: &[ProductRollup]) {
+    /// announcing it (also used for restored state), and gives the rollup back.
+    pub fn store_rollup(&self, rollup: StreamRollup, products: Vec<ProductRollup>) -> StreamRollup {
         // Looked up by `&str` first: a known stream costs no key allocation.
         if let Some(mut entry) = self.streams.get_mut(rollup.stream_id.as_str()) {
-            entry.set(rollup, products);
-            return;
+            return entry.set(rollup, products);
         }
-        self.streams
-            .entry(rollup.stream_id.as_str().into())
-            .and_modify(|entry| entry.set(rollup, products))
-            .or_insert_with(|| Entry::new(rollup, products));
+        match self.streams.entry(rollup.stream_id.as_str().into()) {
+            Slot::Occupied(mut slot) => slot.get_mut().set(rollup, products),
+            Slot::Vacant(slot) => {
+                let mut entry = Entry::default();
+                let rollup = entry.set(rollup, products);
+                slot.insert(entry);
+                rollup
+            }
+        }
     }
 
-    /// Stores a window of a known stream.
-    fn store_window(&self, window: &StreamRollup) {
-        if let (Some(start), Some(mut entry)) = (
+    /// Stores a window of a known stream, and gives it back.
+    fn store_window(&self, window: StreamRollup) -> StreamRollup {
+        match (
             window.window_start,
             self.streams.get_mut(window.stream_id.as_str()),
         ) {
-            entry.set_window(start, window);
+            (Some(start), Some(mut entry)) => entry.set_window(start, window),
+            _ => window,
         }
     }
 
@@ -249,8 +258,13 @@ impl ReadModel {
             let _ = self.live.send(json_text(&rollup));
         }
         match rollup.kind {
-            RollupKind::Cumulative => self.store_rollup(&rollup, &rollup.top_products),
-            RollupKind::Window => self.store_window(&rollup),
+            RollupKind::Cumulative => {
+                let products = rollup.top_products.clone();
+                self.store_rollup(rollup, products);
+            }
+            RollupKind::Window => {
+                self.store_window(rollup);
+            }
         }
         true
     }
@@ -525,7 +539,7 @@ mod tests {
         let model = ReadModel::new();
         let mut publication = published(4, 1).remove(0);
         publication.rollup.top_products.clear();
-        model.store_rollup(&publication.rollup, &publication.products);
+        let _ = model.store_rollup(publication.rollup.clone(), publication.products.clone());
         assert_eq!(model.products("s", 100).unwrap(), publication.products);
         assert!(model.rollup("s").unwrap().top_products.is_empty());
     }
@@ -576,7 +590,7 @@ mod tests {
             rollup.gmv = (n * 31 % 11) as i64;
             rollup.views = n * 17 % 5;
             rollup.orders = n % 3;
-            model.store_rollup(&rollup, &[]);
+            let _ = model.store_rollup(rollup.clone(), Vec::new());
             all.push(rollup);
         }
         for (key, figure) in [

@@ -437,7 +437,7 @@ impl PartitionWork {
                             self.aggregator.rollup(stream_id),
                             self.aggregator.products(stream_id),
                         ) {
-                            self.context.model.store_rollup(&rollup, &products);
+                            self.context.model.store_rollup(rollup, products);
                         }
                     }
                     // Rollups published after these checkpoints used revisions
