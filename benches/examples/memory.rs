@@ -58,8 +58,8 @@ use std::time::Instant;
 
 use livetally_aggregator::distinct::DistinctCount;
 use livetally_aggregator::{
-    Action, AggregatorConfig, Currency, Event, EventTime, OrderLine, Outcome, PartitionAggregator,
-    StateBytes, StreamCheckpoint,
+    Action, AggregatorConfig, Currency, Event, EventTime, EventType as Kind, OrderLine, Outcome,
+    PartitionAggregator, StateBytes, StreamCheckpoint,
 };
 use livetally_sink::ReadModel;
 
@@ -334,20 +334,6 @@ const MAX_ARRIVAL_DELAY_MS: i64 = 7_000;
 /// Input records generated per slice of arrival time (about 16 MB).
 const SLICE_EVENTS: f64 = 400_000.0;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
-    View,
-    Leave,
-    Impression,
-    Click,
-    AddToCart,
-    Purchase,
-    Like,
-    Comment,
-    Share,
-    Follow,
-}
-
 /// One planned event, 40 bytes: ids are formatted only when it is applied.
 #[derive(Clone, Copy)]
 struct Planned {
@@ -527,13 +513,20 @@ impl Ids {
             Kind::Impression => Action::Impression { product_id },
             Kind::Click => Action::Click { product_id },
             Kind::AddToCart => Action::AddToCart { product_id },
-            Kind::Purchase => Action::Purchase(OrderLine {
-                product_id,
-                order_id: Cow::Borrowed(&self.order_id),
-                quantity: u32::from(p.quantity),
-                unit_price: i64::from(p.price),
-                currency: Currency(*b"USD"),
-            }),
+            Kind::Purchase | Kind::Refund => {
+                let line = OrderLine {
+                    product_id,
+                    order_id: Cow::Borrowed(&self.order_id),
+                    quantity: u32::from(p.quantity),
+                    unit_price: i64::from(p.price),
+                    currency: Currency(*b"USD"),
+                };
+                if p.kind == Kind::Purchase {
+                    Action::Purchase(line)
+                } else {
+                    Action::Refund(line)
+                }
+            }
             Kind::Like => Action::Like,
             Kind::Comment => Action::Comment,
             Kind::Share => Action::Share,
