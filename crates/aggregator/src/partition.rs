@@ -216,7 +216,12 @@ impl PartitionAggregator {
                 state.finalize(&mut forgot);
                 self.dirty.push(stream_id.clone());
             }
-            state.expire(&clock, &mut forgot);
+            // A stream with changes not yet published expires in `publish`,
+            // once its windows are published: a window past retention by
+            // now still owes readers its last changes.
+            if !state.dirty {
+                state.expire(&clock, &mut forgot);
+            }
             // Its next checkpoint tombstones the forgotten pieces.
             if file_forgotten(&mut self.forgotten, stream_id, &mut forgot) && !state.unsaved {
                 state.unsaved = true;

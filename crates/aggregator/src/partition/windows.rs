@@ -260,6 +260,38 @@ fn the_peak_is_a_maximum_over_event_time_whatever_the_arrival_order() {
 }
 
 #[test]
+fn a_window_past_retention_by_its_next_publication_still_publishes_its_changes() {
+    // Retention 2 minutes: by the time the batch is published, the
+    // watermark (245 s) is past the first window's end plus retention.
+    let config = AggregatorConfig {
+        window_retention_ms: 2 * MIN,
+        ..AggregatorConfig::default()
+    };
+    let mut f = Feed::with(config.clone());
+    let _ = f.send("u1", T0 + 1_000, Action::Like);
+    let _ = f.send("u1", T0 + 250_000, Action::Like);
+    let published = f.agg.publish();
+    let windows = windows_of(&published, "live-1");
+    let starts: Vec<_> = windows.iter().map(|w| (w.window_start, w.likes)).collect();
+    assert_eq!(starts, [(Some(T0), 1), (Some(T0 + 4 * MIN), 1)]);
+    assert_eq!(f.agg.take_late(), 0, "nothing was too late");
+
+    // A correction for a window already published, in the same batch as
+    // an event that takes the watermark past its retention.
+    let mut f = Feed::with(config);
+    let _ = f.send("u1", T0 + 1_000, Action::Like);
+    let _ = f.agg.publish();
+    let _ = f.send("u1", T0 + 2_000, Action::Comment);
+    let _ = f.send("u1", T0 + 190_000, Action::Like);
+    let published = f.agg.publish();
+    let first = windows_of(&published, "live-1")
+        .into_iter()
+        .find(|w| w.window_start == Some(T0))
+        .expect("the first window is published again");
+    assert_eq!((first.revision, first.likes, first.comments), (2, 1, 1));
+}
+
+#[test]
 fn a_late_presence_event_comes_after_the_waiting_ones_the_watermark_passed() {
     // u1 is in the room 1–2 s. The like at 10 s moves the watermark to 5 s,
     // past u1's view, which still waits: the late leave must not settle
