@@ -5,8 +5,9 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, Method, StatusCode, Uri};
 use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 use livetally_aggregator::StreamRollup;
@@ -32,6 +33,13 @@ impl ApiError {
     fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError {
             status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+        }
+    }
+
+    fn method_not_allowed(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::METHOD_NOT_ALLOWED,
             message: message.into(),
         }
     }
@@ -101,10 +109,18 @@ fn unknown(stream_id: &str) -> ApiError {
     ApiError::not_found(format!("unknown stream {stream_id:?}"))
 }
 
+/// The stream id of the path, or a JSON 400 when it does not decode (its
+/// percent-escapes are not UTF-8).
+fn stream_id(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    path.map(|Path(stream_id)| stream_id)
+        .map_err(|rejection| ApiError::bad_request(rejection.body_text()))
+}
+
 pub(super) async fn get_stream(
     State(state): State<ApiState>,
-    Path(stream_id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<StreamRollup>, ApiError> {
+    let stream_id = stream_id(path)?;
     state
         .model
         .rollup(&stream_id)
@@ -114,9 +130,10 @@ pub(super) async fn get_stream(
 
 pub(super) async fn get_windows(
     State(state): State<ApiState>,
-    Path(stream_id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     Query(params): Params,
 ) -> Result<Response, ApiError> {
+    let stream_id = stream_id(path)?;
     let from = parse_ms(&params, "from")?.unwrap_or(i64::MIN);
     let to = parse_ms(&params, "to")?.unwrap_or(i64::MAX);
     if from > to {
@@ -132,9 +149,10 @@ pub(super) async fn get_windows(
 
 pub(super) async fn get_products(
     State(state): State<ApiState>,
-    Path(stream_id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     Query(params): Params,
 ) -> Result<Response, ApiError> {
+    let stream_id = stream_id(path)?;
     let limit = parse_limit(&params)?;
     let products = state
         .model
@@ -218,4 +236,8 @@ pub(super) async fn readyz(State(state): State<ApiState>) -> Response {
 
 pub(super) async fn not_found() -> ApiError {
     ApiError::not_found("no such route")
+}
+
+pub(super) async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::method_not_allowed(format!("{method} is not allowed on {}", uri.path()))
 }

@@ -78,8 +78,12 @@ fn publish(
 }
 
 async fn get(state: ApiState, uri: &str) -> (StatusCode, Value) {
+    request(state, Request::get(uri)).await
+}
+
+async fn request(state: ApiState, request: axum::http::request::Builder) -> (StatusCode, Value) {
     let response = router(state)
-        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+        .oneshot(request.body(Body::empty()).unwrap())
         .await
         .unwrap();
     let status = response.status();
@@ -117,6 +121,33 @@ async fn bad_parameters_are_json_errors() {
         "/v1/streams?limit=0",
         "/v1/streams?limit=x",
         "/v1/streams/a/windows?from=x",
+    ] {
+        let (status, body) = get(state(), uri).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");
+        assert!(body["error"].is_string(), "{uri}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_method_is_a_json_405() {
+    for (method, uri) in [
+        ("POST", "/v1/streams"),
+        ("DELETE", "/v1/streams/a"),
+        ("PUT", "/v1/streams/a/windows"),
+        ("POST", "/metrics"),
+    ] {
+        let (status, body) = request(state(), Request::builder().method(method).uri(uri)).await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {uri}");
+        assert!(body["error"].as_str().unwrap().contains(method), "{body}");
+    }
+}
+
+#[tokio::test]
+async fn a_stream_id_that_is_not_utf8_is_a_json_400() {
+    for uri in [
+        "/v1/streams/%FF",
+        "/v1/streams/%FF/windows",
+        "/v1/streams/%FF/products",
     ] {
         let (status, body) = get(state(), uri).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");
