@@ -10,7 +10,7 @@
 //! protobuf encoding without the stream id, decoded again for a reader. A
 //! small stream's rollup packs into about a fifth of its decoded size.
 
-use std::cmp::{Ordering as Rank, Reverse};
+use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -316,9 +316,10 @@ impl ReadModel {
     pub fn top(&self, key: SortKey, limit: usize) -> Vec<StreamRollup> {
         // Better ranks are greater; the heap's top is the worst one kept.
         type Ranked = Reverse<(i128, Reverse<String>)>;
-        let better = |a: (i128, &str), b: &(i128, Reverse<String>)| match a.0.cmp(&b.0) {
-            Rank::Equal => a.1 < b.1 .0.as_str(),
-            other => other == Rank::Greater,
+        // The order of `Ranked`, without making a `String` to compare.
+        let better = |(key, id): (i128, &str),
+                      (held, Reverse(held_id)): &(i128, Reverse<String>)| {
+            (key, Reverse(id)) > (*held, Reverse(held_id.as_str()))
         };
         let mut kept: BinaryHeap<Ranked> = BinaryHeap::with_capacity(limit + 1);
         for entry in self.streams.iter() {
