@@ -636,10 +636,10 @@ impl StreamState {
             peak,
             ..
         } = &mut *projection;
+        let below = |viewer| viewers.by_hash.get(viewer).copied();
         // Nothing to play if it is already past the horizon (its newest
         // events settled and newer ones came in since).
         for event in pending.events.range(from.min(upto)..upto) {
-            let below = |viewer| viewers.by_hash.get(viewer).copied();
             if play(event, overlay, below, concurrent) {
                 *peak = Some(peak.map_or(*concurrent, |p| p.max(*concurrent)));
             }
