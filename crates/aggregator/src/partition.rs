@@ -213,7 +213,7 @@ impl PartitionAggregator {
         let mut forgot = Forgotten::new();
         for (stream_id, state) in self.streams.iter_mut() {
             if state.idle(watermark, idle_ms) {
-                state.finalize(&mut forgot);
+                state.finalize(clock.window_ms, &mut forgot);
                 self.dirty.push(stream_id.clone());
             }
             // A stream with changes not yet published expires in `publish`,

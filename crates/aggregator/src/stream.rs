@@ -26,6 +26,8 @@ use crate::reason::InvalidReason;
 use crate::rollup::{ProductRollup, RollupKind, StreamRollup, TOP_PRODUCTS};
 
 mod layout;
+#[cfg(test)]
+pub(crate) use layout::in_older_format;
 mod presence;
 #[cfg(test)]
 mod projection_tests;
@@ -98,9 +100,11 @@ pub(crate) struct Figures {
     viewers: DistinctCount,
     /// Hashes of distinct viewers over `purchase` events.
     buyers: DistinctCount,
-    /// The stream's concurrent viewers after the last event counted here.
+    /// A window's concurrent viewers at the latest instant of it that
+    /// settled presence has reached ([`Live::reached`]): at its end once
+    /// that is past. (The cumulative figures take theirs from presence.)
     concurrent: u64,
-    /// The highest `concurrent` after any event counted here.
+    /// The highest `concurrent` over the instants of the window reached so far.
     peak: u64,
 }
 
@@ -124,14 +128,11 @@ impl Default for Figures {
 
 impl Figures {
     /// Adds one new, valid event; `viewer` is its viewer's hash (set for
-    /// views, leaves and purchases) and `concurrent` the stream's concurrent
-    /// viewers after it.
-    fn count(&mut self, event: &Event<'_>, viewer: u64, concurrent: u64) {
+    /// views, leaves and purchases).
+    fn count(&mut self, event: &Event<'_>, viewer: u64) {
         self.counts[event.action.event_type() as usize] += 1;
         self.first_event_ts = self.first_event_ts.min(event.ts);
         self.last_event_ts = self.last_event_ts.max(event.ts);
-        self.concurrent = concurrent;
-        self.peak = self.peak.max(concurrent);
         match &event.action {
             Action::View => {
                 self.viewers.insert(viewer);
@@ -146,6 +147,13 @@ impl Figures {
             Action::Refund(line) => self.refunds = self.refunds.saturating_add(line.amount()),
             _ => {}
         }
+    }
+
+    /// Settled presence reached an instant of the window with `concurrent`
+    /// viewers present.
+    fn presence(&mut self, concurrent: u64) {
+        self.concurrent = concurrent;
+        self.peak = self.peak.max(concurrent);
     }
 
     fn count_of(&self, event_type: EventType) -> u64 {
@@ -306,7 +314,7 @@ fn unseal(bytes: &[u8]) -> Figures {
 /// What only a stream with viewers or retained windows needs: released as a
 /// whole once all of it is empty (an ended stream whose windows expired), so
 /// an ended stream keeps its figures and little else.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 struct Live {
     /// Latest presence per viewer over the settled presence events: those at
     /// or before the watermark, applied in event-time order (and late ones).
@@ -316,6 +324,22 @@ struct Live {
     /// Retained windows, by start. Windows are mostly opened in time order,
     /// so a new one is pushed at the back and expired ones leave the front.
     windows: VecDeque<(EventTime, WindowState)>,
+    /// How far settled presence has reached the windows, in event time:
+    /// the windows' `concurrent` and `peak` hold the settled presence up to
+    /// here (see [`Live::reach`]); pending events are all after it.
+    /// `EventTime::MIN` until a presence event settles.
+    reached: EventTime,
+}
+
+impl Default for Live {
+    fn default() -> Self {
+        Live {
+            viewers: Viewers::default(),
+            pending: PendingPresence::default(),
+            windows: VecDeque::new(),
+            reached: EventTime::MIN,
+        }
+    }
 }
 
 /// The live parts of a stream that has none.
@@ -331,11 +355,43 @@ static NO_LIVE: Live = Live {
         projection: None,
     },
     windows: VecDeque::new(),
+    reached: EventTime::MIN,
 };
 
 impl Live {
     fn is_empty(&self) -> bool {
         self.viewers.by_hash.is_empty() && self.pending.is_empty() && self.windows.is_empty()
+    }
+
+    /// Moves [`Self::reached`] to `through` (never back): each window it
+    /// enters starts from the concurrent viewers now, which stand until the
+    /// next settled presence event.
+    fn reach(&mut self, through: EventTime) {
+        if through <= self.reached {
+            return;
+        }
+        let concurrent = self.viewers.concurrent;
+        for (start, window) in self.windows.iter_mut().rev() {
+            if *start <= self.reached {
+                break;
+            }
+            if *start <= through {
+                window.figures_mut().presence(concurrent);
+            }
+        }
+        self.reached = through;
+    }
+
+    /// The window holding [`Self::reached`] takes the concurrent viewers now,
+    /// after a presence event settled.
+    fn presence_settled(&mut self, window_ms: i64) {
+        let reached = self.reached;
+        let concurrent = self.viewers.concurrent;
+        if let Some((start, window)) = self.windows.iter_mut().rev().find(|w| w.0 <= reached) {
+            if reached < start.saturating_add(window_ms) {
+                window.figures_mut().presence(concurrent);
+            }
+        }
     }
 }
 
@@ -491,15 +547,13 @@ impl StreamState {
             }
             Action::Like | Action::Comment | Action::Share | Action::Follow => {}
         }
-        let concurrent = self.live().viewers.concurrent;
-        self.totals.count(event, viewer, concurrent);
+        self.totals.count(event, viewer);
         let start = clock.window_start(event.ts);
         if clock.expired(start) {
             return true;
         }
-        // Events mostly land in the newest window: try it before a full lookup.
         let window = self.window_mut(start);
-        window.figures_mut().count(event, viewer, concurrent);
+        window.figures_mut().count(event, viewer);
         window.dirty = true;
         false
     }
@@ -515,19 +569,25 @@ impl StreamState {
         } else {
             0
         };
-        let windows = &mut self.live_mut().windows;
+        let live = self.live_mut();
+        let windows = &mut live.windows;
         // Events mostly land in the newest window: try it before a search.
         let at = match windows.back() {
-            Some((last, _)) if *last == start => windows.len() - 1,
-            Some((last, _)) if *last < start => {
-                open_window(windows, windows.len(), start, revision)
-            }
+            Some((last, _)) if *last == start => return &mut windows.back_mut().expect("seen").1,
+            Some((last, _)) if *last < start => windows.len(),
             _ => match windows.binary_search_by_key(&start, |w| w.0) {
-                Ok(at) => at,
-                Err(at) => open_window(windows, at, start, revision),
+                Ok(at) => return &mut windows[at].1,
+                Err(at) => at,
             },
         };
-        &mut windows[at].1
+        let window = open_window(windows, at, start, revision);
+        // Settled presence has passed its start: it starts from the viewers
+        // present now. (Exact within the allowed lateness: a settled presence
+        // event after its start would have opened it.)
+        if start <= live.reached {
+            window.figures_mut().presence(live.viewers.concurrent);
+        }
+        window
     }
 
     /// A presence event waits, in event-time order, until the watermark
@@ -535,60 +595,119 @@ impl StreamState {
     /// its place among the waiting ones the watermark has passed: those may
     /// still wait, when the watermark moved with an event of another stream
     /// or one that is not presence.
+    ///
+    /// Its window is opened first, so that settling reaches it. The later
+    /// windows whose presence is still played from the waiting events
+    /// change with it: they are published again.
     fn presence(&mut self, viewer: u64, ts: EventTime, is_view: bool, clock: &Clock) {
-        self.live_mut().pending.push(ts, viewer, is_view);
-        self.settle(clock.watermark);
+        let start = clock.window_start(ts);
+        if !clock.expired(start) {
+            self.window_mut(start);
+        }
+        let live = self.live_mut();
+        live.pending.push(ts, viewer, is_view);
+        let reached = live.reached;
+        for (start, window) in live.windows.iter_mut().rev() {
+            if *start <= ts {
+                break;
+            }
+            if start.saturating_add(clock.window_ms) > reached {
+                window.dirty = true;
+            }
+        }
+        self.settle(clock.watermark, clock.window_ms);
     }
 
     /// Applies the pending presence events at or before `watermark`, oldest
-    /// first, so that the peak is a maximum over event time.
-    pub(crate) fn settle(&mut self, watermark: Option<EventTime>) {
+    /// first, so that the peak is a maximum over event time; the windows
+    /// they reach take the concurrent viewers at each.
+    pub(crate) fn settle(&mut self, watermark: Option<EventTime>, window_ms: i64) {
         let Some(watermark) = watermark else { return };
         let Some(live) = self.live.as_deref_mut() else {
             return;
         };
         while let Some((ts, viewer, is_view)) = live.pending.pop_through(watermark) {
+            // The windows it passes start from the viewers before it.
+            live.reach(ts);
             live.viewers.presence(viewer, ts, is_view);
             self.settled_peak = self.settled_peak.max(live.viewers.concurrent);
+            live.presence_settled(window_ms);
         }
     }
 
     /// Concurrent viewers after every presence event, and the highest count
     /// at any event time: the settled state played forward through the
-    /// pending events in event-time order (without changing it). A busy
-    /// stream starts from its [`Projection`] and plays only the events after.
+    /// pending events in event-time order (without changing it).
     fn presence_now(&self) -> (u64, u64) {
+        self.play_pending(EventTime::MIN, EventTime::MAX, Some(self.settled_peak))
+    }
+
+    /// A window's concurrent viewers at its end and highest count over its
+    /// instants: what settled presence left in `figures` once it has passed
+    /// the window's end, else that played forward through the pending events.
+    fn window_presence(&self, start: EventTime, end: EventTime, figures: &Figures) -> (u64, u64) {
+        let reached = self.live().reached;
+        if end.saturating_sub(1) <= reached {
+            return (figures.concurrent, figures.peak);
+        }
+        self.play_pending(start, end, (start <= reached).then_some(figures.peak))
+    }
+
+    /// The settled state played forward, in event-time order and without
+    /// changing it, through the pending events before `end`: the concurrent
+    /// viewers then, and the highest count at an instant from `start` on.
+    /// `settled` is that highest count over the instants from `start` that
+    /// have settled, if any have; else the count at `start` is the first. A
+    /// busy stream starts from its [`Projection`] when that played no event
+    /// on both sides of `start` or past `end`.
+    fn play_pending(&self, start: EventTime, end: EventTime, settled: Option<u64>) -> (u64, u64) {
         let Live {
             viewers, pending, ..
         } = self.live();
-        if pending.is_empty() {
-            return (viewers.concurrent, self.settled_peak);
+        let events = &pending.events;
+        let upto = events.partition_point(|e| e.ts < end);
+        // The first event at or after `start`: the count before it is the
+        // count at `start`.
+        let first = events.partition_point(|e| e.ts < start);
+        let projection = pending.projection.as_deref().filter(|p| {
+            let played = pending.after(p.through);
+            played <= upto && (first == 0 || played <= first)
+        });
+        let mut peak = settled;
+        let mut concurrent = viewers.concurrent;
+        let mut from = 0;
+        if let Some(p) = projection {
+            from = pending.after(p.through);
+            if first == 0 {
+                // Every event it played is from `start` on.
+                let played = p.peak.unwrap_or(concurrent).max(concurrent);
+                peak = Some(peak.map_or(played, |peak| peak.max(played)));
+            }
+            concurrent = p.concurrent;
         }
-        let projection = pending.projection.as_deref();
-        let (mut concurrent, mut peak) =
-            projection.map_or((viewers.concurrent, self.settled_peak), |p| {
-                (
-                    p.concurrent,
-                    p.peak
-                        .map_or(self.settled_peak, |played| played.max(self.settled_peak)),
-                )
-            });
-        let rest = projection.map_or(0, |p| pending.after(p.through));
         // Each viewer's state as played so far, in a map sized once for
         // every event left to play.
-        let mut overlay: CompactMap<Viewer> = CompactMap::with_capacity(pending.len() - rest);
+        let mut overlay: CompactMap<Viewer> = CompactMap::with_capacity(upto - from.min(upto));
         let below = |viewer| {
             projection
                 .and_then(|p| p.overlay.get(viewer))
                 .or_else(|| viewers.by_hash.get(viewer))
                 .copied()
         };
-        for event in pending.events.range(rest..) {
-            if play(event, &mut overlay, below, &mut concurrent) {
-                peak = peak.max(concurrent);
+        for (at, event) in events.range(from.min(upto)..upto).enumerate() {
+            let at = at + from;
+            if at == first {
+                peak = Some(peak.map_or(concurrent, |p| p.max(concurrent)));
+            }
+            if play(event, &mut overlay, below, &mut concurrent) && at >= first {
+                peak = Some(peak.map_or(concurrent, |p| p.max(concurrent)));
             }
         }
-        (concurrent, peak)
+        if first >= upto {
+            // No pending event in the span: the count at `start` stands.
+            peak = Some(peak.map_or(concurrent, |p| p.max(concurrent)));
+        }
+        (concurrent, peak.unwrap_or(concurrent))
     }
 
     /// Brings a busy stream's [`Projection`] up to its pending events more
@@ -730,12 +849,14 @@ impl StreamState {
         window_ms: i64,
     ) -> StreamRollup {
         let (start, window) = &self.live().windows[at];
-        let mut rollup = window
-            .figures()
-            .rollup(self, stream_id.to_owned(), rate, window.revision);
+        let end = start.saturating_add(window_ms);
+        let figures = window.figures();
+        let mut rollup = figures.rollup(self, stream_id.to_owned(), rate, window.revision);
+        (rollup.concurrent_viewers, rollup.peak_concurrent_viewers) =
+            self.window_presence(*start, end, &figures);
         rollup.kind = RollupKind::Window;
         rollup.window_start = Some(*start);
-        rollup.window_end = Some(start.saturating_add(window_ms));
+        rollup.window_end = Some(end);
         rollup.is_final = false;
         rollup
     }
@@ -811,11 +932,18 @@ impl StreamState {
     /// cumulative figures (a later event reopens it from them), and marks it
     /// for a last publication with `final: true` and no viewer present.
     /// The duplicate filter's pieces go to `forgotten`, as in [`Self::expire`].
-    pub(crate) fn finalize(&mut self, forgotten: &mut Forgotten) {
+    pub(crate) fn finalize(&mut self, window_ms: i64, forgotten: &mut Forgotten) {
         self.finalized = true;
         // The stream is over: its presence events still waiting for the
         // watermark happened, and the peak must count them before they go.
-        self.settle(Some(EventTime::MAX));
+        self.settle(Some(EventTime::MAX), window_ms);
+        // Its windows keep the viewers present at their end: the register
+        // goes below.
+        if let Some(live) = self.live.as_deref_mut() {
+            if let Some(&(start, _)) = live.windows.back() {
+                live.reach(start.saturating_add(window_ms).saturating_sub(1));
+            }
+        }
         // Dirty, so published and then checkpointed: the checkpoint
         // tombstones the filter's pieces.
         self.seen.clear(forgotten);
@@ -891,12 +1019,12 @@ fn open_window(
     at: usize,
     start: EventTime,
     revision: u64,
-) -> usize {
+) -> &mut WindowState {
     if windows.len() == windows.capacity() {
         windows.reserve_exact((windows.len() / 4).max(2));
     }
     windows.insert(at, (start, WindowState::new(revision)));
-    at
+    &mut windows[at].1
 }
 
 /// Bytes of aggregation state by structure, as the parts asked of the

@@ -1,6 +1,8 @@
 //! Event time: windows, the watermark, late data, the duplicate horizon and
 //! the stream lifecycle.
 
+use std::collections::HashMap;
+
 use proptest::prelude::*;
 
 use super::*;
@@ -478,11 +480,83 @@ fn apply_all(events: &[Event<'_>]) -> (PartitionAggregator, Vec<StreamRollup>) {
         .flat_map(|id| agg.windows(id).unwrap())
         .collect();
     for w in &mut windows {
-        // Arrival-order figures by definition.
+        // These events span minutes in any order, far beyond the allowed
+        // lateness: a window's presence then depends on arrival order.
         w.concurrent_viewers = 0;
         w.peak_concurrent_viewers = 0;
     }
     (agg, windows)
+}
+
+/// Events of two streams over `span` ms from `from`, arriving out of order
+/// but within the allowed lateness: sorted by time plus up to 4 s of delay.
+/// Each comes with whether the partition publishes after it.
+fn delayed(
+    from: i64,
+    span: i64,
+    most: usize,
+) -> impl Strategy<Value = Vec<(Event<'static>, bool)>> {
+    let one = (0u8..2, 0u8..6, 0..span, 0u8..3, 0i64..4_000, 0u8..8);
+    prop::collection::vec(one, 1..most).prop_map(move |specs| {
+        let mut specs: Vec<_> = specs.into_iter().enumerate().collect();
+        specs.sort_by_key(|(i, (_, _, offset, _, delay, _))| (offset + delay, *i));
+        specs
+            .into_iter()
+            .map(|(i, (stream, viewer, offset, kind, _, publish))| {
+                let action = match kind {
+                    0 => Action::View,
+                    1 => Action::Leave,
+                    _ => Action::Like,
+                };
+                let e = event(
+                    &format!("e{i}"),
+                    &format!("live-{stream}"),
+                    &format!("u{viewer}"),
+                    from + offset,
+                    action,
+                );
+                (e, publish == 0)
+            })
+            .collect()
+    })
+}
+
+/// The contract's presence figures of the window `[start, end)`, by brute
+/// force: viewers whose latest presence event by `ts` (a `leave` winning a
+/// tie) is a `view`, at the window's end; and the highest such count at any
+/// instant from just before its start to its end.
+fn presence_by_event_time(
+    events: &[(Event<'_>, bool)],
+    stream_id: &str,
+    start: i64,
+    end: i64,
+) -> (u64, u64) {
+    let presence: Vec<(i64, bool, &str)> = events
+        .iter()
+        .map(|(e, _)| e)
+        .filter(|e| e.stream_id == stream_id)
+        .filter_map(|e| match e.action {
+            Action::View => Some((e.ts, false, &*e.viewer_id)),
+            Action::Leave => Some((e.ts, true, &*e.viewer_id)),
+            _ => None,
+        })
+        .collect();
+    let at = |instant: i64| {
+        let mut latest: HashMap<&str, (i64, bool)> = HashMap::new();
+        for &(ts, leave, viewer) in presence.iter().filter(|p| p.0 <= instant) {
+            let now = latest.entry(viewer).or_insert((ts, leave));
+            *now = (*now).max((ts, leave));
+        }
+        latest.values().filter(|(_, leave)| !leave).count() as u64
+    };
+    let peak = presence
+        .iter()
+        .filter(|p| (start..end).contains(&p.0))
+        .map(|p| at(p.0))
+        .chain([at(start - 1)])
+        .max()
+        .unwrap_or(0);
+    (at(end - 1), peak)
 }
 
 proptest! {
@@ -500,6 +574,44 @@ proptest! {
             prop_assert_eq!(sum(|w| w.gmv.into()), i128::from(total.gmv));
             prop_assert_eq!(sum(|w| w.refunds.into()), i128::from(total.refunds));
             prop_assert_eq!(sum(|w| w.net_gmv.into()), i128::from(total.net_gmv));
+        }
+    }
+
+    #[test]
+    fn window_presence_is_by_event_time_within_the_allowed_lateness(
+        events in prop_oneof![
+            // Sparse, over minutes: presence settles as the watermark moves.
+            delayed(T0, 3 * MIN, 300),
+            // Dense, across one window's end: busy streams' projections.
+            delayed(T0 + MIN - 6_000, 12_000, 500),
+        ]
+    ) {
+        let mut agg = PartitionAggregator::new(AggregatorConfig::default());
+        let mut published: HashMap<(String, Option<i64>), (u64, u64)> = HashMap::new();
+        let mut publish = |agg: &mut PartitionAggregator| {
+            for p in agg.publish() {
+                for w in p.windows {
+                    let presence = (w.concurrent_viewers, w.peak_concurrent_viewers);
+                    published.insert((w.stream_id, w.window_start), presence);
+                }
+            }
+        };
+        for (position, (e, then_publish)) in (0..).zip(&events) {
+            prop_assert_eq!(agg.apply(e, position), Outcome::Counted);
+            if *then_publish {
+                publish(&mut agg);
+            }
+        }
+        publish(&mut agg);
+        prop_assert_eq!(agg.take_late_peek(), 0);
+        for stream_id in agg.stream_ids() {
+            for w in agg.windows(stream_id).unwrap() {
+                let start = w.window_start.unwrap();
+                let expected = presence_by_event_time(&events, stream_id, start, start + MIN);
+                let key = (stream_id.to_string(), w.window_start);
+                prop_assert_eq!((w.concurrent_viewers, w.peak_concurrent_viewers), expected, "window {:?}", key);
+                prop_assert_eq!(published.get(&key), Some(&expected), "published {:?}", key);
+            }
         }
     }
 
@@ -537,6 +649,60 @@ fn an_ended_stream_gives_back_its_live_state_and_then_its_windows() {
     assert_eq!(expired.windows, 0);
     assert_eq!(expired.products, live.products);
     assert_eq!(f.rollup().views, 20, "the figures stay");
+}
+
+#[test]
+fn a_windows_presence_counts_the_viewers_at_its_end_by_event_time() {
+    // In time order. u2 arrives two seconds before the first window ends:
+    // the watermark (5 s behind) has not passed that view when the window's
+    // last event comes, yet u2 is in the room at the window's end.
+    let mut f = Feed::new();
+    let _ = f.send("u1", T0 + 10_000, Action::View);
+    let _ = f.send("u2", T0 + 58_000, Action::View);
+    let _ = f.send("u3", T0 + 59_000, Action::Like);
+    let _ = f.send("u1", T0 + 61_000, Action::Leave);
+    let _ = f.send("u3", T0 + 62_000, Action::View);
+    let _ = f.send("u3", T0 + 63_000, Action::Leave);
+    let _ = f.send("u4", T0 + 2 * MIN + 1_000, Action::Like);
+    let presence = |f: &Feed| -> Vec<(u64, u64)> {
+        f.agg
+            .windows("live-1")
+            .unwrap()
+            .iter()
+            .map(|w| (w.concurrent_viewers, w.peak_concurrent_viewers))
+            .collect()
+    };
+    // The third window has no presence event: it opens with the one viewer
+    // left, u2.
+    assert_eq!(presence(&f), [(2, 2), (1, 2), (1, 1)]);
+    // Published so, and the same once every event has settled.
+    let published: Vec<(u64, u64)> = windows_of(&f.agg.publish(), "live-1")
+        .iter()
+        .map(|w| (w.concurrent_viewers, w.peak_concurrent_viewers))
+        .collect();
+    assert_eq!(published, [(2, 2), (1, 2), (1, 1)]);
+    f.agg.advance_watermark(T0 + 3 * MIN);
+    let _ = f.send("u4", T0 + 3 * MIN + 1_000, Action::View);
+    assert_eq!(presence(&f), [(2, 2), (1, 2), (1, 1), (2, 2)]);
+}
+
+#[test]
+fn an_earlier_windows_view_arriving_later_republishes_the_later_window() {
+    let mut f = Feed::new();
+    let _ = f.send("u1", T0 + 59_000, Action::Like);
+    let _ = f.send("u1", T0 + 61_000, Action::Like);
+    let first = windows_of(&f.agg.publish(), "live-1");
+    assert_eq!(first.len(), 2);
+    assert_eq!(first[1].concurrent_viewers, 0);
+    // A view in the first window, within the allowed lateness: the second
+    // window opens with that viewer in the room, so it changes too.
+    let _ = f.send("u2", T0 + 58_000, Action::View);
+    let again = windows_of(&f.agg.publish(), "live-1");
+    let presence: Vec<(Option<i64>, u64, u64)> = again
+        .iter()
+        .map(|w| (w.window_start, w.concurrent_viewers, w.revision))
+        .collect();
+    assert_eq!(presence, [(Some(T0), 1, 2), (Some(T0 + MIN), 1, 2)]);
 }
 
 #[test]

@@ -10,6 +10,10 @@
 //! the state an older version wrote. Format 6, the changelog's head, is
 //! format 4 with the duplicate filter's ids and the viewers' presence left
 //! to pieces (`seen.rs`, `presence.rs`); format 5 left only the ids.
+//! Formats 7 and 8 are formats 4 and 6 followed by how far settled presence
+//! has reached the windows ([`Live::reached`]). A state read from an older
+//! format takes its newest window's start as reached: the windows before it
+//! keep the presence figures an older version computed, as it published them.
 
 use std::collections::VecDeque;
 
@@ -22,12 +26,17 @@ use super::{
 use crate::event::{Currency, EventTime};
 use crate::ids::deserialize_blob;
 
-/// The self-contained layout: the duplicate filter's ids inline.
-pub(super) const FORMAT: u8 = 4;
-/// The changelog's head: format 4 with the duplicate filter as a list of
+/// The self-contained layout: the duplicate filter's ids inline, then
+/// where presence reached the windows.
+pub(super) const FORMAT: u8 = 7;
+/// The changelog's head: format 7 with the duplicate filter as a list of
 /// (generation, pieces) and presence as (epoch, pieces), their records in
 /// pieces of their own.
-pub(super) const FORMAT_HEAD: u8 = 6;
+pub(super) const FORMAT_HEAD: u8 = 8;
+/// Format 7 without where presence reached the windows: read, never written.
+pub(super) const FORMAT_UNREACHED: u8 = 4;
+/// Format 8 without where presence reached the windows: read, never written.
+pub(super) const FORMAT_HEAD_UNREACHED: u8 = 6;
 /// Format 6 with presence inline: read, never written.
 pub(super) const FORMAT_SEEN_PIECES: u8 = 5;
 /// The layout before windows were sealed: read, never written.
@@ -115,8 +124,9 @@ fn write_with<S: Serialize, V: Serialize>(
         finalized: state.finalized,
     };
     // Serializing into a Vec fails only for sequences of unknown length,
-    // which no field of the state produces.
-    postcard::to_extend(&stored, prefix).expect("checkpoint state always serializes")
+    // which no field of the state produces. A tuple is its fields in turn.
+    postcard::to_extend(&(stored, live.reached), prefix)
+        .expect("checkpoint state always serializes")
 }
 
 /// Reads a state written in layout `format` from the front of `bytes`;
@@ -125,23 +135,38 @@ pub(super) fn read(
     format: u8,
     bytes: &[u8],
 ) -> Option<Result<(StreamState, &[u8]), postcard::Error>> {
+    type Head = Stored<SealedWindow, Vec<(i64, u32)>, (i64, u32)>;
+    type Whole = Stored<SealedWindow, SeenEvents, Viewers>;
     Some(match format {
-        FORMAT_HEAD => {
-            postcard::take_from_bytes::<Stored<SealedWindow, Vec<(i64, u32)>, (i64, u32)>>(bytes)
-                .map(|(stored, rest)| (stored.into_state(), rest))
-        }
-        FORMAT_SEEN_PIECES => {
-            postcard::take_from_bytes::<Stored<SealedWindow, Vec<(i64, u32)>, Viewers>>(bytes)
-                .map(|(stored, rest)| (stored.into_state(), rest))
-        }
-        FORMAT => postcard::take_from_bytes::<Stored<SealedWindow, SeenEvents, Viewers>>(bytes)
-            .map(|(stored, rest)| (stored.into_state(), rest)),
-        FORMAT_UNSEALED => {
-            postcard::take_from_bytes::<Stored<UnsealedWindow, SeenEvents, Viewers>>(bytes)
-                .map(|(stored, rest)| (stored.into_state(), rest))
-        }
+        FORMAT_HEAD => reached::<Head>(bytes),
+        FORMAT => reached::<Whole>(bytes),
+        FORMAT_HEAD_UNREACHED => unreached::<Head>(bytes),
+        FORMAT_SEEN_PIECES => unreached::<Stored<SealedWindow, Vec<(i64, u32)>, Viewers>>(bytes),
+        FORMAT_UNREACHED => unreached::<Whole>(bytes),
+        FORMAT_UNSEALED => unreached::<Stored<UnsealedWindow, SeenEvents, Viewers>>(bytes),
         _ => return None,
     })
+}
+
+/// A state followed by where presence reached its windows.
+fn reached<'a, T: for<'de> Deserialize<'de> + IntoState>(
+    bytes: &'a [u8],
+) -> Result<(StreamState, &'a [u8]), postcard::Error> {
+    postcard::take_from_bytes::<(T, EventTime)>(bytes)
+        .map(|((stored, reached), rest)| (stored.into_state(Some(reached)), rest))
+}
+
+/// A state written before presence reached windows.
+fn unreached<'a, T: for<'de> Deserialize<'de> + IntoState>(
+    bytes: &'a [u8],
+) -> Result<(StreamState, &'a [u8]), postcard::Error> {
+    postcard::take_from_bytes::<T>(bytes).map(|(stored, rest)| (stored.into_state(None), rest))
+}
+
+/// A state as read, made into the state kept.
+trait IntoState {
+    /// `reached`: where presence reached the windows, if written.
+    fn into_state(self, reached: Option<EventTime>) -> StreamState;
 }
 
 /// The state as read, its windows in layout `W`, its duplicate filter as
@@ -245,12 +270,17 @@ impl IntoViewers for (i64, u32) {
     }
 }
 
-impl<W: IntoWindow, S: IntoSeen, V: IntoViewers> Stored<W, S, V> {
-    fn into_state(self) -> StreamState {
+impl<W: IntoWindow, S: IntoSeen, V: IntoViewers> IntoState for Stored<W, S, V> {
+    fn into_state(self, reached: Option<EventTime>) -> StreamState {
+        let windows: VecDeque<_> = self.windows.into_iter().map(W::into_window).collect();
+        // Before formats 7 and 8: the windows before the newest keep their
+        // figures, and the newest is played forward from its own.
+        let newest = windows.back().map(|(start, _)| *start);
         let live = Live {
             viewers: self.viewers.into_viewers(),
             pending: self.pending,
-            windows: self.windows.into_iter().map(W::into_window).collect(),
+            windows,
+            reached: reached.or(newest).unwrap_or(EventTime::MIN),
         };
         StreamState {
             totals: self.totals,
@@ -282,4 +312,22 @@ fn sealed<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Box<[u8]>, D::Er
         ))),
         Err(e) => Err(D::Error::custom(format_args!("window figures: {e}"))),
     }
+}
+
+/// `bytes` in format 7 or 8 rewritten as the format before it (4 or 6):
+/// what an older version wrote for the same state.
+#[cfg(test)]
+pub(crate) fn in_older_format(bytes: &[u8]) -> Vec<u8> {
+    let (&format, body) = bytes.split_first().expect("a format byte");
+    let older = match format {
+        FORMAT => FORMAT_UNREACHED,
+        FORMAT_HEAD => FORMAT_HEAD_UNREACHED,
+        other => panic!("format {other} has no older layout"),
+    };
+    let (state, rest) = read(format, body).expect("known").expect("decodes");
+    assert!(rest.is_empty());
+    let tail = postcard::to_stdvec(&state.live().reached).expect("serializes");
+    let mut old = vec![older];
+    old.extend_from_slice(&body[..body.len() - tail.len()]);
+    old
 }

@@ -35,6 +35,49 @@ fn replayed(state: &StreamState) -> (u64, u64) {
     (concurrent, peak)
 }
 
+/// [`replayed`] for the span `[start, end)` of a window, as
+/// [`StreamState::play_pending`] must give it: the count at `start` (before
+/// the first pending event from `start` on) and after each event from
+/// `start` on count in the peak, with `settled`.
+fn replayed_span(
+    state: &StreamState,
+    start: EventTime,
+    end: EventTime,
+    settled: Option<u64>,
+) -> (u64, u64) {
+    let live = state.live();
+    let mut latest: HashMap<u64, Viewer> = HashMap::new();
+    let mut concurrent = live.viewers.concurrent;
+    let mut peak = settled;
+    let mut opened = false;
+    for event in live.pending.events.iter().filter(|e| e.ts < end) {
+        if event.ts >= start && !opened {
+            opened = true;
+            peak = Some(peak.map_or(concurrent, |p| p.max(concurrent)));
+        }
+        let before = latest
+            .get(&event.viewer)
+            .or_else(|| live.viewers.by_hash.get(event.viewer))
+            .copied();
+        let now = Viewer::new(event.ts, event.view());
+        if before.is_some_and(|v| now <= v) {
+            continue;
+        }
+        let was_present = before.is_some_and(Viewer::present);
+        if event.view() && !was_present {
+            concurrent += 1;
+        } else if !event.view() && was_present {
+            concurrent -= 1;
+        }
+        latest.insert(event.viewer, now);
+        if opened {
+            peak = Some(peak.map_or(concurrent, |p| p.max(concurrent)));
+        }
+    }
+    let peak = peak.map_or(concurrent, |p| if opened { p } else { p.max(concurrent) });
+    (concurrent, peak)
+}
+
 fn clock(watermark: Option<EventTime>) -> Clock {
     Clock {
         window_ms: 60_000,
@@ -113,6 +156,18 @@ proptest! {
                     state.project_presence();
                     projected += usize::from(state.live().pending.projection.is_some());
                     prop_assert_eq!(state.presence_now(), replayed(&state));
+                    // Spans of windows around the pending events: before,
+                    // across and after the projection's last event.
+                    for back in [0, 300, 700, 1_500, 3_000, 6_000] {
+                        let start = newest - back;
+                        for settled in [None, Some(3)] {
+                            prop_assert_eq!(
+                                state.play_pending(start, start + 1_000, settled),
+                                replayed_span(&state, start, start + 1_000, settled),
+                                "span from {} back", back
+                            );
+                        }
+                    }
                 }
             }
             // Between publications too: the projection must stay true as
