@@ -125,7 +125,7 @@ fn write_with<S: Serialize, V: Serialize>(
     };
     // Serializing into a Vec fails only for sequences of unknown length,
     // which no field of the state produces. A tuple is its fields in turn.
-    postcard::to_extend(&(stored, live.reached), prefix)
+    postcard::to_extend(&(stored, reached(live)), prefix)
         .expect("checkpoint state always serializes")
 }
 
@@ -138,8 +138,8 @@ pub(super) fn read(
     type Head = Stored<SealedWindow, Vec<(i64, u32)>, (i64, u32)>;
     type Whole = Stored<SealedWindow, SeenEvents, Viewers>;
     Some(match format {
-        FORMAT_HEAD => reached::<Head>(bytes),
-        FORMAT => reached::<Whole>(bytes),
+        FORMAT_HEAD => with_reached::<Head>(bytes),
+        FORMAT => with_reached::<Whole>(bytes),
         FORMAT_HEAD_UNREACHED => unreached::<Head>(bytes),
         FORMAT_SEEN_PIECES => unreached::<Stored<SealedWindow, Vec<(i64, u32)>, Viewers>>(bytes),
         FORMAT_UNREACHED => unreached::<Whole>(bytes),
@@ -148,12 +148,20 @@ pub(super) fn read(
     })
 }
 
+/// Where presence reached the windows, as written: `None` before it reached
+/// any (one byte, where `EventTime::MIN` would take ten).
+fn reached(live: &Live) -> Option<EventTime> {
+    (live.reached > EventTime::MIN).then_some(live.reached)
+}
+
 /// A state followed by where presence reached its windows.
-fn reached<'a, T: for<'de> Deserialize<'de> + IntoState>(
+fn with_reached<'a, T: for<'de> Deserialize<'de> + IntoState>(
     bytes: &'a [u8],
 ) -> Result<(StreamState, &'a [u8]), postcard::Error> {
-    postcard::take_from_bytes::<(T, EventTime)>(bytes)
-        .map(|((stored, reached), rest)| (stored.into_state(Some(reached)), rest))
+    postcard::take_from_bytes::<(T, Option<EventTime>)>(bytes).map(|((stored, reached), rest)| {
+        let reached = reached.unwrap_or(EventTime::MIN);
+        (stored.into_state(Some(reached)), rest)
+    })
 }
 
 /// A state written before presence reached windows.
@@ -326,7 +334,7 @@ pub(crate) fn in_older_format(bytes: &[u8]) -> Vec<u8> {
     };
     let (state, rest) = read(format, body).expect("known").expect("decodes");
     assert!(rest.is_empty());
-    let tail = postcard::to_stdvec(&state.live().reached).expect("serializes");
+    let tail = postcard::to_stdvec(&reached(state.live())).expect("serializes");
     let mut old = vec![older];
     old.extend_from_slice(&body[..body.len() - tail.len()]);
     old
