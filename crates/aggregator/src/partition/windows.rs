@@ -605,6 +605,10 @@ proptest! {
         publish(&mut agg);
         prop_assert_eq!(agg.take_late_peek(), 0);
         for stream_id in agg.stream_ids() {
+            // Every presence event is in a window: their peaks together
+            // are the stream's.
+            let highest = agg.windows(stream_id).unwrap().iter().map(|w| w.peak_concurrent_viewers).max();
+            prop_assert_eq!(highest, Some(agg.rollup(stream_id).unwrap().peak_concurrent_viewers));
             for w in agg.windows(stream_id).unwrap() {
                 let start = w.window_start.unwrap();
                 let expected = presence_by_event_time(&events, stream_id, start, start + MIN);
