@@ -79,7 +79,8 @@ impl Clock {
 
 /// The running inputs of every figure over a span of events: the whole
 /// stream (cumulative) or one window. Only counts, sums, min/max and sets:
-/// the same events in any order give the same values (but `peak`).
+/// the same events in any order give the same values. A window's presence
+/// figures are left in it by settled presence ([`Live::reach`]).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct Figures {
     /// Count per event type, indexed by `EventType as usize`.
