@@ -570,6 +570,7 @@ impl StreamState {
         } else {
             0
         };
+        let first_event_ts = self.totals.first_event_ts;
         let live = self.live_mut();
         let windows = &mut live.windows;
         // Events mostly land in the newest window: try it before a search.
@@ -581,12 +582,21 @@ impl StreamState {
                 Err(at) => at,
             },
         };
+        // Settled presence has passed its start, so no settled presence event
+        // is in it (one would have opened it; only an event later than the
+        // allowed lateness opens a window there): the viewers present at
+        // its start stand until settled presence left it. Those are the
+        // viewers at the end of the window before it, as no event came in
+        // between; none before the stream's first event; else (its earlier
+        // windows expired) those present now.
+        let carried = (start <= live.reached).then(|| match at.checked_sub(1) {
+            Some(before) => windows[before].1.figures().concurrent,
+            None if first_event_ts >= start => 0,
+            None => live.viewers.concurrent,
+        });
         let window = open_window(windows, at, start, revision);
-        // Settled presence has passed its start: it starts from the viewers
-        // present now. (Exact within the allowed lateness: a settled presence
-        // event after its start would have opened it.)
-        if start <= live.reached {
-            window.figures_mut().presence(live.viewers.concurrent);
+        if let Some(carried) = carried {
+            window.figures_mut().presence(carried);
         }
         window
     }

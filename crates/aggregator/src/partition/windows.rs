@@ -691,6 +691,44 @@ fn a_windows_presence_counts_the_viewers_at_its_end_by_event_time() {
 }
 
 #[test]
+fn a_window_opened_behind_settled_presence_starts_from_the_viewers_at_its_start() {
+    let mut f = Feed::new();
+    let _ = f.send("u1", T0 + MIN + 10_000, Action::View);
+    let _ = f.send("u2", T0 + 3 * MIN + 10_000, Action::View);
+    let _ = f.send("u3", T0 + 4 * MIN + 10_000, Action::Like);
+    // The watermark has passed u1 and u2: this view settles them.
+    let _ = f.send("u4", T0 + 5 * MIN + 10_000, Action::View);
+    // Late, behind the settled presence: a like before the stream's first
+    // viewer came, and one in the gap between u1's and u2's windows.
+    let _ = f.send("u3", T0 + 30_000, Action::Like);
+    let _ = f.send("u3", T0 + 2 * MIN + 30_000, Action::Like);
+    let presence: Vec<(Option<i64>, u64, u64)> = f
+        .agg
+        .windows("live-1")
+        .unwrap()
+        .iter()
+        .map(|w| {
+            (
+                w.window_start,
+                w.concurrent_viewers,
+                w.peak_concurrent_viewers,
+            )
+        })
+        .collect();
+    assert_eq!(
+        presence,
+        [
+            (Some(T0), 0, 0),
+            (Some(T0 + MIN), 1, 1),
+            (Some(T0 + 2 * MIN), 1, 1),
+            (Some(T0 + 3 * MIN), 2, 2),
+            (Some(T0 + 4 * MIN), 2, 2),
+            (Some(T0 + 5 * MIN), 3, 3),
+        ]
+    );
+}
+
+#[test]
 fn an_earlier_windows_view_arriving_later_republishes_the_later_window() {
     let mut f = Feed::new();
     let _ = f.send("u1", T0 + 59_000, Action::Like);
