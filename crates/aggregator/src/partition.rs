@@ -250,13 +250,15 @@ impl PartitionAggregator {
             }
             state.dirty = false;
             state.revision += 1;
-            let windows = state.publish_windows(&stream_id, rate, clock.window_ms);
+            // Brought up first, so that the plays below start from it.
+            state.project_presence(clock.window_ms);
+            let played = state.played();
+            let windows = state.publish_windows(&stream_id, rate, clock.window_ms, played);
             let mut forgot = Forgotten::new();
             state.expire(&clock, &mut forgot);
             // Published, so checkpointed next (marked below).
             file_forgotten(&mut self.forgotten, &stream_id, &mut forgot);
             let products = state.products();
-            state.project_presence();
             if !state.unsaved {
                 state.unsaved = true;
                 if !state.saved_once {
@@ -265,7 +267,7 @@ impl PartitionAggregator {
                 self.unsaved.push(stream_id.clone());
             }
             publications.push(Publication {
-                rollup: state.rollup_with(stream_id.into(), rate, &products),
+                rollup: state.rollup_with(stream_id.into(), rate, &products, played),
                 products,
                 windows,
             });

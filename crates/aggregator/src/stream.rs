@@ -649,28 +649,56 @@ impl StreamState {
     /// Concurrent viewers after every presence event, and the highest count
     /// at any event time: the settled state played forward through the
     /// pending events in event-time order (without changing it).
+    #[cfg(test)]
     fn presence_now(&self) -> (u64, u64) {
-        self.play_pending(EventTime::MIN, EventTime::MAX, Some(self.settled_peak))
+        self.played().cumulative(self.settled_peak)
+    }
+
+    /// The settled state played forward through every pending event, once
+    /// for the cumulative figures and the window that holds them all.
+    pub(crate) fn played(&self) -> Played {
+        let (concurrent, peak) = self.play_pending(EventTime::MIN, EventTime::MAX, None);
+        Played { concurrent, peak }
     }
 
     /// A window's concurrent viewers at its end and highest count over its
     /// instants: what settled presence left in `figures` once it has passed
-    /// the window's end, else that played forward through the pending events.
-    fn window_presence(&self, start: EventTime, end: EventTime, figures: &Figures) -> (u64, u64) {
-        let reached = self.live().reached;
-        if end.saturating_sub(1) <= reached {
+    /// the window's end, else that played forward through the pending
+    /// events (`played`, when the window holds every one of them).
+    fn window_presence(
+        &self,
+        start: EventTime,
+        end: EventTime,
+        figures: &Figures,
+        played: Played,
+    ) -> (u64, u64) {
+        let Live {
+            pending, reached, ..
+        } = self.live();
+        if end.saturating_sub(1) <= *reached {
             return (figures.concurrent, figures.peak);
         }
-        self.play_pending(start, end, (start <= reached).then_some(figures.peak))
+        let settled = (start <= *reached).then_some(figures.peak);
+        let holds_all = match (pending.events.front(), pending.events.back()) {
+            (Some(first), Some(last)) => start <= first.ts && last.ts < end,
+            _ => true,
+        };
+        if holds_all {
+            // The count it starts from is in `played.peak`: the settled
+            // count, or the count at `start` when nothing before it waits.
+            return played.cumulative(settled.unwrap_or(0));
+        }
+        self.play_pending(start, end, settled)
     }
 
     /// The settled state played forward, in event-time order and without
     /// changing it, through the pending events before `end`: the concurrent
     /// viewers then, and the highest count at an instant from `start` on.
     /// `settled` is that highest count over the instants from `start` that
-    /// have settled, if any have; else the count at `start` is the first. A
-    /// busy stream starts from its [`Projection`] when that played no event
-    /// on both sides of `start` or past `end`.
+    /// have settled, if any have; else the count at `start` is the first.
+    /// A busy stream starts from its [`Projection`] when what it played is
+    /// on one side of `start` and before `end`, or crossed into the window
+    /// at `start` or out of the window ending at `end`.
     fn play_pending(&self, start: EventTime, end: EventTime, settled: Option<u64>) -> (u64, u64) {
         let Live {
             viewers, pending, ..
@@ -680,43 +708,78 @@ impl StreamState {
         // The first event at or after `start`: the count before it is the
         // count at `start`.
         let first = events.partition_point(|e| e.ts < start);
-        let projection = pending.projection.as_deref().filter(|p| {
-            let played = pending.after(p.through);
-            played <= upto && (first == 0 || played <= first)
-        });
+        let lift = |peak: &mut Option<u64>, count: u64| {
+            *peak = Some(peak.map_or(count, |p| p.max(count)));
+        };
         let mut peak = settled;
         let mut concurrent = viewers.concurrent;
         let mut from = 0;
-        if let Some(p) = projection {
-            from = pending.after(p.through);
-            if first == 0 {
-                // Every event it played is from `start` on.
-                let played = p.peak.unwrap_or(concurrent).max(concurrent);
-                peak = Some(peak.map_or(played, |peak| peak.max(played)));
+        let mut projection = None;
+        if let Some(p) = pending.projection.as_deref() {
+            let played = pending.after(p.through);
+            match p.crossed {
+                _ if played <= upto && (first == 0 || played <= first) => {
+                    // Every event it played is on one side of `start`.
+                    if first == 0 {
+                        lift(&mut peak, concurrent);
+                        if let Some(played) = p.peak {
+                            lift(&mut peak, played);
+                        }
+                    }
+                    (concurrent, from, projection) = (p.concurrent, played, Some(p));
+                }
+                Crossed::One {
+                    start: crossed,
+                    concurrent: at_start,
+                    peak_from,
+                    ..
+                } if crossed == start && played <= upto => {
+                    // It crossed into this window: the count at its start
+                    // and after, then the events after the projection.
+                    lift(&mut peak, at_start);
+                    if let Some(played) = peak_from {
+                        lift(&mut peak, played);
+                    }
+                    (concurrent, from, projection) = (p.concurrent, played, Some(p));
+                }
+                Crossed::One {
+                    start: crossed,
+                    concurrent: at_end,
+                    peak_before,
+                    ..
+                } if crossed == end && first == 0 => {
+                    // It crossed out of this window, every pending event of
+                    // which it played.
+                    lift(&mut peak, concurrent);
+                    if let Some(played) = peak_before {
+                        lift(&mut peak, played);
+                    }
+                    return (at_end, peak.unwrap_or(at_end));
+                }
+                _ => {}
             }
-            concurrent = p.concurrent;
         }
         // Each viewer's state as played so far, in a map sized once for
         // every event left to play.
         let mut overlay: CompactMap<Viewer> = CompactMap::with_capacity(upto - from.min(upto));
         let below = |viewer| {
             projection
-                .and_then(|p| p.overlay.get(viewer))
+                .and_then(|p: &Projection| p.overlay.get(viewer))
                 .or_else(|| viewers.by_hash.get(viewer))
                 .copied()
         };
         for (at, event) in events.range(from.min(upto)..upto).enumerate() {
             let at = at + from;
             if at == first {
-                peak = Some(peak.map_or(concurrent, |p| p.max(concurrent)));
+                lift(&mut peak, concurrent);
             }
             if play(event, &mut overlay, below, &mut concurrent) && at >= first {
-                peak = Some(peak.map_or(concurrent, |p| p.max(concurrent)));
+                lift(&mut peak, concurrent);
             }
         }
-        if first >= upto {
-            // No pending event in the span: the count at `start` stands.
-            peak = Some(peak.map_or(concurrent, |p| p.max(concurrent)));
+        if first >= upto.max(from) {
+            // No event played from `start` on: the count at `start` stands.
+            lift(&mut peak, concurrent);
         }
         (concurrent, peak.unwrap_or(concurrent))
     }
@@ -725,12 +788,15 @@ impl StreamState {
     /// than [`PROJECTION_LAG_MS`] older than its newest, so that
     /// [`Self::presence_now`] plays only the newest at each publication; a
     /// stream with few pending events has none.
-    pub(crate) fn project_presence(&mut self) {
+    pub(crate) fn project_presence(&mut self, window_ms: i64) {
         let Some(live) = self.live.as_deref_mut() else {
             return;
         };
         let Live {
-            viewers, pending, ..
+            viewers,
+            pending,
+            reached,
+            ..
         } = live;
         if pending.len() < PROJECT_FROM {
             pending.projection = None;
@@ -752,26 +818,48 @@ impl StreamState {
             .take()
             .filter(|p| p.overlay.len() <= 2 * pending.len() + PROJECT_FROM);
         let from = kept.as_ref().map_or(0, |p| pending.after(p.through));
+        // Where the settled presence stands, for the window starts crossed.
+        let mut last = kept.as_ref().map_or(*reached, |p| p.through.ts);
         let mut projection = kept.unwrap_or_else(|| {
             Box::new(Projection {
                 overlay: CompactMap::with_capacity(upto),
                 through,
                 concurrent: viewers.concurrent,
                 peak: None,
+                crossed: Crossed::None,
             })
         });
         let Projection {
             overlay,
             concurrent,
             peak,
+            crossed,
             ..
         } = &mut *projection;
         let below = |viewer| viewers.by_hash.get(viewer).copied();
+        let window_of = |ts: EventTime| ts - ts.rem_euclid(window_ms);
         // Nothing to play if it is already past the horizon (its newest
         // events settled and newer ones came in since).
         for event in pending.events.range(from.min(upto)..upto) {
+            if last > EventTime::MIN && window_of(event.ts) > window_of(last) {
+                *crossed = match crossed {
+                    Crossed::None if window_of(event.ts) - window_of(last) == window_ms => {
+                        Crossed::One {
+                            start: window_of(event.ts),
+                            concurrent: *concurrent,
+                            peak_before: *peak,
+                            peak_from: None,
+                        }
+                    }
+                    _ => Crossed::Many,
+                };
+            }
+            last = event.ts;
             if play(event, overlay, below, concurrent) {
                 *peak = Some(peak.map_or(*concurrent, |p| p.max(*concurrent)));
+                if let Crossed::One { peak_from, .. } = crossed {
+                    *peak_from = Some(peak_from.map_or(*concurrent, |p| p.max(*concurrent)));
+                }
             }
         }
         projection.through = projection.through.max(through);
@@ -795,19 +883,21 @@ impl StreamState {
 
     /// The cumulative figures now, at the current revision.
     pub(crate) fn rollup(&self, stream_id: String, rate: CommissionRate) -> StreamRollup {
-        self.rollup_with(stream_id, rate, &self.products())
+        self.rollup_with(stream_id, rate, &self.products(), self.played())
     }
 
     /// [`Self::rollup`], its top products taken from `products` (this
-    /// stream's, as [`Self::products`] orders them).
+    /// stream's, as [`Self::products`] orders them) and its presence from
+    /// `played` (as [`Self::played`] gives it).
     pub(crate) fn rollup_with(
         &self,
         stream_id: String,
         rate: CommissionRate,
         products: &[ProductRollup],
+        played: Played,
     ) -> StreamRollup {
         let mut rollup = self.totals.rollup(self, stream_id, rate, self.revision);
-        let (concurrent, peak) = self.presence_now();
+        let (concurrent, peak) = played.cumulative(self.settled_peak);
         rollup.concurrent_viewers = concurrent;
         rollup.peak_concurrent_viewers = peak;
         rollup.top_products = products[..products.len().min(TOP_PRODUCTS)].to_vec();
@@ -815,12 +905,13 @@ impl StreamState {
     }
 
     /// Rollups of the windows changed since the last call, each at a new
-    /// revision, oldest first.
+    /// revision, oldest first; `played` as [`Self::played`] gives it.
     pub(crate) fn publish_windows(
         &mut self,
         stream_id: &str,
         rate: CommissionRate,
         window_ms: i64,
+        played: Played,
     ) -> Vec<StreamRollup> {
         let Some(live) = self.live.as_deref_mut() else {
             return Vec::new();
@@ -835,7 +926,7 @@ impl StreamState {
         }
         changed
             .into_iter()
-            .map(|at| self.window_rollup(at, stream_id, rate, window_ms))
+            .map(|at| self.window_rollup(at, stream_id, rate, window_ms, played))
             .collect()
     }
 
@@ -846,8 +937,9 @@ impl StreamState {
         rate: CommissionRate,
         window_ms: i64,
     ) -> Vec<StreamRollup> {
+        let played = self.played();
         (0..self.live().windows.len())
-            .map(|at| self.window_rollup(at, stream_id, rate, window_ms))
+            .map(|at| self.window_rollup(at, stream_id, rate, window_ms, played))
             .collect()
     }
 
@@ -858,13 +950,14 @@ impl StreamState {
         stream_id: &str,
         rate: CommissionRate,
         window_ms: i64,
+        played: Played,
     ) -> StreamRollup {
         let (start, window) = &self.live().windows[at];
         let end = start.saturating_add(window_ms);
         let figures = window.figures();
         let mut rollup = figures.rollup(self, stream_id.to_owned(), rate, window.revision);
         (rollup.concurrent_viewers, rollup.peak_concurrent_viewers) =
-            self.window_presence(*start, end, &figures);
+            self.window_presence(*start, end, &figures, played);
         rollup.kind = RollupKind::Window;
         rollup.window_start = Some(*start);
         rollup.window_end = Some(end);
@@ -1291,6 +1384,45 @@ struct Projection {
     /// Highest count after any event it played that changed a presence
     /// (the settled peak aside); `None` if none did.
     peak: Option<u64>,
+    /// The window start its events crossed, for the windows on either side.
+    crossed: Crossed,
+}
+
+/// The window start a [`Projection`]'s events crossed, if one: where the
+/// window before it ends and the one after it starts.
+#[derive(Clone, Copy, Debug)]
+enum Crossed {
+    /// All its events are in one window, that of the settled presence.
+    None,
+    /// They crossed into the window starting at `start`.
+    One {
+        start: EventTime,
+        /// Concurrent viewers just before `start`.
+        concurrent: u64,
+        /// Highest count after an event it played before `start`.
+        peak_before: Option<u64>,
+        /// Highest count after an event it played from `start` on.
+        peak_from: Option<u64>,
+    },
+    /// More than one: windows across them play the events themselves.
+    Many,
+}
+
+/// The settled presence played through every pending event.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Played {
+    /// Concurrent viewers after them all.
+    concurrent: u64,
+    /// Highest count from the settled one on, after each of them.
+    peak: u64,
+}
+
+impl Played {
+    /// Concurrent viewers now and the highest count ever, given the highest
+    /// before the pending events (`settled`).
+    fn cumulative(self, settled: u64) -> (u64, u64) {
+        (self.concurrent, self.peak.max(settled))
+    }
 }
 
 /// Presence events waiting for the watermark, in event-time order; at equal

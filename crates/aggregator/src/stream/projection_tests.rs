@@ -78,6 +78,11 @@ fn replayed_span(
     (concurrent, peak)
 }
 
+/// The windows of the projection's crossings and the spans checked, ms:
+/// about the span of the pending events, so that most projections cross
+/// one window start.
+const WINDOW: i64 = 6_000;
+
 fn clock(watermark: Option<EventTime>) -> Clock {
     Clock {
         window_ms: 60_000,
@@ -153,18 +158,20 @@ proptest! {
                     state.presence(viewer, ts, view, &clock(Some(newest - LATENESS)));
                 }
                 Step::Publish => {
-                    state.project_presence();
+                    state.project_presence(WINDOW);
                     projected += usize::from(state.live().pending.projection.is_some());
                     prop_assert_eq!(state.presence_now(), replayed(&state));
-                    // Spans of windows around the pending events: before,
-                    // across and after the projection's last event.
-                    for back in [0, 300, 700, 1_500, 3_000, 6_000] {
-                        let start = newest - back;
+                    // The windows around the pending events: before, across
+                    // and after the projection's last event, and the
+                    // windows either side of the start it crossed.
+                    let newest_window = newest - newest.rem_euclid(WINDOW);
+                    for back in -1..8 {
+                        let start = newest_window - back * WINDOW;
                         for settled in [None, Some(3)] {
                             prop_assert_eq!(
-                                state.play_pending(start, start + 1_000, settled),
-                                replayed_span(&state, start, start + 1_000, settled),
-                                "span from {} back", back
+                                state.play_pending(start, start + WINDOW, settled),
+                                replayed_span(&state, start, start + WINDOW, settled),
+                                "window {} back", back
                             );
                         }
                     }
@@ -187,10 +194,10 @@ fn a_quiet_stream_keeps_no_projection() {
     for i in 0..(PROJECT_FROM as i64 - 1) {
         state.presence(i as u64, 1_000 + i, true, &clock(None));
     }
-    state.project_presence();
+    state.project_presence(WINDOW);
     assert!(state.live().pending.projection.is_none());
     state.presence(9_999, 5_000, true, &clock(None));
-    state.project_presence();
+    state.project_presence(WINDOW);
     let projection = state
         .live()
         .pending
@@ -200,4 +207,34 @@ fn a_quiet_stream_keeps_no_projection() {
     // It played the events more than the lag older than the newest.
     assert!(projection.through.ts <= 5_000 - PROJECTION_LAG_MS);
     assert_eq!(state.presence_now(), replayed(&state));
+}
+
+/// A busy stream's projection that crossed a window start serves the
+/// windows on both sides of it, as replaying every pending event would.
+#[test]
+fn a_projection_across_a_window_start_serves_both_windows() {
+    let mut state = StreamState::default();
+    // 800 presence events 5 ms apart from 2 s before a window start.
+    let start = 6 * WINDOW;
+    for i in 0..800 {
+        let ts = start - 2_000 + 5 * i;
+        let view = i % 3 != 2;
+        state.presence((i % 150) as u64, ts, view, &clock(None));
+    }
+    state.project_presence(WINDOW);
+    let projection = state.live().pending.projection.as_deref().expect("busy");
+    assert!(
+        matches!(projection.crossed, Crossed::One { start: s, .. } if s == start),
+        "{:?}",
+        projection.crossed
+    );
+    for settled in [None, Some(100)] {
+        for window in [start - WINDOW, start] {
+            assert_eq!(
+                state.play_pending(window, window + WINDOW, settled),
+                replayed_span(&state, window, window + WINDOW, settled),
+                "window {window}"
+            );
+        }
+    }
 }
