@@ -10,33 +10,16 @@ use super::*;
 /// scratch, written out plainly: what [`StreamState::presence_now`] must
 /// return whatever its projection holds.
 fn replayed(state: &StreamState) -> (u64, u64) {
-    let live = state.live();
-    let mut latest: HashMap<u64, Viewer> = HashMap::new();
-    let mut concurrent = live.viewers.concurrent;
-    let mut peak = state.settled_peak;
-    for event in &live.pending.events {
-        let before = latest
-            .get(&event.viewer)
-            .or_else(|| live.viewers.by_hash.get(event.viewer))
-            .copied();
-        let now = Viewer::new(event.ts, event.view());
-        if before.is_some_and(|v| now <= v) {
-            continue;
-        }
-        let was_present = before.is_some_and(Viewer::present);
-        if event.view() && !was_present {
-            concurrent += 1;
-        } else if !event.view() && was_present {
-            concurrent -= 1;
-        }
-        latest.insert(event.viewer, now);
-        peak = peak.max(concurrent);
-    }
-    (concurrent, peak)
+    replayed_span(
+        state,
+        EventTime::MIN,
+        EventTime::MAX,
+        Some(state.settled_peak),
+    )
 }
 
-/// [`replayed`] for the span `[start, end)` of a window, as
-/// [`StreamState::play_pending`] must give it: the count at `start` (before
+/// The settled presence played forward through the pending events before
+/// `end`, from scratch, as [`StreamState::play_pending`] must give it: the count at `start` (before
 /// the first pending event from `start` on) and after each event from
 /// `start` on count in the peak, with `settled`.
 fn replayed_span(
