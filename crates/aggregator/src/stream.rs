@@ -383,6 +383,47 @@ impl Live {
         self.reached = through;
     }
 
+    /// A presence event behind [`Self::reached`] at `ts` that made its viewer
+    /// present (`arrived`) or absent, which they stay from `ts` on (it
+    /// superseded their latest): every count from `ts` on moves by one. The
+    /// windows settled presence has passed from `ts` on move with it, their
+    /// peak too; the event's own window moves its count at its end, and
+    /// raises its peak to at least that (the instants before `ts` are not
+    /// kept apart). They are published again. The highest peak among them.
+    fn late_presence(&mut self, ts: EventTime, arrived: bool, window_ms: i64) -> u64 {
+        let shift = |count: &mut u64| {
+            *count = if arrived {
+                count.saturating_add(1)
+            } else {
+                count.saturating_sub(1)
+            };
+        };
+        let reached = self.reached;
+        let mut highest = 0;
+        for (start, window) in self.windows.iter_mut().rev() {
+            let end = start.saturating_add(window_ms);
+            if end <= ts {
+                break;
+            }
+            // Played at publication from the presence as it is now.
+            if *start > reached {
+                continue;
+            }
+            let figures = window.figures_mut();
+            if *start > ts {
+                shift(&mut figures.concurrent);
+                shift(&mut figures.peak);
+            } else if end.saturating_sub(1) <= reached {
+                shift(&mut figures.concurrent);
+                figures.peak = figures.peak.max(figures.concurrent);
+            }
+            // (The window holding `reached` takes the count now below.)
+            highest = highest.max(figures.peak);
+            window.dirty = true;
+        }
+        highest
+    }
+
     /// The window holding [`Self::reached`] takes the concurrent viewers now,
     /// after a presence event settled.
     fn presence_settled(&mut self, window_ms: i64) {
@@ -638,10 +679,20 @@ impl StreamState {
             return;
         };
         while let Some((ts, viewer, is_view)) = live.pending.pop_through(watermark) {
+            // Behind the settled presence: later than the allowed lateness.
+            let late = ts < live.reached;
             // The windows it passes start from the viewers before it.
             live.reach(ts);
+            let before = live.viewers.concurrent;
             live.viewers.presence(viewer, ts, is_view);
-            self.settled_peak = self.settled_peak.max(live.viewers.concurrent);
+            let after = live.viewers.concurrent;
+            if late && after != before {
+                let highest = live.late_presence(ts, after > before, window_ms);
+                if after > before {
+                    self.settled_peak = self.settled_peak.max(highest);
+                }
+            }
+            self.settled_peak = self.settled_peak.max(after);
             live.presence_settled(window_ms);
         }
     }

@@ -729,6 +729,42 @@ fn a_window_opened_behind_settled_presence_starts_from_the_viewers_at_its_start(
 }
 
 #[test]
+fn a_view_later_than_the_lateness_moves_the_windows_settled_after_it() {
+    let mut f = Feed::new();
+    let _ = f.send("u1", T0 + 10_000, Action::View);
+    let _ = f.send("u2", T0 + 2 * MIN + 10_000, Action::View);
+    let _ = f.send("u3", T0 + 3 * MIN + 10_000, Action::Like);
+    // Behind the watermark, with u1's and u2's views still waiting: all
+    // three settle in event-time order.
+    let _ = f.send("u2", T0 + 2 * MIN + 40_000, Action::Leave);
+    let _ = f.send("u4", T0 + 4 * MIN + 10_000, Action::Like);
+    let presence = |f: &Feed| -> Vec<(u64, u64)> {
+        f.agg
+            .windows("live-1")
+            .unwrap()
+            .iter()
+            .map(|w| (w.concurrent_viewers, w.peak_concurrent_viewers))
+            .collect()
+    };
+    // No event in the second minute: no window there.
+    assert_eq!(presence(&f), [(1, 1), (1, 2), (1, 1), (1, 1)]);
+    let _ = f.agg.publish();
+    // u5 came at 0:30 and never left; the view arrives 3.5 minutes late.
+    // From 0:30 on, every count is one higher: u1, u2 and u5 were in the
+    // room together from 2:10 to 2:40.
+    let _ = f.send("u5", T0 + 30_000, Action::View);
+    assert_eq!(presence(&f), [(2, 2), (2, 3), (2, 2), (2, 2)]);
+    let r = f.rollup();
+    assert_eq!((r.concurrent_viewers, r.peak_concurrent_viewers), (2, 3));
+    let republished = windows_of(&f.agg.publish(), "live-1");
+    assert_eq!(
+        republished.len(),
+        4,
+        "every window it moved is published again"
+    );
+}
+
+#[test]
 fn an_earlier_windows_view_arriving_later_republishes_the_later_window() {
     let mut f = Feed::new();
     let _ = f.send("u1", T0 + 59_000, Action::Like);
