@@ -14,6 +14,14 @@ const MIN: i64 = 60_000;
 /// A round epoch-ms origin, on a window boundary.
 const T0: i64 = 1_764_115_200_000;
 
+/// Each window's concurrent and peak viewers, in order.
+fn presence(windows: &[StreamRollup]) -> Vec<(u64, u64)> {
+    windows
+        .iter()
+        .map(|w| (w.concurrent_viewers, w.peak_concurrent_viewers))
+        .collect()
+}
+
 fn windows_of(publications: &[Publication], stream_id: &str) -> Vec<StreamRollup> {
     publications
         .iter()
@@ -668,26 +676,21 @@ fn a_windows_presence_counts_the_viewers_at_its_end_by_event_time() {
     let _ = f.send("u3", T0 + 62_000, Action::View);
     let _ = f.send("u3", T0 + 63_000, Action::Leave);
     let _ = f.send("u4", T0 + 2 * MIN + 1_000, Action::Like);
-    let presence = |f: &Feed| -> Vec<(u64, u64)> {
-        f.agg
-            .windows("live-1")
-            .unwrap()
-            .iter()
-            .map(|w| (w.concurrent_viewers, w.peak_concurrent_viewers))
-            .collect()
-    };
     // The third window has no presence event: it opens with the one viewer
     // left, u2.
-    assert_eq!(presence(&f), [(2, 2), (1, 2), (1, 1)]);
+    assert_eq!(
+        presence(&f.agg.windows("live-1").unwrap()),
+        [(2, 2), (1, 2), (1, 1)]
+    );
     // Published so, and the same once every event has settled.
-    let published: Vec<(u64, u64)> = windows_of(&f.agg.publish(), "live-1")
-        .iter()
-        .map(|w| (w.concurrent_viewers, w.peak_concurrent_viewers))
-        .collect();
-    assert_eq!(published, [(2, 2), (1, 2), (1, 1)]);
+    let published = windows_of(&f.agg.publish(), "live-1");
+    assert_eq!(presence(&published), [(2, 2), (1, 2), (1, 1)]);
     f.agg.advance_watermark(T0 + 3 * MIN);
     let _ = f.send("u4", T0 + 3 * MIN + 1_000, Action::View);
-    assert_eq!(presence(&f), [(2, 2), (1, 2), (1, 1), (2, 2)]);
+    assert_eq!(
+        presence(&f.agg.windows("live-1").unwrap()),
+        [(2, 2), (1, 2), (1, 1), (2, 2)]
+    );
 }
 
 #[test]
@@ -702,29 +705,13 @@ fn a_window_opened_behind_settled_presence_starts_from_the_viewers_at_its_start(
     // viewer came, and one in the gap between u1's and u2's windows.
     let _ = f.send("u3", T0 + 30_000, Action::Like);
     let _ = f.send("u3", T0 + 2 * MIN + 30_000, Action::Like);
-    let presence: Vec<(Option<i64>, u64, u64)> = f
-        .agg
-        .windows("live-1")
-        .unwrap()
-        .iter()
-        .map(|w| {
-            (
-                w.window_start,
-                w.concurrent_viewers,
-                w.peak_concurrent_viewers,
-            )
-        })
-        .collect();
+    let windows = f.agg.windows("live-1").unwrap();
+    let starts: Vec<Option<i64>> = windows.iter().map(|w| w.window_start).collect();
+    let expected: Vec<Option<i64>> = (0..6).map(|m| Some(T0 + m * MIN)).collect();
+    assert_eq!(starts, expected);
     assert_eq!(
-        presence,
-        [
-            (Some(T0), 0, 0),
-            (Some(T0 + MIN), 1, 1),
-            (Some(T0 + 2 * MIN), 1, 1),
-            (Some(T0 + 3 * MIN), 2, 2),
-            (Some(T0 + 4 * MIN), 2, 2),
-            (Some(T0 + 5 * MIN), 3, 3),
-        ]
+        presence(&windows),
+        [(0, 0), (1, 1), (1, 1), (2, 2), (2, 2), (3, 3)]
     );
 }
 
@@ -738,22 +725,20 @@ fn a_view_later_than_the_lateness_moves_the_windows_settled_after_it() {
     // three settle in event-time order.
     let _ = f.send("u2", T0 + 2 * MIN + 40_000, Action::Leave);
     let _ = f.send("u4", T0 + 4 * MIN + 10_000, Action::Like);
-    let presence = |f: &Feed| -> Vec<(u64, u64)> {
-        f.agg
-            .windows("live-1")
-            .unwrap()
-            .iter()
-            .map(|w| (w.concurrent_viewers, w.peak_concurrent_viewers))
-            .collect()
-    };
     // No event in the second minute: no window there.
-    assert_eq!(presence(&f), [(1, 1), (1, 2), (1, 1), (1, 1)]);
+    assert_eq!(
+        presence(&f.agg.windows("live-1").unwrap()),
+        [(1, 1), (1, 2), (1, 1), (1, 1)]
+    );
     let _ = f.agg.publish();
     // u5 came at 0:30 and never left; the view arrives 3.5 minutes late.
     // From 0:30 on, every count is one higher: u1, u2 and u5 were in the
     // room together from 2:10 to 2:40.
     let _ = f.send("u5", T0 + 30_000, Action::View);
-    assert_eq!(presence(&f), [(2, 2), (2, 3), (2, 2), (2, 2)]);
+    assert_eq!(
+        presence(&f.agg.windows("live-1").unwrap()),
+        [(2, 2), (2, 3), (2, 2), (2, 2)]
+    );
     let r = f.rollup();
     assert_eq!((r.concurrent_viewers, r.peak_concurrent_viewers), (2, 3));
     let republished = windows_of(&f.agg.publish(), "live-1");
