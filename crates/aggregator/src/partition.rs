@@ -251,7 +251,7 @@ impl PartitionAggregator {
             state.dirty = false;
             state.revision += 1;
             // Brought up first, so that the plays below start from it.
-            state.project_presence(clock.window_ms);
+            state.project_presence(&clock);
             let played = state.played();
             let windows = state.publish_windows(&stream_id, rate, clock.window_ms, played);
             let mut forgot = Forgotten::new();

@@ -837,9 +837,10 @@ impl StreamState {
 
     /// Brings a busy stream's [`Projection`] up to its pending events more
     /// than [`PROJECTION_LAG_MS`] older than its newest, so that
-    /// [`Self::presence_now`] plays only the newest at each publication; a
-    /// stream with few pending events has none.
-    pub(crate) fn project_presence(&mut self, window_ms: i64) {
+    /// [`Self::play_pending`] plays only the newest at each publication; a
+    /// stream with few pending events has none. `clock` gives the windows
+    /// whose start it records crossing.
+    pub(crate) fn project_presence(&mut self, clock: &Clock) {
         let Some(live) = self.live.as_deref_mut() else {
             return;
         };
@@ -888,15 +889,15 @@ impl StreamState {
             ..
         } = &mut *projection;
         let below = |viewer| viewers.by_hash.get(viewer).copied();
-        let window_of = |ts: EventTime| ts - ts.rem_euclid(window_ms);
         // Nothing to play if it is already past the horizon (its newest
         // events settled and newer ones came in since).
         for event in pending.events.range(from.min(upto)..upto) {
-            if last > EventTime::MIN && window_of(event.ts) > window_of(last) {
+            let window = clock.window_start(event.ts);
+            if last > EventTime::MIN && window > clock.window_start(last) {
                 *crossed = match crossed {
-                    Crossed::None if window_of(event.ts) - window_of(last) == window_ms => {
+                    Crossed::None if window - clock.window_start(last) == clock.window_ms => {
                         Crossed::One {
-                            start: window_of(event.ts),
+                            start: window,
                             concurrent: *concurrent,
                             peak_before: *peak,
                             peak_from: None,
@@ -1111,7 +1112,6 @@ impl StreamState {
         // What is kept from now on is kept without room to grow.
         self.totals.shrink_to_fit();
         self.products.0.shrink_to_fit();
-        self.totals.concurrent = 0;
         self.dirty = true;
     }
 
@@ -1416,11 +1416,12 @@ const PROJECTION_LAG_MS: i64 = 500;
 
 /// The settled presence played forward through a busy stream's oldest
 /// pending events, up to and including `through`: what
-/// [`StreamState::presence_now`] would compute for them, kept so that each
+/// [`StreamState::play_pending`] would compute for them, kept so that each
 /// publication plays only the newer events instead of seconds of them.
 ///
-/// It stays true as events settle (they are played in the same order from
-/// the same state). It is dropped when an event is inserted before
+/// Its count and overlay stay true as events settle (they are played in the
+/// same order from the same state); `peak` and `crossed` keep what the
+/// events it played reached, those settled since included. It is dropped when an event is inserted before
 /// `through` and when one after `through` settles, so a late event, settled
 /// at once, always drops it. Not in checkpoints: a restored stream builds it
 /// again.

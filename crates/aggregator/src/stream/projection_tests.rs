@@ -66,6 +66,14 @@ fn replayed_span(
 /// one window start.
 const WINDOW: i64 = 6_000;
 
+/// The clock the projection records window starts by: [`WINDOW`] long.
+fn windows() -> Clock {
+    Clock {
+        window_ms: WINDOW,
+        ..clock(None)
+    }
+}
+
 fn clock(watermark: Option<EventTime>) -> Clock {
     Clock {
         window_ms: 60_000,
@@ -141,7 +149,7 @@ proptest! {
                     state.presence(viewer, ts, view, &clock(Some(newest - LATENESS)));
                 }
                 Step::Publish => {
-                    state.project_presence(WINDOW);
+                    state.project_presence(&windows());
                     projected += usize::from(state.live().pending.projection.is_some());
                     prop_assert_eq!(state.presence_now(), replayed(&state));
                     // The windows around the pending events: before, across
@@ -177,10 +185,10 @@ fn a_quiet_stream_keeps_no_projection() {
     for i in 0..(PROJECT_FROM as i64 - 1) {
         state.presence(i as u64, 1_000 + i, true, &clock(None));
     }
-    state.project_presence(WINDOW);
+    state.project_presence(&windows());
     assert!(state.live().pending.projection.is_none());
     state.presence(9_999, 5_000, true, &clock(None));
-    state.project_presence(WINDOW);
+    state.project_presence(&windows());
     let projection = state
         .live()
         .pending
@@ -204,7 +212,7 @@ fn a_projection_across_a_window_start_serves_both_windows() {
         let view = i % 3 != 2;
         state.presence((i % 150) as u64, ts, view, &clock(None));
     }
-    state.project_presence(WINDOW);
+    state.project_presence(&windows());
     let projection = state.live().pending.projection.as_deref().expect("busy");
     assert!(
         matches!(projection.crossed, Crossed::One { start: s, .. } if s == start),
