@@ -730,10 +730,12 @@ impl StreamState {
             return (figures.concurrent, figures.peak);
         }
         let settled = (start <= *reached).then_some(figures.peak);
+        // `played.peak` covers what the projection played, if any, settled
+        // events included: those must be in the window too.
         let holds_all = match (pending.events.front(), pending.events.back()) {
             (Some(first), Some(last)) => start <= first.ts && last.ts < end,
             _ => true,
-        };
+        } && pending.projection.as_ref().is_none_or(|p| start <= p.since);
         if holds_all {
             // The count it starts from is in `played.peak`: the settled
             // count, or the count at `start` when nothing before it waits.
@@ -768,8 +770,12 @@ impl StreamState {
         let mut projection = None;
         if let Some(p) = pending.projection.as_deref() {
             let played = pending.after(p.through);
+            // Every event it played, settled or not, is from `start` on.
+            let within = start <= p.since;
             match p.crossed {
-                _ if played <= upto && (first == 0 || played <= first) => {
+                _ if played <= upto
+                    && ((first == 0 && within) || (first > 0 && played <= first)) =>
+                {
                     // Every event it played is on one side of `start`.
                     if first == 0 {
                         lift(&mut peak, concurrent);
@@ -798,7 +804,7 @@ impl StreamState {
                     concurrent: at_end,
                     peak_before,
                     ..
-                } if crossed == end && first == 0 => {
+                } if crossed == end && first == 0 && within => {
                     // It crossed out of this window, every pending event of
                     // which it played.
                     lift(&mut peak, concurrent);
@@ -865,16 +871,22 @@ impl StreamState {
         };
         // Viewers it played that have settled since stay in its map: start
         // afresh once the map outgrows what is pending.
+        let oldest = pending.events.front().map_or(EventTime::MAX, |e| e.ts);
         let kept = pending
             .projection
             .take()
-            .filter(|p| p.overlay.len() <= 2 * pending.len() + PROJECT_FROM);
+            .filter(|p| p.overlay.len() <= 2 * pending.len() + PROJECT_FROM)
+            .map(|mut p| {
+                p.settle_crossing(oldest);
+                p
+            });
         let from = kept.as_ref().map_or(0, |p| pending.after(p.through));
         // Where the settled presence stands, for the window starts crossed.
         let mut last = kept.as_ref().map_or(*reached, |p| p.through.ts);
         let mut projection = kept.unwrap_or_else(|| {
             Box::new(Projection {
                 overlay: CompactMap::with_capacity(upto),
+                since: pending.events.front().map_or(through.ts, |e| e.ts),
                 through,
                 concurrent: viewers.concurrent,
                 peak: None,
@@ -1421,14 +1433,18 @@ const PROJECTION_LAG_MS: i64 = 500;
 ///
 /// Its count and overlay stay true as events settle (they are played in the
 /// same order from the same state); `peak` and `crossed` keep what the
-/// events it played reached, those settled since included. It is dropped when an event is inserted before
-/// `through` and when one after `through` settles, so a late event, settled
-/// at once, always drops it. Not in checkpoints: a restored stream builds it
-/// again.
+/// events it played from `since` on reached, those settled since included,
+/// so a window lifts them only if it starts at or before `since`. It is
+/// dropped when an event is inserted before `through` and when one after
+/// `through` settles, so a late event, settled at once, always drops it.
+/// Not in checkpoints: a restored stream builds it again.
 #[derive(Clone, Debug)]
 struct Projection {
     /// Presence of each viewer the played events touched.
     overlay: CompactMap<Viewer>,
+    /// When the first event it played happened: its peaks cover the
+    /// instants from then on, those of events settled since included.
+    since: EventTime,
     /// The last event played.
     through: PendingEvent,
     /// Concurrent viewers after it.
@@ -1438,6 +1454,23 @@ struct Projection {
     peak: Option<u64>,
     /// The window start its events crossed, for the windows on either side.
     crossed: Crossed,
+}
+
+impl Projection {
+    /// Once every event before the window start it crossed has settled,
+    /// it covers that window only: it can cross the next one.
+    fn settle_crossing(&mut self, oldest_pending: EventTime) {
+        if let Crossed::One {
+            start, peak_from, ..
+        } = self.crossed
+        {
+            if start <= oldest_pending {
+                self.since = start;
+                self.peak = peak_from;
+                self.crossed = Crossed::None;
+            }
+        }
+    }
 }
 
 /// The window start a [`Projection`]'s events crossed, if one: where the

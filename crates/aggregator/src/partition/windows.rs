@@ -498,13 +498,16 @@ fn apply_all(events: &[Event<'_>]) -> (PartitionAggregator, Vec<StreamRollup>) {
 
 /// Events of two streams over `span` ms from `from`, arriving out of order
 /// but within the allowed lateness: sorted by time plus up to 4 s of delay.
-/// Each comes with whether the partition publishes after it.
+/// A tide of views in the first half and leaves in the second makes counts
+/// rise and fall. Each comes with whether the partition publishes after it.
 fn delayed(
     from: i64,
     span: i64,
     most: usize,
+    viewers: u8,
+    delay: i64,
 ) -> impl Strategy<Value = Vec<(Event<'static>, bool)>> {
-    let one = (0u8..2, 0u8..6, 0..span, 0u8..3, 0i64..4_000, 0u8..8);
+    let one = (0u8..2, 0..viewers, 0..span, 0u8..4, 0..delay, 0u8..8);
     prop::collection::vec(one, 1..most).prop_map(move |specs| {
         let mut specs: Vec<_> = specs.into_iter().enumerate().collect();
         specs.sort_by_key(|(i, (_, _, offset, _, delay, _))| (offset + delay, *i));
@@ -514,7 +517,9 @@ fn delayed(
                 let action = match kind {
                     0 => Action::View,
                     1 => Action::Leave,
-                    _ => Action::Like,
+                    2 => Action::Like,
+                    _ if offset < span / 4 => Action::View,
+                    _ => Action::Leave,
                 };
                 let e = event(
                     &format!("e{i}"),
@@ -589,9 +594,11 @@ proptest! {
     fn window_presence_is_by_event_time_within_the_allowed_lateness(
         events in prop_oneof![
             // Sparse, over minutes: presence settles as the watermark moves.
-            delayed(T0, 3 * MIN, 300),
+            delayed(T0, 3 * MIN, 300, 6, 4_000),
             // Dense, across one window's end: busy streams' projections.
-            delayed(T0 + MIN - 6_000, 12_000, 500),
+            delayed(T0 + MIN - 6_000, 12_000, 500, 6, 4_000),
+            // The same with a crowd: counts that rise and fall by dozens.
+            delayed(T0 + MIN - 6_000, 12_000, 1_000, 120, 400),
         ]
     ) {
         let mut agg = PartitionAggregator::new(AggregatorConfig::default());
@@ -792,4 +799,64 @@ fn a_late_event_opens_a_window_between_retained_ones() {
         .unwrap()
         .iter()
         .all(|w| w.views == 1 && w.unique_viewers == 1));
+}
+
+/// A crowd of 70 in the seconds before `T0 + MIN`, gone before it ends, and
+/// 64 others from `T0 + MIN + 500`: enough waiting presence events for a
+/// busy stream's projection, which plays the crowd too.
+fn crowd_then_newcomers(config: AggregatorConfig) -> Feed {
+    let mut f = Feed::with(config);
+    for i in 0..70 {
+        let _ = f.send(&format!("c{i}"), T0 + MIN - 4_000 + i, Action::View);
+    }
+    for i in 0..70 {
+        let _ = f.send(&format!("c{i}"), T0 + MIN - 3_000 + i, Action::Leave);
+    }
+    for i in 0..64 {
+        let _ = f.send(&format!("n{i}"), T0 + MIN + 500 + i, Action::View);
+    }
+    let _ = f.agg.publish();
+    f
+}
+
+#[test]
+fn a_busy_streams_window_does_not_take_the_peak_of_the_window_before() {
+    let mut f = crowd_then_newcomers(AggregatorConfig::default());
+    // The crowd settles; the newcomers still wait. A leave of a viewer who
+    // never came changes no count but makes the window dirty.
+    let _ = f.send("u1", T0 + MIN + 3_000, Action::Like);
+    let _ = f.send("nobody", T0 + MIN + 600, Action::Leave);
+    let published = windows_of(&f.agg.publish(), "live-1");
+    let second: Vec<(u64, u64)> = presence(&published[published.len() - 1..]);
+    assert_eq!(second, [(64, 64)], "the crowd was gone before the window");
+    assert_eq!(
+        presence(&f.agg.windows("live-1").unwrap()),
+        [(0, 70), (64, 64)]
+    );
+}
+
+#[test]
+fn a_busy_streams_window_crossed_into_does_not_take_the_peak_before_it() {
+    // A minute of lateness: the watermark stays in the first window.
+    let mut f = crowd_then_newcomers(AggregatorConfig {
+        allowed_lateness_ms: 65_000,
+        ..AggregatorConfig::default()
+    });
+    let _ = f.send("u1", T0 + MIN + 700, Action::Like);
+    let _ = f.send("nobody", T0 + 2 * MIN + 3_000, Action::Leave);
+    let _ = f.send("nobody", T0 + MIN + 800, Action::Leave);
+    let published = windows_of(&f.agg.publish(), "live-1");
+    let second = published
+        .iter()
+        .rev()
+        .find(|w| w.window_start == Some(T0 + MIN))
+        .expect("the second window is published");
+    assert_eq!(
+        (second.concurrent_viewers, second.peak_concurrent_viewers),
+        (64, 64)
+    );
+    assert_eq!(
+        presence(&f.agg.windows("live-1").unwrap()),
+        [(0, 70), (64, 64), (64, 64)]
+    );
 }
