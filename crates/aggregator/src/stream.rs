@@ -152,11 +152,6 @@ impl Figures {
 
     /// Settled presence reached an instant of the window with `concurrent`
     /// viewers present.
-    fn presence(&mut self, concurrent: u64) {
-        self.concurrent = concurrent;
-        self.peak = self.peak.max(concurrent);
-    }
-
     fn count_of(&self, event_type: EventType) -> u64 {
         self.counts[event_type as usize]
     }
@@ -235,10 +230,35 @@ impl Figures {
 #[derive(Clone, Debug)]
 pub(crate) struct WindowState {
     figures: WindowFigures,
+    /// When settled presence had the window at its peak.
+    peak_span: PeakSpan,
     /// Publications of this window so far.
     revision: u64,
     /// Changed since its last publication.
     dirty: bool,
+}
+
+/// When a window's count of viewers was at its peak, over the instants
+/// settled presence has reached: from the first instant it was (the one
+/// just before the window's start, for the count it started from) to the
+/// end of the last span it was, `EventTime::MAX` while it still is. A
+/// presence event later than the lateness moves every count from its `ts`
+/// on: this says whether that moves the peak ([`WindowState::late_presence`]).
+/// Windows restored from checkpoints older than format 9 do not know it
+/// ([`PeakSpan::UNKNOWN`]): there a late event moves the peak only when the
+/// count at the window's end passes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PeakSpan {
+    from: EventTime,
+    until: EventTime,
+}
+
+impl PeakSpan {
+    /// Not known, or no instant reached yet.
+    pub(crate) const UNKNOWN: PeakSpan = PeakSpan {
+        from: EventTime::MIN,
+        until: EventTime::MIN,
+    };
 }
 
 /// A window's figures: boxed while the window is open, encoded once the
@@ -258,9 +278,67 @@ impl WindowState {
     fn new(revision: u64) -> WindowState {
         WindowState {
             figures: WindowFigures::Open(Box::default()),
+            peak_span: PeakSpan::UNKNOWN,
             revision,
             dirty: false,
         }
+    }
+
+    /// Settled presence reached instant `at` of the window with
+    /// `concurrent` viewers.
+    fn presence(&mut self, concurrent: u64, at: EventTime) {
+        let mut span = self.peak_span;
+        let figures = self.figures_mut();
+        if concurrent > figures.peak {
+            figures.peak = concurrent;
+            span = PeakSpan {
+                from: at,
+                until: EventTime::MAX,
+            };
+        } else if concurrent == figures.peak {
+            span.until = EventTime::MAX;
+        } else if span.until == EventTime::MAX {
+            span.until = at;
+        }
+        figures.concurrent = concurrent;
+        self.peak_span = span;
+    }
+
+    /// A presence event behind settled presence, at `ts` in this window,
+    /// made its viewer present (`arrived`) or absent from then on: every
+    /// count from `ts` on moves by one. The peak rises if the window was at
+    /// it at an instant from `ts` on, and falls if it was only at such
+    /// instants. The count at the end moves if settled presence has passed
+    /// it (`passed`); else [`Live::presence_settled`] sets the count.
+    ///
+    /// After the first such event the span is a bound, not exact: a rise
+    /// keeps its end and starts it no earlier than `ts`; a fall keeps both.
+    fn late_presence(&mut self, ts: EventTime, arrived: bool, passed: bool) {
+        let mut span = self.peak_span;
+        let figures = self.figures_mut();
+        if arrived {
+            if span.until > ts {
+                figures.peak = figures.peak.saturating_add(1);
+                span.from = span.from.max(ts);
+            }
+            if passed {
+                figures.concurrent = figures.concurrent.saturating_add(1);
+                if figures.concurrent >= figures.peak {
+                    figures.peak = figures.concurrent;
+                    span.until = EventTime::MAX;
+                }
+            }
+        } else {
+            if span.from >= ts {
+                figures.peak = figures.peak.saturating_sub(1);
+            } else {
+                span.until = span.until.min(ts);
+            }
+            if passed {
+                figures.concurrent = figures.concurrent.saturating_sub(1);
+            }
+        }
+        self.peak_span = span;
     }
 
     /// The figures, decoded if the window is sealed.
@@ -377,7 +455,7 @@ impl Live {
                 break;
             }
             if *start <= through {
-                window.figures_mut().presence(concurrent);
+                window.presence(concurrent, start.saturating_sub(1));
             }
         }
         self.reached = through;
@@ -387,9 +465,8 @@ impl Live {
     /// present (`arrived`) or absent, which they stay from `ts` on (it
     /// superseded their latest): every count from `ts` on moves by one. The
     /// windows settled presence has passed from `ts` on move with it, their
-    /// peak too; the event's own window moves its count at its end, and
-    /// raises its peak to at least that (the instants before `ts` are not
-    /// kept apart). They are published again. The highest peak among them.
+    /// peak too; the event's own window as [`WindowState::late_presence`]
+    /// says. They are published again. The highest peak among them.
     fn late_presence(&mut self, ts: EventTime, arrived: bool, window_ms: i64) -> u64 {
         let shift = |count: &mut u64| {
             *count = if arrived {
@@ -409,16 +486,15 @@ impl Live {
             if *start > reached {
                 continue;
             }
-            let figures = window.figures_mut();
             if *start > ts {
+                let figures = window.figures_mut();
                 shift(&mut figures.concurrent);
                 shift(&mut figures.peak);
-            } else if end.saturating_sub(1) <= reached {
-                shift(&mut figures.concurrent);
-                figures.peak = figures.peak.max(figures.concurrent);
+            } else {
+                // (The window holding `reached` takes the count now below.)
+                window.late_presence(ts, arrived, end.saturating_sub(1) <= reached);
             }
-            // (The window holding `reached` takes the count now below.)
-            highest = highest.max(figures.peak);
+            highest = highest.max(window.figures().peak);
             window.dirty = true;
         }
         highest
@@ -431,7 +507,7 @@ impl Live {
         let concurrent = self.viewers.concurrent;
         if let Some((start, window)) = self.windows.iter_mut().rev().find(|w| w.0 <= reached) {
             if reached < start.saturating_add(window_ms) {
-                window.figures_mut().presence(concurrent);
+                window.presence(concurrent, reached);
             }
         }
     }
@@ -637,7 +713,7 @@ impl StreamState {
         });
         let window = open_window(windows, at, start, revision);
         if let Some(carried) = carried {
-            window.figures_mut().presence(carried);
+            window.presence(carried, start.saturating_sub(1));
         }
         window
     }

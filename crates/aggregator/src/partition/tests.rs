@@ -825,7 +825,7 @@ fn a_checkpoint_written_in_format_3_still_restores() {
     assert_eq!(windows, expected);
     // Written again in the current format, it reads back the same.
     let written = restored.checkpoint("live-1").unwrap().to_bytes();
-    assert_eq!(written[0], 7, "written in the current format");
+    assert_eq!(written[0], 9, "written in the current format");
     let mut again = PartitionAggregator::new(AggregatorConfig::default());
     again.restore("live-1", StreamCheckpoint::from_bytes(&written).unwrap());
     assert_eq!(again.windows("live-1"), restored.windows("live-1"));
@@ -1128,17 +1128,25 @@ fn a_busy_streams_duplicate_filter_reaches_the_changelog_once_per_id_and_restore
 
 #[test]
 fn a_changelog_written_by_the_previous_version_still_restores() {
-    // Format 4 under the stream's key, the duplicate filter inline, as
-    // written before the filter went to pieces.
+    // Format 7 (written before windows kept when they were at their peak)
+    // and format 4 (before the filter went to pieces) under the stream's
+    // key, the duplicate filter inline.
     let mut fed = applied(&story());
     let _ = fed.publish();
     let mut changelog = Changelog::default();
-    let old = crate::stream::in_older_format(&fed.checkpoint("live-1").unwrap().to_bytes());
-    assert_eq!(old[0], 4);
+    let current = fed.checkpoint("live-1").unwrap().to_bytes();
+    let spanless = crate::stream::in_older_format(&current);
+    let old = crate::stream::in_older_format(&spanless);
+    assert_eq!((spanless[0], old[0]), (7, 4));
+    for bytes in [&spanless, &old] {
+        let mut changelog = Changelog::default();
+        changelog.0.insert(b"live-1".to_vec(), bytes.clone());
+        let restored = changelog.restore(AggregatorConfig::default());
+        assert_eq!(restored.rollup("live-1"), fed.rollup("live-1"));
+        assert_eq!(restored.windows("live-1"), fed.windows("live-1"));
+    }
     changelog.0.insert(b"live-1".to_vec(), old);
     let mut restored = changelog.restore(AggregatorConfig::default());
-    assert_eq!(restored.rollup("live-1"), fed.rollup("live-1"));
-    assert_eq!(restored.windows("live-1"), fed.windows("live-1"));
     let resent = &story()[0];
     assert_eq!(restored.apply(resent, 1_000), Outcome::Duplicate);
     // Its next checkpoint writes the filter as a piece and a head.
@@ -1159,7 +1167,7 @@ fn a_changelog_written_by_the_previous_version_still_restores() {
         [Some(PieceKind::Seen), None],
         "a piece, then the head"
     );
-    assert_eq!(records[1].value[0], 8);
+    assert_eq!(records[1].value[0], 10);
     assert!(matches!(
         StreamCheckpoint::from_bytes(&records[1].value),
         Err(CheckpointError::NeedsPieces)

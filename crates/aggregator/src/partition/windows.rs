@@ -860,3 +860,148 @@ fn a_busy_streams_window_crossed_into_does_not_take_the_peak_before_it() {
         [(0, 70), (64, 64), (64, 64)]
     );
 }
+
+#[test]
+fn a_view_later_than_the_lateness_raises_its_windows_peak_when_it_came_before_it() {
+    let mut f = Feed::new();
+    let _ = f.send("u1", T0 + 10_000, Action::View);
+    let _ = f.send("u2", T0 + 20_000, Action::View);
+    let _ = f.send("u3", T0 + 30_000, Action::View);
+    let _ = f.send("u3", T0 + 40_000, Action::Leave);
+    let _ = f.send("u2", T0 + 50_000, Action::Leave);
+    // A view that settles the presence events before 1:25.
+    let _ = f.send("u4", T0 + MIN + 30_000, Action::View);
+    assert_eq!(
+        presence(&f.agg.windows("live-1").unwrap()),
+        [(1, 3), (2, 2)]
+    );
+    // When a window was at its peak survives a restart.
+    let bytes = f.agg.checkpoint("live-1").unwrap().to_bytes();
+    let mut restored = PartitionAggregator::new(AggregatorConfig::default());
+    restored.restore("live-1", StreamCheckpoint::from_bytes(&bytes).unwrap());
+    // u5 came at 0:05 and stayed; the view arrives 85 s late. From 0:05 on
+    // every count is one higher: four in the room from 0:30 to 0:40.
+    let u5 = event("late", "live-1", "u5", T0 + 5_000, Action::View);
+    let _ = f.send_event(&u5);
+    assert_eq!(
+        presence(&f.agg.windows("live-1").unwrap()),
+        [(2, 4), (3, 3)]
+    );
+    let _ = restored.apply(&u5, 100);
+    assert_eq!(restored.windows("live-1"), f.agg.windows("live-1"));
+    assert_eq!(f.rollup().peak_concurrent_viewers, 4);
+    // One that came at 0:45, after the peak, leaves it as it was.
+    let _ = f.send("u6", T0 + 45_000, Action::View);
+    assert_eq!(
+        presence(&f.agg.windows("live-1").unwrap()),
+        [(3, 4), (4, 4)]
+    );
+}
+
+#[test]
+fn a_leave_later_than_the_lateness_lowers_its_windows_peak_when_it_came_before_it() {
+    let mut f = Feed::new();
+    let _ = f.send("u1", T0 + 10_000, Action::View);
+    let _ = f.send("u2", T0 + 15_000, Action::View);
+    let _ = f.send("u3", T0 + 30_000, Action::View);
+    let _ = f.send("u3", T0 + 40_000, Action::Leave);
+    let _ = f.send("u4", T0 + MIN + 30_000, Action::View);
+    assert_eq!(
+        presence(&f.agg.windows("live-1").unwrap()),
+        [(2, 3), (3, 3)]
+    );
+    // u1 left at 0:20; the leave arrives 75 s late. Never more than two
+    // in the room after all.
+    let _ = f.send("u1", T0 + 20_000, Action::Leave);
+    assert_eq!(
+        presence(&f.agg.windows("live-1").unwrap()),
+        [(1, 2), (2, 2)]
+    );
+    // u2 left at 0:35: the peak of two, from 0:15 to 0:20, stands.
+    let _ = f.send("u2", T0 + 35_000, Action::Leave);
+    assert_eq!(
+        presence(&f.agg.windows("live-1").unwrap()),
+        [(0, 2), (1, 1)]
+    );
+}
+
+/// Presence events of one stream over three minutes, in time order; then
+/// one later than the lateness that makes its viewer present or absent
+/// from its `ts` on: a view of a newcomer, or a leave of a viewer whose
+/// events all came before it.
+fn then_one_late() -> impl Strategy<Value = (Vec<(Event<'static>, bool)>, Event<'static>)> {
+    let one = (0u8..8, 0..3 * MIN, any::<bool>());
+    let events = prop::collection::vec(one, 1..60);
+    (
+        events,
+        0..3 * MIN,
+        any::<bool>(),
+        any::<prop::sample::Index>(),
+    )
+        .prop_map(|(mut specs, late_at, view, pick)| {
+            specs.sort_by_key(|&(_, offset, _)| offset);
+            let events: Vec<(Event<'static>, bool)> = (0..)
+                .zip(&specs)
+                .map(|(i, &(viewer, offset, view))| {
+                    let action = if view { Action::View } else { Action::Leave };
+                    let e = event(
+                        &format!("e{i}"),
+                        "live-1",
+                        &format!("u{viewer}"),
+                        T0 + offset,
+                        action,
+                    );
+                    (e, false)
+                })
+                .collect();
+            let ts = T0 + late_at;
+            let before: Vec<String> = (0u8..8)
+                .map(|v| format!("u{v}"))
+                .filter(|v| events.iter().any(|(e, _)| e.viewer_id == *v))
+                .filter(|v| events.iter().all(|(e, _)| e.viewer_id != *v || e.ts < ts))
+                .collect();
+            let late = if view || before.is_empty() {
+                event("late", "live-1", "newcomer", ts, Action::View)
+            } else {
+                event(
+                    "late",
+                    "live-1",
+                    pick.get(&before).as_str(),
+                    ts,
+                    Action::Leave,
+                )
+            };
+            (events, late)
+        })
+}
+
+proptest! {
+    #[test]
+    fn a_presence_event_later_than_the_lateness_moves_window_presence_as_defined(
+        (events, late) in then_one_late()
+    ) {
+        let mut agg = PartitionAggregator::new(AggregatorConfig::default());
+        for (position, (e, _)) in (0..).zip(&events) {
+            prop_assert_eq!(agg.apply(e, position), Outcome::Counted);
+        }
+        // A view after the three minutes settles every event before it.
+        let closer = event("closer", "live-1", "closer", T0 + 4 * MIN, Action::View);
+        prop_assert_eq!(agg.apply(&closer, 1_000), Outcome::Counted);
+        let _ = agg.publish();
+        prop_assert_eq!(agg.apply(&late, 1_001), Outcome::Counted);
+        let arrived = late.action == Action::View;
+        let mut all = events;
+        all.extend([(closer, false), (late, false)]);
+        let windows = agg.windows("live-1").unwrap();
+        for w in &windows {
+            let start = w.window_start.unwrap();
+            let expected = presence_by_event_time(&all, "live-1", start, start + MIN);
+            prop_assert_eq!((w.concurrent_viewers, w.peak_concurrent_viewers), expected, "window at +{}", start - T0);
+        }
+        if arrived {
+            // The stream's peak rises with its windows'.
+            let highest = windows.iter().map(|w| w.peak_concurrent_viewers).max();
+            prop_assert_eq!(highest, Some(agg.rollup("live-1").unwrap().peak_concurrent_viewers));
+        }
+    }
+}

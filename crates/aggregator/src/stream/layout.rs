@@ -14,25 +14,31 @@
 //! has reached the windows ([`Live::reached`]). A state read from an older
 //! format takes its newest window's start as reached: the windows before it
 //! keep the presence figures an older version computed, as it published them.
+//! Formats 9 and 10 are formats 7 and 8 followed by when each window was at
+//! its peak ([`PeakSpan`]); windows read from older formats do not know it.
 
 use std::collections::VecDeque;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::{
-    seal, Figures, Live, PendingPresence, Products, SeenEvents, StreamState, Viewers,
+    seal, Figures, Live, PeakSpan, PendingPresence, Products, SeenEvents, StreamState, Viewers,
     WindowFigures, WindowState,
 };
 use crate::event::{Currency, EventTime};
 use crate::ids::deserialize_blob;
 
 /// The self-contained layout: the duplicate filter's ids inline, then
-/// where presence reached the windows.
-pub(super) const FORMAT: u8 = 7;
-/// The changelog's head: format 7 with the duplicate filter as a list of
+/// where presence reached the windows, then when each was at its peak.
+pub(super) const FORMAT: u8 = 9;
+/// The changelog's head: format 9 with the duplicate filter as a list of
 /// (generation, pieces) and presence as (epoch, pieces), their records in
 /// pieces of their own.
-pub(super) const FORMAT_HEAD: u8 = 8;
+pub(super) const FORMAT_HEAD: u8 = 10;
+/// Format 9 without when windows were at their peak: read, never written.
+pub(super) const FORMAT_SPANLESS: u8 = 7;
+/// Format 10 without when windows were at their peak: read, never written.
+pub(super) const FORMAT_HEAD_SPANLESS: u8 = 8;
 /// Format 7 without where presence reached the windows: read, never written.
 pub(super) const FORMAT_UNREACHED: u8 = 4;
 /// Format 8 without where presence reached the windows: read, never written.
@@ -125,8 +131,44 @@ fn write_with<S: Serialize, V: Serialize>(
     };
     // Serializing into a Vec fails only for sequences of unknown length,
     // which no field of the state produces. A tuple is its fields in turn.
-    postcard::to_extend(&(stored, reached(live)), prefix)
+    postcard::to_extend(&(stored, reached(live), SpansRef(&live.windows)), prefix)
         .expect("checkpoint state always serializes")
+}
+
+/// When each retained window was at its peak, in the windows' order: two
+/// offsets from the window's start each (see [`span_offset`]).
+struct SpansRef<'a>(&'a VecDeque<(EventTime, WindowState)>);
+
+impl Serialize for SpansRef<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
+        for (start, window) in self.0 {
+            let PeakSpan { from, until } = window.peak_span;
+            seq.serialize_element(&(span_offset(*start, from), span_offset(*start, until)))?;
+        }
+        seq.end()
+    }
+}
+
+/// An instant of a window's peak span as written: its offset from the
+/// window's start, a few bytes, with `EventTime::MIN` and `MAX` as -2 and -3.
+/// (No instant of a window is more than one before its start.)
+fn span_offset(start: EventTime, at: EventTime) -> i64 {
+    match at {
+        EventTime::MIN => -2,
+        EventTime::MAX => -3,
+        at => at.saturating_sub(start).max(-1),
+    }
+}
+
+/// The instant [`span_offset`] wrote.
+fn span_instant(start: EventTime, offset: i64) -> EventTime {
+    match offset {
+        -2 => EventTime::MIN,
+        -3 => EventTime::MAX,
+        offset => start.saturating_add(offset),
+    }
 }
 
 /// Reads a state written in layout `format` from the front of `bytes`;
@@ -138,8 +180,10 @@ pub(super) fn read(
     type Head = Stored<SealedWindow, Vec<(i64, u32)>, (i64, u32)>;
     type Whole = Stored<SealedWindow, SeenEvents, Viewers>;
     Some(match format {
-        FORMAT_HEAD => with_reached::<Head>(bytes),
-        FORMAT => with_reached::<Whole>(bytes),
+        FORMAT_HEAD => with_spans::<Head>(bytes),
+        FORMAT => with_spans::<Whole>(bytes),
+        FORMAT_HEAD_SPANLESS => with_reached::<Head>(bytes),
+        FORMAT_SPANLESS => with_reached::<Whole>(bytes),
         FORMAT_HEAD_UNREACHED => unreached::<Head>(bytes),
         FORMAT_SEEN_PIECES => unreached::<Stored<SealedWindow, Vec<(i64, u32)>, Viewers>>(bytes),
         FORMAT_UNREACHED => unreached::<Whole>(bytes),
@@ -152,6 +196,28 @@ pub(super) fn read(
 /// any (one byte, where `EventTime::MIN` would take ten).
 fn reached(live: &Live) -> Option<EventTime> {
     (live.reached > EventTime::MIN).then_some(live.reached)
+}
+
+/// A state followed by where presence reached its windows and when each
+/// was at its peak.
+fn with_spans<'a, T: for<'de> Deserialize<'de> + IntoState>(
+    bytes: &'a [u8],
+) -> Result<(StreamState, &'a [u8]), postcard::Error> {
+    type Spans = Vec<(i64, i64)>;
+    let ((stored, reached, spans), rest) =
+        postcard::take_from_bytes::<(T, Option<EventTime>, Spans)>(bytes)?;
+    let mut state = stored.into_state(Some(reached.unwrap_or(EventTime::MIN)));
+    let windows = state.live.as_deref_mut().map(|live| &mut live.windows);
+    if spans.len() != windows.as_ref().map_or(0, |w| w.len()) {
+        return Err(postcard::Error::DeserializeBadEncoding);
+    }
+    for ((start, window), (from, until)) in windows.into_iter().flatten().zip(spans) {
+        window.peak_span = PeakSpan {
+            from: span_instant(*start, from),
+            until: span_instant(*start, until),
+        };
+    }
+    Ok((state, rest))
 }
 
 /// A state followed by where presence reached its windows.
@@ -223,6 +289,7 @@ impl IntoWindow for SealedWindow {
         let SealedWindow(start, revision, bytes) = self;
         let window = WindowState {
             figures: WindowFigures::Sealed(bytes),
+            peak_span: PeakSpan::UNKNOWN,
             revision,
             dirty: false,
         };
@@ -235,6 +302,7 @@ impl IntoWindow for UnsealedWindow {
         let UnsealedWindow(start, UnsealedWindowState { figures, revision }) = self;
         let window = WindowState {
             figures: WindowFigures::Open(Box::new(figures)),
+            peak_span: PeakSpan::UNKNOWN,
             revision,
             dirty: false,
         };
@@ -322,19 +390,33 @@ fn sealed<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Box<[u8]>, D::Er
     }
 }
 
-/// `bytes` in format 7 or 8 rewritten as the format before it (4 or 6):
-/// what an older version wrote for the same state.
+/// `bytes` rewritten as the format before theirs (9 or 10 as 7 or 8, those
+/// as 4 or 6): what an older version wrote for the same state.
 #[cfg(test)]
 pub(crate) fn in_older_format(bytes: &[u8]) -> Vec<u8> {
     let (&format, body) = bytes.split_first().expect("a format byte");
-    let older = match format {
-        FORMAT => FORMAT_UNREACHED,
-        FORMAT_HEAD => FORMAT_HEAD_UNREACHED,
-        other => panic!("format {other} has no older layout"),
-    };
     let (state, rest) = read(format, body).expect("known").expect("decodes");
     assert!(rest.is_empty());
-    let tail = postcard::to_stdvec(&reached(state.live())).expect("serializes");
+    let (older, tail) = match format {
+        FORMAT => (
+            FORMAT_SPANLESS,
+            postcard::to_stdvec(&SpansRef(&state.live().windows)),
+        ),
+        FORMAT_HEAD => (
+            FORMAT_HEAD_SPANLESS,
+            postcard::to_stdvec(&SpansRef(&state.live().windows)),
+        ),
+        FORMAT_SPANLESS => (
+            FORMAT_UNREACHED,
+            postcard::to_stdvec(&reached(state.live())),
+        ),
+        FORMAT_HEAD_SPANLESS => (
+            FORMAT_HEAD_UNREACHED,
+            postcard::to_stdvec(&reached(state.live())),
+        ),
+        other => panic!("format {other} has no older layout"),
+    };
+    let tail = tail.expect("serializes");
     let mut old = vec![older];
     old.extend_from_slice(&body[..body.len() - tail.len()]);
     old

@@ -253,7 +253,7 @@ impl Serialize for PieceCounts<'_> {
     }
 }
 
-/// A self-contained checkpoint (format 4) holds the filter inline: a
+/// A self-contained checkpoint (format 4, 7 or 9) holds the filter inline: a
 /// sequence of (generation number, ids).
 impl Serialize for SeenEvents {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
