@@ -1127,6 +1127,34 @@ fn a_busy_streams_duplicate_filter_reaches_the_changelog_once_per_id_and_restore
 }
 
 #[test]
+fn a_changelog_head_written_by_the_previous_versions_still_restores() {
+    // Settled presence, so that the head has a presence piece as well as
+    // the duplicate filter's.
+    let mut fed = applied(&story());
+    let _ = fed.publish();
+    let mut changelog = Changelog::default();
+    changelog.write(fed.checkpoints());
+    let _ = fed.apply(&event("e-late", "live-1", "e", 20_000, Action::View), 100);
+    let _ = fed.publish();
+    changelog.write(fed.checkpoints());
+    let head = changelog.0[&b"live-1".to_vec()].clone();
+    assert_eq!(head[0], 10);
+    assert_eq!(changelog.0.len(), 3, "the head and two pieces");
+    // Format 8, before windows kept when they were at their peak; format 6,
+    // before the head said where presence reached the windows.
+    let spanless = crate::stream::in_older_format(&head);
+    let unreached = crate::stream::in_older_format(&spanless);
+    assert_eq!((spanless[0], unreached[0]), (8, 6));
+    for older in [spanless, unreached] {
+        let mut old = Changelog(changelog.0.clone());
+        old.0.insert(b"live-1".to_vec(), older);
+        let restored = old.restore(AggregatorConfig::default());
+        assert_eq!(restored.rollup("live-1"), fed.rollup("live-1"));
+        assert_eq!(restored.windows("live-1"), fed.windows("live-1"));
+    }
+}
+
+#[test]
 fn a_changelog_written_by_the_previous_version_still_restores() {
     // Format 7 (written before windows kept when they were at their peak)
     // and format 4 (before the filter went to pieces) under the stream's
