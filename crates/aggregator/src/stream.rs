@@ -755,8 +755,11 @@ impl StreamState {
             return;
         };
         while let Some((ts, viewer, is_view)) = live.pending.pop_through(watermark) {
-            // Behind the settled presence: later than the allowed lateness.
-            let late = ts < live.reached;
+            // At or behind the settled presence: later than the allowed
+            // lateness. (One at the very instant settled presence reached
+            // comes after the events settled there: like any late one, it
+            // moves the count from that instant on.)
+            let late = ts <= live.reached;
             // The windows it passes start from the viewers before it.
             live.reach(ts);
             let before = live.viewers.concurrent;

@@ -1005,3 +1005,39 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_leave_behind_the_watermark_at_the_settled_instant_undoes_the_peak_there() {
+    let mut f = Feed::new();
+    let _ = f.send("u1", T0 + 10_000, Action::View);
+    let _ = f.send("u2", T0 + 20_000, Action::View);
+    // Leaves of viewers never seen: the watermark reaches 0:26, both views
+    // settle (settled presence reaches 0:20); these two wait and change no
+    // count.
+    let _ = f.send("u3", T0 + 30_000, Action::Leave);
+    let _ = f.send("u4", T0 + 31_000, Action::Leave);
+    // u2 left at 0:20 too: a leave wins the tie, so u2 was never in the room.
+    let _ = f.send("u2", T0 + 20_000, Action::Leave);
+    assert_eq!(presence(&f.agg.windows("live-1").unwrap()), [(1, 1)]);
+    let _ = f.send("u5", T0 + 2 * MIN, Action::Leave);
+    assert_eq!(
+        presence(&f.agg.windows("live-1").unwrap()),
+        [(1, 1), (1, 1)]
+    );
+}
+
+#[test]
+fn a_handover_completed_behind_the_watermark_at_the_settled_instant() {
+    let mut f = Feed::new();
+    let _ = f.send("u1", T0 + 10_000, Action::View);
+    let _ = f.send("u2", T0 + 20_000, Action::View);
+    let _ = f.send("u3", T0 + 30_000, Action::Leave);
+    let _ = f.send("u4", T0 + 31_000, Action::Leave);
+    // u1 left at 0:20 as u2 came: a handover, never two in the room.
+    let _ = f.send("u1", T0 + 20_000, Action::Leave);
+    assert_eq!(presence(&f.agg.windows("live-1").unwrap()), [(1, 1)]);
+    // Then a view 17 s late, at 0:15: two in the room from 0:15 to 0:20.
+    let _ = f.send("u6", T0 + 32_000, Action::Leave);
+    let _ = f.send("u7", T0 + 15_000, Action::View);
+    assert_eq!(presence(&f.agg.windows("live-1").unwrap()), [(2, 2)]);
+}
