@@ -150,8 +150,6 @@ impl Figures {
         }
     }
 
-    /// Settled presence reached an instant of the window with `concurrent`
-    /// viewers present.
     fn count_of(&self, event_type: EventType) -> u64 {
         self.counts[event_type as usize]
     }
@@ -302,6 +300,12 @@ impl WindowState {
         }
         figures.concurrent = concurrent;
         self.peak_span = span;
+    }
+
+    /// The window starting at `start` starts from `concurrent` viewers: the
+    /// count at the instant just before its start.
+    fn starts_from(&mut self, concurrent: u64, start: EventTime) {
+        self.presence(concurrent, start.saturating_sub(1));
     }
 
     /// A presence event behind settled presence, at `ts` in this window,
@@ -455,7 +459,7 @@ impl Live {
                 break;
             }
             if *start <= through {
-                window.presence(concurrent, start.saturating_sub(1));
+                window.starts_from(concurrent, *start);
             }
         }
         self.reached = through;
@@ -713,7 +717,7 @@ impl StreamState {
         });
         let window = open_window(windows, at, start, revision);
         if let Some(carried) = carried {
-            window.presence(carried, start.saturating_sub(1));
+            window.starts_from(carried, start);
         }
         window
     }
@@ -965,7 +969,7 @@ impl StreamState {
         let mut projection = kept.unwrap_or_else(|| {
             Box::new(Projection {
                 overlay: CompactMap::with_capacity(upto),
-                since: pending.events.front().map_or(through.ts, |e| e.ts),
+                since: oldest,
                 through,
                 concurrent: viewers.concurrent,
                 peak: None,
