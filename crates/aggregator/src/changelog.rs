@@ -5,10 +5,11 @@
 //! [`StreamCheckpoint`] without the two parts that grow with traffic, the
 //! ids of its duplicate filter and its viewers' presence. Those are written
 //! as *pieces* keyed by the stream id, a mark byte for the part ([`PieceKind`]:
-//! `0xFF`, `0xFE`), a number (`i64`, big-endian: the filter's generation, or
-//! the presence log's epoch) and the piece's number (`u32`, big-endian). A
-//! stream id is UTF-8, which never holds `0xFF` or `0xFE`, so the kinds of
-//! key cannot be confused. Pieces are written before the head that counts
+//! `0xFF`, `0xFE`, and `0xFD` for the presence events kept for late ones), a
+//! number (`i64`, big-endian: the filter's generation, or the epoch of the
+//! presence or history log) and the piece's number (`u32`, big-endian). A
+//! stream id is UTF-8, which never holds a byte above `0xF4`, so the kinds
+//! of key cannot be confused. Pieces are written before the head that counts
 //! them and tombstoned after the head that drops them, in one partition by
 //! one idempotent producer (or in one transaction), so the latest head
 //! always finds its pieces. See `stream/seen.rs` and `stream/presence.rs`
@@ -34,6 +35,8 @@ pub enum PieceKind {
     Seen,
     /// Presence records of one epoch of the viewers' log.
     Presence,
+    /// Settled presence events of one epoch of a stream's history.
+    History,
 }
 
 impl PieceKind {
@@ -42,6 +45,7 @@ impl PieceKind {
         match self {
             PieceKind::Seen => 0xFF,
             PieceKind::Presence => 0xFE,
+            PieceKind::History => 0xFD,
         }
     }
 
@@ -49,6 +53,7 @@ impl PieceKind {
         match mark {
             0xFF => Some(PieceKind::Seen),
             0xFE => Some(PieceKind::Presence),
+            0xFD => Some(PieceKind::History),
             _ => None,
         }
     }
@@ -183,7 +188,7 @@ mod tests {
     fn a_piece_key_reads_back_whatever_the_stream_id() {
         for stream_id in ["live-1", "", "\u{0}", "ünï\u{1F6CD}", "a\u{FFFF}b"] {
             for (number, piece) in [(0, 0), (-3, 7), (i64::MAX, u32::MAX)] {
-                for kind in [PieceKind::Seen, PieceKind::Presence] {
+                for kind in [PieceKind::Seen, PieceKind::Presence, PieceKind::History] {
                     let key = piece_key(stream_id, kind, number, piece);
                     assert_eq!(
                         Key::parse(&key),
@@ -199,7 +204,7 @@ mod tests {
             assert_eq!(Key::parse(stream_id.as_bytes()), Some(Key::Head(stream_id)));
         }
         assert_eq!(Key::parse(b"\xFFshort"), None);
-        assert_eq!(Key::parse(b"live-1\xFD0123456789ab"), None);
+        assert_eq!(Key::parse(b"live-1\xFC0123456789ab"), None);
     }
 
     #[test]

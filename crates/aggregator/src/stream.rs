@@ -25,6 +25,7 @@ use crate::partition::Outcome;
 use crate::reason::InvalidReason;
 use crate::rollup::{ProductRollup, RollupKind, StreamRollup, TOP_PRODUCTS};
 
+mod history;
 mod layout;
 #[cfg(test)]
 pub(crate) use layout::in_older_format;
@@ -33,6 +34,8 @@ mod presence;
 mod projection_tests;
 mod seen;
 
+use history::History;
+pub use history::HistoryError;
 pub use presence::PresenceError;
 use presence::{read_record, PresenceLog};
 pub(crate) use seen::Forgotten;
@@ -412,6 +415,8 @@ struct Live {
     /// here (see [`Live::reach`]); pending events are all after it.
     /// `EventTime::MIN` until a presence event settles.
     reached: EventTime,
+    /// The settled presence events a late one may move counts among.
+    history: History,
 }
 
 impl Default for Live {
@@ -421,6 +426,7 @@ impl Default for Live {
             pending: PendingPresence::default(),
             windows: VecDeque::new(),
             reached: EventTime::MIN,
+            history: History::after(EventTime::MIN),
         }
     }
 }
@@ -439,11 +445,15 @@ static NO_LIVE: Live = Live {
     },
     windows: VecDeque::new(),
     reached: EventTime::MIN,
+    history: History::after(EventTime::MIN),
 };
 
 impl Live {
     fn is_empty(&self) -> bool {
-        self.viewers.by_hash.is_empty() && self.pending.is_empty() && self.windows.is_empty()
+        self.viewers.by_hash.is_empty()
+            && self.pending.is_empty()
+            && self.windows.is_empty()
+            && self.history.is_empty()
     }
 
     /// Moves [`Self::reached`] to `through` (never back): each window it
@@ -471,6 +481,10 @@ impl Live {
     /// windows settled presence has passed from `ts` on move with it, their
     /// peak too; the event's own window as [`WindowState::late_presence`]
     /// says. They are published again. The highest peak among them.
+    ///
+    /// Only for the windows the history does not cover (restored from a
+    /// checkpoint older than format 11): [`Self::replay_presence`] plays
+    /// the others again.
     fn late_presence(&mut self, ts: EventTime, arrived: bool, window_ms: i64) -> u64 {
         let shift = |count: &mut u64| {
             *count = if arrived {
@@ -486,8 +500,9 @@ impl Live {
             if end <= ts {
                 break;
             }
-            // Played at publication from the presence as it is now.
-            if *start > reached {
+            // Played at publication from the presence as it is now; or
+            // played again from the history.
+            if *start > reached || *start >= self.history.from {
                 continue;
             }
             if *start > ts {
@@ -502,6 +517,43 @@ impl Live {
             window.dirty = true;
         }
         highest
+    }
+
+    /// Plays the settled presence events again, after a late one: each
+    /// window the history covers (from its start on) takes its count at its
+    /// end and its highest count over its instants, as far as settled
+    /// presence reached, and is published again if they moved. The highest
+    /// count at any instant the history covers.
+    fn replay_presence(&mut self, window_ms: i64) -> u64 {
+        let Live {
+            viewers,
+            windows,
+            reached,
+            history,
+            ..
+        } = self;
+        let mut replay = Replay::new(viewers, history);
+        let mut highest = replay.count;
+        highest = highest.max(replay.play_until(history.from).unwrap_or(0));
+        for (start, window) in windows.iter_mut() {
+            if *start < history.from || *start > *reached {
+                continue;
+            }
+            let end = start
+                .saturating_add(window_ms)
+                .min(reached.saturating_add(1));
+            highest = highest.max(replay.play_until(*start).unwrap_or(0));
+            let at_start = replay.count;
+            let peak = replay.play_until(end).map_or(at_start, |p| p.max(at_start));
+            highest = highest.max(peak);
+            let figures = window.figures();
+            if (figures.concurrent, figures.peak) != (replay.count, peak) {
+                let figures = window.figures_mut();
+                (figures.concurrent, figures.peak) = (replay.count, peak);
+                window.dirty = true;
+            }
+        }
+        highest.max(replay.play_until(EventTime::MAX).unwrap_or(0))
     }
 
     /// The window holding [`Self::reached`] takes the concurrent viewers now,
@@ -532,6 +584,9 @@ pub(crate) struct StreamState {
     pub(crate) applied_through: Option<u64>,
     /// Highest concurrent viewers over the settled events, in event-time order.
     settled_peak: u64,
+    /// Highest concurrent viewers at an instant before the history kept
+    /// ([`History::from`]): the part of `settled_peak` no late event moves.
+    peak_before: u64,
     /// Event ids counted recently (event time), for duplicates: looked up by
     /// every event, so kept here rather than behind the live box.
     seen: SeenEvents,
@@ -632,6 +687,7 @@ impl StreamState {
     fn release_live_if_empty(&mut self, forgotten: &mut Forgotten) {
         if let Some(live) = self.live.as_deref_mut().filter(|live| live.is_empty()) {
             live.viewers.forget(forgotten);
+            live.history.forget(forgotten);
             self.live = None;
         }
     }
@@ -767,15 +823,22 @@ impl StreamState {
             // The windows it passes start from the viewers before it.
             live.reach(ts);
             let before = live.viewers.concurrent;
-            live.viewers.presence(viewer, ts, is_view);
+            let previous = live.viewers.presence(viewer, ts, is_view);
             let after = live.viewers.concurrent;
-            if late && after != before {
-                let highest = live.late_presence(ts, after > before, window_ms);
-                if after > before {
-                    self.settled_peak = self.settled_peak.max(highest);
+            live.history
+                .record(viewer, Viewer::new(ts, is_view), previous);
+            if late {
+                if after != before {
+                    let highest = live.late_presence(ts, after > before, window_ms);
+                    if after > before {
+                        self.peak_before = self.peak_before.max(highest);
+                    }
                 }
+                // It may move any count after it, down as well as up.
+                self.settled_peak = self.peak_before.max(live.replay_presence(window_ms));
+            } else {
+                self.settled_peak = self.settled_peak.max(after);
             }
-            self.settled_peak = self.settled_peak.max(after);
             live.presence_settled(window_ms);
         }
     }
@@ -1130,11 +1193,24 @@ impl StreamState {
             return;
         };
         while live.windows.front().is_some_and(|w| clock.expired(w.0)) {
-            live.windows.pop_front();
+            if let Some((_, window)) = live.windows.pop_front() {
+                // Its instants are past every late event now.
+                self.peak_before = self.peak_before.max(window.figures().peak);
+            }
         }
         if live.windows.is_empty() {
             live.windows = VecDeque::new();
+            self.peak_before = self.settled_peak;
         }
+        // The earliest window an event can still open.
+        let expired_before = watermark
+            .saturating_sub(clock.retention_ms)
+            .saturating_sub(clock.window_ms);
+        live.history.keep_from(
+            clock
+                .window_start(expired_before)
+                .saturating_add(clock.window_ms),
+        );
         for (start, window) in &mut live.windows {
             if start.saturating_add(clock.window_ms) <= watermark {
                 window.seal();
@@ -1202,7 +1278,10 @@ impl StreamState {
             live.viewers.forget(forgotten);
             live.viewers = Viewers::default();
             live.pending = PendingPresence::default();
+            live.history
+                .clear(live.reached.saturating_add(1), forgotten);
         }
+        self.peak_before = self.settled_peak;
         self.release_live_if_empty(forgotten);
         // What is kept from now on is kept without room to grow.
         self.totals.shrink_to_fit();
@@ -1258,7 +1337,8 @@ impl StreamState {
                 .iter()
                 .map(|(_, w)| w.heap_bytes())
                 .sum::<usize>();
-        bytes.presence += live.viewers.heap_bytes() + live.pending.heap_bytes();
+        bytes.presence +=
+            live.viewers.heap_bytes() + live.pending.heap_bytes() + live.history.heap_bytes();
     }
 }
 
@@ -1499,6 +1579,48 @@ fn play(
     }
     *overlay.get_or_insert_with(event.viewer, || now).0 = now;
     true
+}
+
+/// The history played forward one instant at a time, from the presence of
+/// the viewers it does not hold (as the register has them).
+struct Replay<'h> {
+    events: std::iter::Peekable<std::collections::vec_deque::Iter<'h, history::Settled>>,
+    /// The presence played so far of each viewer the history holds.
+    played: hashbrown::HashMap<u64, Viewer>,
+    /// Viewers present after the instants played.
+    count: u64,
+}
+
+impl<'h> Replay<'h> {
+    fn new(viewers: &Viewers, history: &'h History) -> Replay<'h> {
+        let held: hashbrown::HashSet<u64> = history.events().map(|e| e.viewer).collect();
+        let count = viewers
+            .by_hash
+            .iter()
+            .filter(|(hash, v)| v.present() && !held.contains(hash))
+            .count() as u64;
+        Replay {
+            events: history.events().peekable(),
+            played: hashbrown::HashMap::with_capacity(held.len()),
+            count,
+        }
+    }
+
+    /// Plays the events before `until`, all those at one instant together:
+    /// the highest count after an instant played, if any was.
+    fn play_until(&mut self, until: EventTime) -> Option<u64> {
+        let mut highest = None;
+        while let Some(ts) = self.events.peek().map(|e| e.ts()).filter(|&ts| ts < until) {
+            while let Some(e) = self.events.next_if(|e| e.ts() == ts) {
+                let before = self.played.get(&e.viewer).copied();
+                if e.event.supersedes(before, &mut self.count) {
+                    self.played.insert(e.viewer, e.event);
+                }
+            }
+            highest = Some(highest.map_or(self.count, |h: u64| h.max(self.count)));
+        }
+        highest
+    }
 }
 
 /// Pending presence events before a busy stream keeps a [`Projection`].
@@ -1754,14 +1876,16 @@ struct Viewers {
 impl Viewers {
     /// Records a `view` or `leave` at `ts`. The later `ts` wins; at equal `ts`
     /// a `leave` beats a `view`, so the result does not depend on arrival order.
-    fn presence(&mut self, viewer: u64, ts: EventTime, is_view: bool) {
+    /// The viewer's latest presence before it, if kept.
+    fn presence(&mut self, viewer: u64, ts: EventTime, is_view: bool) -> Option<Viewer> {
         let latest = Viewer::new(ts, is_view);
         let (v, inserted) = self.by_hash.get_or_insert_with(viewer, || latest);
-        if !latest.supersedes((!inserted).then_some(*v), &mut self.concurrent) {
-            return;
+        let previous = (!inserted).then_some(*v);
+        if latest.supersedes(previous, &mut self.concurrent) {
+            *v = latest;
+            Viewers::changed(&mut self.log, viewer);
         }
-        *v = latest;
-        Viewers::changed(&mut self.log, viewer);
+        previous
     }
 
     /// Forgets viewers who left before `cutoff`: no event that old can still
@@ -1851,6 +1975,9 @@ pub enum CheckpointError {
     /// Its presence pieces do not join.
     #[error("corrupt checkpoint: {0}")]
     Presence(#[from] PresenceError),
+    /// Its history pieces do not join.
+    #[error("corrupt checkpoint: {0}")]
+    History(#[from] HistoryError),
 }
 
 impl StreamCheckpoint {
@@ -1869,6 +1996,7 @@ impl StreamCheckpoint {
         state.seen.write_pieces(stream_id, records);
         if let Some(live) = state.live.as_deref_mut() {
             live.viewers.write_pieces(stream_id, records, &mut retired);
+            live.history.write_pieces(stream_id, records, &mut retired);
         }
         records.push(Record {
             key: stream_id.as_bytes().to_vec(),
@@ -1878,6 +2006,7 @@ impl StreamCheckpoint {
             let kept = match kind {
                 PieceKind::Seen => state.seen.pieces_of(number),
                 PieceKind::Presence => state.live().viewers.pieces_of(number),
+                PieceKind::History => state.live().history.pieces_of(number),
             };
             for piece in kept..pieces {
                 records.push(Record {
@@ -1932,7 +2061,8 @@ impl StreamCheckpoint {
     /// rather than restore a wrong state.
     pub fn from_bytes(bytes: &[u8]) -> Result<StreamCheckpoint, CheckpointError> {
         let state = StreamCheckpoint::decode(bytes)?;
-        if state.seen.has_pieces() || state.live().viewers.has_pieces() {
+        let live = state.live();
+        if state.seen.has_pieces() || live.viewers.has_pieces() || live.history.has_pieces() {
             return Err(CheckpointError::NeedsPieces);
         }
         Ok(StreamCheckpoint::from_state(state))
@@ -1953,6 +2083,8 @@ impl StreamCheckpoint {
         if let Some(live) = state.live.as_deref_mut() {
             live.viewers
                 .join(|epoch, n| piece(PieceKind::Presence, epoch, n))?;
+            live.history
+                .join(|epoch, n| piece(PieceKind::History, epoch, n))?;
         }
         Ok(StreamCheckpoint::from_state(state))
     }

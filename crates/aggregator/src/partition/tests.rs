@@ -825,7 +825,7 @@ fn a_checkpoint_written_in_format_3_still_restores() {
     assert_eq!(windows, expected);
     // Written again in the current format, it reads back the same.
     let written = restored.checkpoint("live-1").unwrap().to_bytes();
-    assert_eq!(written[0], 9, "written in the current format");
+    assert_eq!(written[0], 11, "written in the current format");
     let mut again = PartitionAggregator::new(AggregatorConfig::default());
     again.restore("live-1", StreamCheckpoint::from_bytes(&written).unwrap());
     assert_eq!(again.windows("live-1"), restored.windows("live-1"));
@@ -1138,14 +1138,16 @@ fn a_changelog_head_written_by_the_previous_versions_still_restores() {
     let _ = fed.publish();
     changelog.write(fed.checkpoints());
     let head = changelog.0[&b"live-1".to_vec()].clone();
-    assert_eq!(head[0], 10);
+    assert_eq!(head[0], 12);
     assert_eq!(changelog.0.len(), 3, "the head and two pieces");
-    // Format 8, before windows kept when they were at their peak; format 6,
-    // before the head said where presence reached the windows.
-    let spanless = crate::stream::in_older_format(&head);
+    // Format 10, before the head counted presence history pieces; format 8,
+    // before windows kept when they were at their peak; format 6, before
+    // the head said where presence reached the windows.
+    let historyless = crate::stream::in_older_format(&head);
+    let spanless = crate::stream::in_older_format(&historyless);
     let unreached = crate::stream::in_older_format(&spanless);
-    assert_eq!((spanless[0], unreached[0]), (8, 6));
-    for older in [spanless, unreached] {
+    assert_eq!((historyless[0], spanless[0], unreached[0]), (10, 8, 6));
+    for older in [historyless, spanless, unreached] {
         let mut old = Changelog(changelog.0.clone());
         old.0.insert(b"live-1".to_vec(), older);
         let restored = old.restore(AggregatorConfig::default());
@@ -1163,10 +1165,11 @@ fn a_changelog_written_by_the_previous_version_still_restores() {
     let _ = fed.publish();
     let mut changelog = Changelog::default();
     let current = fed.checkpoint("live-1").unwrap().to_bytes();
-    let spanless = crate::stream::in_older_format(&current);
+    let historyless = crate::stream::in_older_format(&current);
+    let spanless = crate::stream::in_older_format(&historyless);
     let old = crate::stream::in_older_format(&spanless);
-    assert_eq!((spanless[0], old[0]), (7, 4));
-    for bytes in [&spanless, &old] {
+    assert_eq!((historyless[0], spanless[0], old[0]), (9, 7, 4));
+    for bytes in [&historyless, &spanless, &old] {
         let mut changelog = Changelog::default();
         changelog.0.insert(b"live-1".to_vec(), bytes.clone());
         let restored = changelog.restore(AggregatorConfig::default());
@@ -1195,7 +1198,7 @@ fn a_changelog_written_by_the_previous_version_still_restores() {
         [Some(PieceKind::Seen), None],
         "a piece, then the head"
     );
-    assert_eq!(records[1].value[0], 10);
+    assert_eq!(records[1].value[0], 12);
     assert!(matches!(
         StreamCheckpoint::from_bytes(&records[1].value),
         Err(CheckpointError::NeedsPieces)

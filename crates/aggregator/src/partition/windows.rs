@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::event::Action;
 use crate::rollup::RollupKind;
-use crate::testkit::{applied, event, purchase, Feed};
+use crate::testkit::{applied, event, purchase, Changelog, Feed};
 
 const MIN: i64 = 60_000;
 /// A round epoch-ms origin, on a window boundary.
@@ -925,24 +925,89 @@ fn a_leave_later_than_the_lateness_lowers_its_windows_peak_when_it_came_before_i
     );
 }
 
-/// Presence events of one stream over three minutes, in time order; then
-/// one later than the lateness that makes its viewer present or absent
-/// from its `ts` on: a view of a newcomer, or a leave of a viewer whose
-/// events all came before it.
-fn then_one_late() -> impl Strategy<Value = (Vec<(Event<'static>, bool)>, Event<'static>)> {
-    let one = (0u8..8, 0..3 * MIN, any::<bool>());
-    let events = prop::collection::vec(one, 1..60);
-    (
-        events,
-        0..3 * MIN,
-        any::<bool>(),
-        any::<prop::sample::Index>(),
-    )
-        .prop_map(|(mut specs, late_at, view, pick)| {
-            specs.sort_by_key(|&(_, offset, _)| offset);
-            let events: Vec<(Event<'static>, bool)> = (0..)
+#[test]
+fn a_presence_event_later_than_the_lateness_moves_counts_until_its_viewers_next_one() {
+    let mut f = Feed::new();
+    let _ = f.send("u1", T0 + 10_000, Action::View);
+    let _ = f.send("u2", T0 + 20_000, Action::View);
+    let _ = f.send("u2", T0 + 30_000, Action::Leave);
+    let _ = f.send("u3", T0 + 40_000, Action::View);
+    let _ = f.send("u3", T0 + 50_000, Action::Leave);
+    // u5's leave at 1:40 comes in time; their view does not.
+    let _ = f.send("u5", T0 + MIN + 40_000, Action::Leave);
+    // A view that settles the presence events before 2:25.
+    let _ = f.send("u4", T0 + 2 * MIN + 30_000, Action::View);
+    let windows = |f: &Feed| presence(&f.agg.windows("live-1").unwrap());
+    assert_eq!(windows(&f), [(1, 2), (1, 1), (2, 2)]);
+    // u3 came at 0:15, not 0:40; the view arrives two minutes late. Three
+    // in the room from 0:20 to 0:30.
+    let _ = f.send("u3", T0 + 15_000, Action::View);
+    assert_eq!(windows(&f), [(1, 3), (1, 1), (2, 2)]);
+    assert_eq!(f.rollup().peak_concurrent_viewers, 3);
+    // The settled events a late one is played with survive a restart.
+    let _ = f.agg.publish();
+    let mut changelog = Changelog::default();
+    changelog.write(f.agg.checkpoints());
+    let mut restored = changelog.restore(AggregatorConfig::default());
+    // u5 came at 0:55 and stayed until their leave at 1:40: two at the end
+    // of the first minute, and two from the start of the second.
+    let u5 = event("late-u5", "live-1", "u5", T0 + 55_000, Action::View);
+    let _ = f.send_event(&u5);
+    assert_eq!(windows(&f), [(2, 3), (1, 2), (2, 2)]);
+    // And u3 left at 0:18, before coming back at 0:40: never more than two
+    // in the room after all, the stream's peak included.
+    let u3 = event("late-u3", "live-1", "u3", T0 + 18_000, Action::Leave);
+    let _ = f.send_event(&u3);
+    assert_eq!(windows(&f), [(2, 2), (1, 2), (2, 2)]);
+    assert_eq!(f.rollup().peak_concurrent_viewers, 2);
+    for (position, e) in (100..).zip([&u5, &u3]) {
+        let _ = restored.apply(e, position);
+    }
+    assert_eq!(restored.windows("live-1"), f.agg.windows("live-1"));
+    assert_eq!(restored.rollup("live-1"), f.agg.rollup("live-1"));
+}
+
+#[test]
+fn the_history_of_settled_presence_is_kept_for_window_retention_only() {
+    let config = AggregatorConfig {
+        window_retention_ms: 5 * MIN,
+        ..AggregatorConfig::default()
+    };
+    let mut f = Feed::with(config);
+    // A viewer who comes and goes every ten seconds for two hours.
+    let mut presence_bytes = Vec::new();
+    for i in 0..720 {
+        let action = if i % 2 == 0 {
+            Action::View
+        } else {
+            Action::Leave
+        };
+        let _ = f.send("u1", T0 + i * 10_000, action);
+        if i % 120 == 119 {
+            let _ = f.agg.publish();
+            presence_bytes.push(f.agg.state_bytes().presence);
+        }
+    }
+    // What the first 20 minutes left is what each later 20 minutes leave:
+    // retention (and a window) of events, not two hours of them.
+    assert!(
+        presence_bytes.iter().all(|&b| b <= presence_bytes[0]),
+        "{presence_bytes:?}"
+    );
+}
+
+/// Presence events of one stream over three minutes, of eight viewers who
+/// come and go: most arrive in time order, the others (any of them, views
+/// and leaves alike) later than the lateness, in any order, after an event
+/// that settles the rest. Each with whether it is one of the late ones.
+fn some_late() -> impl Strategy<Value = Vec<(Event<'static>, bool)>> {
+    let one = (0u8..8, 0..3 * MIN, any::<bool>(), prop::bool::weighted(0.2));
+    prop::collection::vec(one, 1..60)
+        .prop_map(|mut specs| {
+            specs.sort_by_key(|&(_, offset, _, _)| offset);
+            (0..)
                 .zip(&specs)
-                .map(|(i, &(viewer, offset, view))| {
+                .map(|(i, &(viewer, offset, view, late))| {
                     let action = if view { Action::View } else { Action::Leave };
                     let e = event(
                         &format!("e{i}"),
@@ -951,58 +1016,44 @@ fn then_one_late() -> impl Strategy<Value = (Vec<(Event<'static>, bool)>, Event<
                         T0 + offset,
                         action,
                     );
-                    (e, false)
+                    (e, late)
                 })
-                .collect();
-            let ts = T0 + late_at;
-            let before: Vec<String> = (0u8..8)
-                .map(|v| format!("u{v}"))
-                .filter(|v| events.iter().any(|(e, _)| e.viewer_id == *v))
-                .filter(|v| events.iter().all(|(e, _)| e.viewer_id != *v || e.ts < ts))
-                .collect();
-            let late = if view || before.is_empty() {
-                event("late", "live-1", "newcomer", ts, Action::View)
-            } else {
-                event(
-                    "late",
-                    "live-1",
-                    pick.get(&before).as_str(),
-                    ts,
-                    Action::Leave,
-                )
-            };
-            (events, late)
+                .collect::<Vec<_>>()
+        })
+        .prop_flat_map(|events| {
+            let (late, in_time): (Vec<_>, Vec<_>) = events.into_iter().partition(|(_, l)| *l);
+            (Just(in_time), Just(late).prop_shuffle())
+        })
+        .prop_map(|(mut in_time, late)| {
+            // A view after the three minutes settles every event before it.
+            let closer = event("closer", "live-1", "closer", T0 + 4 * MIN, Action::View);
+            in_time.push((closer, false));
+            in_time.extend(late);
+            in_time
         })
 }
 
 proptest! {
     #[test]
-    fn a_presence_event_later_than_the_lateness_moves_window_presence_as_defined(
-        (events, late) in then_one_late()
+    fn presence_events_later_than_the_lateness_move_presence_as_defined(
+        events in some_late()
     ) {
         let mut agg = PartitionAggregator::new(AggregatorConfig::default());
-        for (position, (e, _)) in (0..).zip(&events) {
+        for (position, (e, late)) in (0..).zip(&events) {
             prop_assert_eq!(agg.apply(e, position), Outcome::Counted);
+            if *late {
+                let _ = agg.publish();
+            }
         }
-        // A view after the three minutes settles every event before it.
-        let closer = event("closer", "live-1", "closer", T0 + 4 * MIN, Action::View);
-        prop_assert_eq!(agg.apply(&closer, 1_000), Outcome::Counted);
-        let _ = agg.publish();
-        prop_assert_eq!(agg.apply(&late, 1_001), Outcome::Counted);
-        let arrived = late.action == Action::View;
-        let mut all = events;
-        all.extend([(closer, false), (late, false)]);
         let windows = agg.windows("live-1").unwrap();
         for w in &windows {
             let start = w.window_start.unwrap();
-            let expected = presence_by_event_time(&all, "live-1", start, start + MIN);
+            let expected = presence_by_event_time(&events, "live-1", start, start + MIN);
             prop_assert_eq!((w.concurrent_viewers, w.peak_concurrent_viewers), expected, "window at +{}", start - T0);
         }
-        if arrived {
-            // The stream's peak rises with its windows'.
-            let highest = windows.iter().map(|w| w.peak_concurrent_viewers).max();
-            prop_assert_eq!(highest, Some(agg.rollup("live-1").unwrap().peak_concurrent_viewers));
-        }
+        let total = agg.rollup("live-1").unwrap();
+        let expected = presence_by_event_time(&events, "live-1", T0, T0 + 5 * MIN);
+        prop_assert_eq!((total.concurrent_viewers, total.peak_concurrent_viewers), expected);
     }
 }
 

@@ -16,25 +16,36 @@
 //! keep the presence figures an older version computed, as it published them.
 //! Formats 9 and 10 are formats 7 and 8 followed by when each window was at
 //! its peak ([`PeakSpan`]); windows read from older formats do not know it.
+//! Formats 11 and 12 are formats 9 and 10 followed by the presence history
+//! (`history.rs`): from when it is kept, the highest count before that, and
+//! its events (inline in 11, as (epoch, pieces) in 12). A state read from an
+//! older format keeps its history from just after where presence reached:
+//! its windows until then move with a late presence event as
+//! [`super::Live::late_presence`] says.
 
 use std::collections::VecDeque;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::{
-    seal, Figures, Live, PeakSpan, PendingPresence, Products, SeenEvents, StreamState, Viewers,
-    WindowFigures, WindowState,
+    seal, Figures, History, Live, PeakSpan, PendingPresence, Products, SeenEvents, StreamState,
+    Viewers, WindowFigures, WindowState,
 };
 use crate::event::{Currency, EventTime};
 use crate::ids::deserialize_blob;
 
 /// The self-contained layout: the duplicate filter's ids inline, then
-/// where presence reached the windows, then when each was at its peak.
-pub(super) const FORMAT: u8 = 9;
-/// The changelog's head: format 9 with the duplicate filter as a list of
-/// (generation, pieces) and presence as (epoch, pieces), their records in
-/// pieces of their own.
-pub(super) const FORMAT_HEAD: u8 = 10;
+/// where presence reached the windows, then when each was at its peak,
+/// then the presence history, its events inline.
+pub(super) const FORMAT: u8 = 11;
+/// The changelog's head: format 11 with the duplicate filter as a list of
+/// (generation, pieces), presence as (epoch, pieces) and the history's
+/// events as (epoch, pieces), their records in pieces of their own.
+pub(super) const FORMAT_HEAD: u8 = 12;
+/// Format 11 without the presence history: read, never written.
+pub(super) const FORMAT_HISTORYLESS: u8 = 9;
+/// Format 12 without the presence history: read, never written.
+pub(super) const FORMAT_HEAD_HISTORYLESS: u8 = 10;
 /// Format 9 without when windows were at their peak: read, never written.
 pub(super) const FORMAT_SPANLESS: u8 = 7;
 /// Format 10 without when windows were at their peak: read, never written.
@@ -99,19 +110,24 @@ impl Serialize for Blob<'_> {
 
 /// Writes `state` in the self-contained layout after `prefix`.
 pub(super) fn write(state: &StreamState, prefix: Vec<u8>) -> Vec<u8> {
-    write_with(state, &state.seen, &state.live().viewers, prefix)
+    let live = state.live();
+    let history = live.history.records();
+    write_with(state, &state.seen, &live.viewers, Blob(&history), prefix)
 }
 
 /// Writes `state` as a changelog head after `prefix`.
 pub(super) fn write_head(state: &StreamState, prefix: Vec<u8>) -> Vec<u8> {
-    let viewers = state.live().viewers.log_position();
-    write_with(state, state.seen.pieces(), viewers, prefix)
+    let live = state.live();
+    let viewers = live.viewers.log_position();
+    let history = live.history.log_position();
+    write_with(state, state.seen.pieces(), viewers, history, prefix)
 }
 
-fn write_with<S: Serialize, V: Serialize>(
+fn write_with<S: Serialize, V: Serialize, H: Serialize>(
     state: &StreamState,
     seen: S,
     viewers: V,
+    history: H,
     prefix: Vec<u8>,
 ) -> Vec<u8> {
     let live = state.live();
@@ -131,8 +147,12 @@ fn write_with<S: Serialize, V: Serialize>(
     };
     // Serializing into a Vec fails only for sequences of unknown length,
     // which no field of the state produces. A tuple is its fields in turn.
-    postcard::to_extend(&(stored, reached(live), SpansRef(&live.windows)), prefix)
-        .expect("checkpoint state always serializes")
+    let history = (live.history.from, state.peak_before, history);
+    postcard::to_extend(
+        &(stored, reached(live), SpansRef(&live.windows), history),
+        prefix,
+    )
+    .expect("checkpoint state always serializes")
 }
 
 /// When each retained window was at its peak, in the windows' order: two
@@ -180,8 +200,10 @@ pub(super) fn read(
     type Head = Stored<SealedWindow, Vec<(i64, u32)>, (i64, u32)>;
     type Whole = Stored<SealedWindow, SeenEvents, Viewers>;
     Some(match format {
-        FORMAT_HEAD => with_spans::<Head>(bytes),
-        FORMAT => with_spans::<Whole>(bytes),
+        FORMAT_HEAD => with_history::<Head, (i64, u32)>(bytes),
+        FORMAT => with_history::<Whole, HistoryBlob>(bytes),
+        FORMAT_HEAD_HISTORYLESS => with_spans::<Head>(bytes),
+        FORMAT_HISTORYLESS => with_spans::<Whole>(bytes),
         FORMAT_HEAD_SPANLESS => with_reached::<Head>(bytes),
         FORMAT_SPANLESS => with_reached::<Whole>(bytes),
         FORMAT_HEAD_UNREACHED => unreached::<Head>(bytes),
@@ -196,6 +218,57 @@ pub(super) fn read(
 /// any (one byte, where `EventTime::MIN` would take ten).
 fn reached(live: &Live) -> Option<EventTime> {
     (live.reached > EventTime::MIN).then_some(live.reached)
+}
+
+/// A state followed by where presence reached its windows, when each was
+/// at its peak, and its presence history (events as `H`).
+fn with_history<
+    'a,
+    T: for<'de> Deserialize<'de> + IntoState,
+    H: for<'de> Deserialize<'de> + IntoHistory,
+>(
+    bytes: &'a [u8],
+) -> Result<(StreamState, &'a [u8]), postcard::Error> {
+    let (mut state, rest) = with_spans::<T>(bytes)?;
+    let ((from, peak_before, events), rest) =
+        postcard::take_from_bytes::<(EventTime, u64, H)>(rest)?;
+    let history = events
+        .into_history(from)
+        .ok_or(postcard::Error::DeserializeBadEncoding)?;
+    state.peak_before = peak_before;
+    state.live.get_or_insert_default().history = history;
+    if state.live.as_deref().is_some_and(Live::is_empty) && !state.live().history.has_pieces() {
+        state.live = None;
+    }
+    Ok((state, rest))
+}
+
+/// A history's events as a checkpoint holds them.
+trait IntoHistory {
+    /// The history kept from `from` on; `None` for malformed events.
+    fn into_history(self, from: EventTime) -> Option<History>;
+}
+
+/// A self-contained checkpoint's events, inline.
+struct HistoryBlob(Vec<u8>);
+
+impl<'de> Deserialize<'de> for HistoryBlob {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserialize_blob(deserializer).map(|bytes| HistoryBlob(bytes.into_owned()))
+    }
+}
+
+impl IntoHistory for HistoryBlob {
+    fn into_history(self, from: EventTime) -> Option<History> {
+        History::from_records(from, &self.0)
+    }
+}
+
+/// A head's (epoch, pieces): the events are joined later.
+impl IntoHistory for (i64, u32) {
+    fn into_history(self, from: EventTime) -> Option<History> {
+        Some(History::from_log_position(from, self))
+    }
 }
 
 /// A state followed by where presence reached its windows and when each
@@ -352,11 +425,20 @@ impl<W: IntoWindow, S: IntoSeen, V: IntoViewers> IntoState for Stored<W, S, V> {
         // Before formats 7 and 8: the windows before the newest keep their
         // figures, and the newest is played forward from its own.
         let newest = windows.back().map(|(start, _)| *start);
+        let reached = reached.or(newest).unwrap_or(EventTime::MIN);
+        // Before formats 11 and 12: no settled presence event is known, so
+        // the history starts after them (formats 11 and 12 replace it).
+        let kept_from = if reached == EventTime::MIN {
+            EventTime::MIN
+        } else {
+            reached.saturating_add(1)
+        };
         let live = Live {
             viewers: self.viewers.into_viewers(),
             pending: self.pending,
             windows,
-            reached: reached.or(newest).unwrap_or(EventTime::MIN),
+            reached,
+            history: History::after(kept_from),
         };
         StreamState {
             totals: self.totals,
@@ -365,6 +447,7 @@ impl<W: IntoWindow, S: IntoSeen, V: IntoViewers> IntoState for Stored<W, S, V> {
             revision: self.revision,
             applied_through: self.applied_through,
             settled_peak: self.settled_peak,
+            peak_before: self.settled_peak,
             seen: self.seen.into_seen(),
             // Presence still to be joined keeps the live parts too.
             live: (!live.is_empty() || live.viewers.log.is_some()).then(|| Box::new(live)),
@@ -390,21 +473,39 @@ fn sealed<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Box<[u8]>, D::Er
     }
 }
 
-/// `bytes` rewritten as the format before theirs (9 or 10 as 7 or 8, those
-/// as 4 or 6): what an older version wrote for the same state.
+/// `bytes` rewritten as the format before theirs (11 or 12 as 9 or 10,
+/// those as 7 or 8, those as 4 or 6): what an older version wrote for the
+/// same state. (A head's history pieces are left as they are.)
 #[cfg(test)]
 pub(crate) fn in_older_format(bytes: &[u8]) -> Vec<u8> {
     let (&format, body) = bytes.split_first().expect("a format byte");
     let (state, rest) = read(format, body).expect("known").expect("decodes");
     assert!(rest.is_empty());
+    let live = state.live();
     let (older, tail) = match format {
         FORMAT => (
-            FORMAT_SPANLESS,
-            postcard::to_stdvec(&SpansRef(&state.live().windows)),
+            FORMAT_HISTORYLESS,
+            postcard::to_stdvec(&(
+                live.history.from,
+                state.peak_before,
+                Blob(&live.history.records()),
+            )),
         ),
         FORMAT_HEAD => (
+            FORMAT_HEAD_HISTORYLESS,
+            postcard::to_stdvec(&(
+                live.history.from,
+                state.peak_before,
+                live.history.log_position(),
+            )),
+        ),
+        FORMAT_HISTORYLESS => (
+            FORMAT_SPANLESS,
+            postcard::to_stdvec(&SpansRef(&live.windows)),
+        ),
+        FORMAT_HEAD_HISTORYLESS => (
             FORMAT_HEAD_SPANLESS,
-            postcard::to_stdvec(&SpansRef(&state.live().windows)),
+            postcard::to_stdvec(&SpansRef(&live.windows)),
         ),
         FORMAT_SPANLESS => (
             FORMAT_UNREACHED,

@@ -1,0 +1,338 @@
+//! The settled presence events a late one may still move counts among, and
+//! how they reach the changelog in pieces.
+//!
+//! A presence event later than the allowed lateness changes who was in the
+//! room from its `ts` until its viewer's next presence event, and so the
+//! counts, and peaks, of every window over that time. Working that out
+//! needs the events that settled since: each window's figures are played
+//! again from them ([`super::Live::replay_presence`]). So a stream keeps
+//! every settled presence event from [`History::from`] on, the start of its
+//! oldest retained window, and, for each viewer with such an event, their
+//! latest one before it (the state they were in then). Older viewers stand
+//! in the presence register as they are.
+//!
+//! Its pieces are a log of the events added since the previous piece, in
+//! no order; joining them sorts them and drops the events before `from`
+//! again. Once the log holds more than twice the events kept (plus 128), it
+//! is rewritten whole as piece 0 of the next epoch, and the old epoch's
+//! pieces are tombstoned after the head, as for presence (`presence.rs`).
+
+use std::collections::VecDeque;
+
+use hashbrown::{HashMap, HashSet};
+
+use super::{Forgotten, Viewer};
+use crate::changelog::{piece_key, PieceKind, Record};
+use crate::event::EventTime;
+
+/// Records a log may hold beyond twice the events kept before it is rewritten.
+const SLACK_RECORDS: u64 = 128;
+
+/// Bytes of an event's record: the viewer's hash, then the event as
+/// [`Viewer`] packs it.
+pub(super) const SETTLED_RECORD: usize = 8 + 8;
+
+/// One settled presence event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Settled {
+    pub(super) viewer: u64,
+    pub(super) event: Viewer,
+}
+
+impl Settled {
+    pub(super) fn ts(&self) -> EventTime {
+        self.event.ts()
+    }
+}
+
+/// The settled presence events kept for late ones (see the module).
+#[derive(Clone, Debug)]
+pub(super) struct History {
+    /// Every settled presence event at or after this is kept: the count at
+    /// every instant from the one before it on can be played again.
+    /// `EventTime::MIN` for a stream that kept them all.
+    pub(super) from: EventTime,
+    /// Those events in event-time order, after the latest event before
+    /// `from` of each viewer who has one after it.
+    events: VecDeque<Settled>,
+    /// Where it stands in the changelog, once written.
+    log: Option<Box<HistoryLog>>,
+}
+
+/// Where a stream's history stands in the changelog.
+#[derive(Clone, Debug, Default)]
+struct HistoryLog {
+    epoch: i64,
+    /// Pieces of the epoch written so far.
+    pieces: u32,
+    /// Records in those pieces.
+    written: u64,
+    /// Events added since the last piece.
+    fresh: Vec<Settled>,
+}
+
+impl Default for History {
+    fn default() -> Self {
+        History::after(EventTime::MIN)
+    }
+}
+
+impl History {
+    /// No events, kept from `from` on.
+    pub(super) const fn after(from: EventTime) -> History {
+        History {
+            from,
+            events: VecDeque::new(),
+            log: None,
+        }
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// The events kept, in event-time order.
+    pub(super) fn events(&self) -> std::collections::vec_deque::Iter<'_, Settled> {
+        self.events.iter()
+    }
+
+    /// Keeps a presence event that settled, `previous` being its viewer's
+    /// latest before it: kept too when it is older than `from`, since the
+    /// viewer has an event from `from` on now (or a late one before it).
+    pub(super) fn record(&mut self, viewer: u64, event: Viewer, previous: Option<Viewer>) {
+        if let Some(previous) = previous.filter(|p| p.ts() < self.from) {
+            self.insert(Settled {
+                viewer,
+                event: previous,
+            });
+        }
+        self.insert(Settled { viewer, event });
+    }
+
+    fn insert(&mut self, settled: Settled) {
+        let ts = settled.ts();
+        if self.events.back().is_none_or(|last| last.ts() <= ts) {
+            self.events.push_back(settled);
+        } else {
+            let at = self.events.partition_point(|e| e.ts() <= ts);
+            self.events.insert(at, settled);
+        }
+        if let Some(log) = self.log.as_deref_mut() {
+            log.fresh.push(settled);
+        }
+    }
+
+    /// Keeps the events from `from` on (never moving back), and the latest
+    /// before it of each viewer with one of those.
+    pub(super) fn keep_from(&mut self, from: EventTime) {
+        if from <= self.from {
+            return;
+        }
+        self.from = from;
+        prune(&mut self.events, from);
+        if self.events.capacity() > 2 * self.events.len() + 64 {
+            self.events.shrink_to_fit();
+        }
+    }
+
+    /// Drops every event: nothing before `from` is kept from now on.
+    pub(super) fn clear(&mut self, from: EventTime, forgotten: &mut Forgotten) {
+        self.forget(forgotten);
+        *self = History::after(self.from.max(from));
+    }
+
+    pub(super) fn heap_bytes(&self) -> usize {
+        self.events.capacity() * std::mem::size_of::<Settled>()
+            + self.log.as_deref().map_or(0, |log| {
+                std::mem::size_of::<HistoryLog>()
+                    + log.fresh.capacity() * std::mem::size_of::<Settled>()
+            })
+    }
+
+    /// Hands the log's pieces to `forgotten`.
+    pub(super) fn forget(&mut self, forgotten: &mut Forgotten) {
+        if let Some(log) = self.log.take() {
+            if log.pieces > 0 {
+                forgotten.push((PieceKind::History, log.epoch, log.pieces));
+            }
+        }
+    }
+
+    /// The pieces epoch `epoch` has written, if it is the current one.
+    pub(super) fn pieces_of(&self, epoch: i64) -> u32 {
+        self.log
+            .as_deref()
+            .filter(|log| log.epoch == epoch)
+            .map_or(0, |log| log.pieces)
+    }
+
+    /// Whether the head counts pieces, which a self-contained checkpoint
+    /// cannot hold.
+    pub(super) fn has_pieces(&self) -> bool {
+        self.log.as_deref().is_some_and(|log| log.pieces > 0)
+    }
+
+    /// Every event as a record: a self-contained checkpoint's history.
+    pub(super) fn records(&self) -> Vec<u8> {
+        records_of(self.events.iter())
+    }
+
+    /// The head's account of the log: (epoch, pieces); no pieces when
+    /// nothing was written.
+    pub(super) fn log_position(&self) -> (i64, u32) {
+        self.log
+            .as_deref()
+            .map_or((0, 0), |log| (log.epoch, log.pieces))
+    }
+
+    /// Appends to `records` the piece this checkpoint needs, if any: every
+    /// event when the log is new or has outgrown them (the retired epoch
+    /// then goes to `retired`), else those added since.
+    pub(super) fn write_pieces(
+        &mut self,
+        stream_id: &str,
+        records: &mut Vec<Record>,
+        retired: &mut Forgotten,
+    ) {
+        let len = self.events.len() as u64;
+        if len == 0 {
+            // A piece cannot be empty (an empty value is a tombstone).
+            self.forget(retired);
+            return;
+        }
+        let log = self.log.get_or_insert_with(Box::default);
+        if log.pieces > 0 && log.fresh.is_empty() {
+            return;
+        }
+        let fresh = log.fresh.len() as u64;
+        if log.pieces > 0 && log.written + fresh > 2 * len + SLACK_RECORDS {
+            retired.push((PieceKind::History, log.epoch, log.pieces));
+            log.epoch += 1;
+            log.pieces = 0;
+        }
+        let value = if log.pieces == 0 {
+            log.written = len;
+            records_of(self.events.iter())
+        } else {
+            log.written += fresh;
+            records_of(log.fresh.iter())
+        };
+        records.push(Record {
+            key: piece_key(stream_id, PieceKind::History, log.epoch, log.pieces),
+            value,
+        });
+        log.pieces += 1;
+        log.fresh.clear();
+        if log.fresh.capacity() > 4 * SLACK_RECORDS as usize {
+            log.fresh.shrink_to(log.fresh.capacity() / 2);
+        }
+    }
+
+    /// The history a head describes: kept from `from` on, its events still
+    /// to be joined from `pieces` pieces of epoch `epoch` by [`Self::join`].
+    pub(super) fn from_log_position(from: EventTime, (epoch, pieces): (i64, u32)) -> History {
+        History {
+            log: (pieces > 0).then(|| {
+                Box::new(HistoryLog {
+                    epoch,
+                    pieces,
+                    ..HistoryLog::default()
+                })
+            }),
+            ..History::after(from)
+        }
+    }
+
+    /// The history a self-contained checkpoint holds: kept from `from` on,
+    /// its events as [`Self::records`] wrote them. `None` for bytes that
+    /// are not whole records.
+    pub(super) fn from_records(from: EventTime, bytes: &[u8]) -> Option<History> {
+        let mut history = History::after(from);
+        history.events = read_records(bytes)?.into();
+        prune(&mut history.events, from);
+        Some(history)
+    }
+
+    /// Joins the log's pieces: `piece(epoch, n)` gives piece `n`. Refuses a
+    /// missing or malformed piece.
+    pub(super) fn join<'p>(
+        &mut self,
+        mut piece: impl FnMut(i64, u32) -> Option<&'p [u8]>,
+    ) -> Result<(), HistoryError> {
+        let Some(log) = self.log.as_deref_mut() else {
+            return Ok(());
+        };
+        let mut events = Vec::new();
+        for n in 0..log.pieces {
+            let bytes = piece(log.epoch, n).ok_or(HistoryError::Missing(log.epoch, n))?;
+            events.extend(read_records(bytes).ok_or(HistoryError::Malformed(log.epoch, n))?);
+        }
+        log.written = events.len() as u64;
+        self.events = events.into();
+        prune(&mut self.events, self.from);
+        Ok(())
+    }
+}
+
+/// Sorts `events` by event time and keeps those from `from` on, after the
+/// latest before it of each viewer with one of those.
+fn prune(events: &mut VecDeque<Settled>, from: EventTime) {
+    events.make_contiguous().sort_by_key(Settled::ts);
+    let split = events.partition_point(|e| e.ts() < from);
+    if split == 0 {
+        return;
+    }
+    let later: HashSet<u64> = events.range(split..).map(|e| e.viewer).collect();
+    let mut before: HashMap<u64, Viewer> = HashMap::new();
+    for e in events.range(..split).filter(|e| later.contains(&e.viewer)) {
+        let latest = before.entry(e.viewer).or_insert(e.event);
+        *latest = (*latest).max(e.event);
+    }
+    let mut kept: Vec<Settled> = before
+        .into_iter()
+        .map(|(viewer, event)| Settled { viewer, event })
+        .collect();
+    kept.sort_unstable_by_key(|e| (e.ts(), e.viewer));
+    events.drain(..split);
+    for settled in kept.into_iter().rev() {
+        events.push_front(settled);
+    }
+}
+
+fn records_of<'a>(events: impl Iterator<Item = &'a Settled>) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for e in events {
+        bytes.extend_from_slice(&e.viewer.to_le_bytes());
+        bytes.extend_from_slice(&e.event.0.to_le_bytes());
+    }
+    bytes
+}
+
+fn read_records(bytes: &[u8]) -> Option<Vec<Settled>> {
+    let records = bytes.chunks_exact(SETTLED_RECORD);
+    if !records.remainder().is_empty() {
+        return None;
+    }
+    Some(
+        records
+            .map(|record| {
+                let (viewer, event) = record.split_at(8);
+                Settled {
+                    viewer: u64::from_le_bytes(viewer.try_into().expect("8 bytes")),
+                    event: Viewer(i64::from_le_bytes(event.try_into().expect("8 bytes"))),
+                }
+            })
+            .collect(),
+    )
+}
+
+/// Why the history pieces a head counts could not be joined.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    /// A piece the head counts is not in the changelog.
+    #[error("piece {1} of presence history epoch {0} is missing")]
+    Missing(i64, u32),
+    /// A piece is not a whole number of records.
+    #[error("piece {1} of presence history epoch {0} is malformed")]
+    Malformed(i64, u32),
+}
