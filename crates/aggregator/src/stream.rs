@@ -483,9 +483,16 @@ impl Live {
     /// says. They are published again. The highest peak among them.
     ///
     /// Only for the windows the history does not cover (restored from a
-    /// checkpoint older than format 11): [`Self::replay_presence`] plays
-    /// the others again.
-    fn late_presence(&mut self, ts: EventTime, arrived: bool, window_ms: i64) -> u64 {
+    /// checkpoint older than format 11; [`Self::late_in_history`] moves the
+    /// others), unless `covered` (an event at the very instant settled
+    /// presence reached: it moves the window holding it alone).
+    fn late_presence(
+        &mut self,
+        ts: EventTime,
+        arrived: bool,
+        window_ms: i64,
+        covered: bool,
+    ) -> u64 {
         let shift = |count: &mut u64| {
             *count = if arrived {
                 count.saturating_add(1)
@@ -500,9 +507,8 @@ impl Live {
             if end <= ts {
                 break;
             }
-            // Played at publication from the presence as it is now; or
-            // played again from the history.
-            if *start > reached || *start >= self.history.from {
+            // Played at publication from the presence as it is now.
+            if *start > reached || (!covered && *start >= self.history.from) {
                 continue;
             }
             if *start > ts {
@@ -519,12 +525,19 @@ impl Live {
         highest
     }
 
-    /// Plays the settled presence events again, after a late one: each
-    /// window the history covers (from its start on) takes its count at its
-    /// end and its highest count over its instants, as far as settled
-    /// presence reached, and is published again if they moved. The highest
-    /// count at any instant the history covers.
-    fn replay_presence(&mut self, window_ms: i64) -> u64 {
+    /// A presence event later than the lateness changed the count of
+    /// viewers present by `change` from `ts` until `until` (exclusive): each
+    /// window the history covers over those instants moves with it, shifted
+    /// when all its instants settled so far are among them, else added up
+    /// again from its events' changes (its count at its end, its peak and
+    /// when it was at it). They are published again.
+    fn late_in_history(
+        &mut self,
+        ts: EventTime,
+        until: EventTime,
+        change: i8,
+        window_ms: i64,
+    ) -> Moved {
         let Live {
             viewers,
             windows,
@@ -532,28 +545,78 @@ impl Live {
             history,
             ..
         } = self;
-        let mut replay = Replay::new(viewers, history);
-        let mut highest = replay.count;
-        highest = highest.max(replay.play_until(history.from).unwrap_or(0));
+        let (mut highest, mut fell) = (0, false);
         for (start, window) in windows.iter_mut() {
-            if *start < history.from || *start > *reached {
-                continue;
-            }
+            // Its instants settled so far: from the one before its start.
+            let first = start.saturating_sub(1);
             let end = start
                 .saturating_add(window_ms)
                 .min(reached.saturating_add(1));
-            highest = highest.max(replay.play_until(*start).unwrap_or(0));
-            let at_start = replay.count;
-            let peak = replay.play_until(end).map_or(at_start, |p| p.max(at_start));
-            highest = highest.max(peak);
-            let figures = window.figures();
-            if (figures.concurrent, figures.peak) != (replay.count, peak) {
-                let figures = window.figures_mut();
-                (figures.concurrent, figures.peak) = (replay.count, peak);
-                window.dirty = true;
+            if *start < history.from || *start > *reached || end <= ts {
+                continue;
             }
+            if first >= until {
+                break;
+            }
+            let old = window.figures().peak;
+            if first >= ts && end <= until {
+                let figures = window.figures_mut();
+                let shift = |count: u64| count.saturating_add_signed(change.into());
+                figures.concurrent = shift(figures.concurrent);
+                figures.peak = shift(figures.peak);
+            } else {
+                let mut count = history.count_before(*start, viewers.concurrent);
+                let mut span = PeakSpan {
+                    from: first,
+                    until: EventTime::MAX,
+                };
+                let mut peak = count;
+                let mut events = history
+                    .events_from(*start)
+                    .take_while(|e| e.ts() < end)
+                    .peekable();
+                while let Some(at) = events.peek().map(|e| e.ts()) {
+                    let was = count;
+                    while let Some(e) = events.next_if(|e| e.ts() == at) {
+                        count = count.saturating_add_signed(e.change.into());
+                    }
+                    if count > peak {
+                        (peak, span) = (
+                            count,
+                            PeakSpan {
+                                from: at,
+                                until: EventTime::MAX,
+                            },
+                        );
+                    } else if count == peak && was < peak {
+                        span.until = EventTime::MAX;
+                    } else if count < peak && was == peak {
+                        span.until = at;
+                    }
+                }
+                let figures = window.figures_mut();
+                (figures.concurrent, figures.peak) = (count, peak);
+                window.peak_span = span;
+            }
+            let peak = window.figures().peak;
+            highest = highest.max(peak);
+            fell |= peak < old;
+            window.dirty = true;
         }
-        highest.max(replay.play_until(EventTime::MAX).unwrap_or(0))
+        if fell {
+            Moved::Down
+        } else {
+            Moved::Up(highest)
+        }
+    }
+
+    /// The highest peak among the retained windows.
+    fn highest_peak(&self) -> u64 {
+        self.windows
+            .iter()
+            .map(|(_, w)| w.figures().peak)
+            .max()
+            .unwrap_or(0)
     }
 
     /// The window holding [`Self::reached`] takes the concurrent viewers now,
@@ -815,28 +878,46 @@ impl StreamState {
             return;
         };
         while let Some((ts, viewer, is_view)) = live.pending.pop_through(watermark) {
-            // At or behind the settled presence: later than the allowed
-            // lateness. (One at the very instant settled presence reached
-            // comes after the events settled there: like any late one, it
-            // moves the count from that instant on.)
-            let late = ts <= live.reached;
+            // Behind the settled presence: later than the allowed lateness.
+            // (One at the very instant settled presence reached comes after
+            // the events settled there: it moves the count from that
+            // instant on, in the window holding it alone.)
+            let late = ts < live.reached;
+            let at_reached = ts == live.reached;
             // The windows it passes start from the viewers before it.
             live.reach(ts);
             let before = live.viewers.concurrent;
             let previous = live.viewers.presence(viewer, ts, is_view);
             let after = live.viewers.concurrent;
-            live.history
-                .record(viewer, Viewer::new(ts, is_view), previous);
+            let event = Viewer::new(ts, is_view);
+            let change = after as i64 - before as i64;
+            let arrived = after > before;
             if late {
-                if after != before {
-                    let highest = live.late_presence(ts, after > before, window_ms);
-                    if after > before {
+                if change != 0 {
+                    // The windows the history does not cover.
+                    let highest = live.late_presence(ts, arrived, window_ms, false);
+                    if arrived {
                         self.peak_before = self.peak_before.max(highest);
                     }
                 }
-                // It may move any count after it, down as well as up.
-                self.settled_peak = self.peak_before.max(live.replay_presence(window_ms));
+                let won = previous.is_none_or(|p| event > p).then_some(change as i8);
+                if let Some((change, until)) = live.history.place_late(viewer, event, previous, won)
+                {
+                    match live.late_in_history(ts, until, change, window_ms) {
+                        Moved::Up(highest) => self.settled_peak = self.settled_peak.max(highest),
+                        Moved::Down => {
+                            self.settled_peak = self.peak_before.max(live.highest_peak())
+                        }
+                    }
+                }
             } else {
+                live.history.record(viewer, event, previous, change as i8);
+                if at_reached && change != 0 {
+                    let highest = live.late_presence(ts, arrived, window_ms, true);
+                    if arrived {
+                        self.settled_peak = self.settled_peak.max(highest);
+                    }
+                }
                 self.settled_peak = self.settled_peak.max(after);
             }
             live.presence_settled(window_ms);
@@ -1581,46 +1662,11 @@ fn play(
     true
 }
 
-/// The history played forward one instant at a time, from the presence of
-/// the viewers it does not hold (as the register has them).
-struct Replay<'h> {
-    events: std::iter::Peekable<std::collections::vec_deque::Iter<'h, history::Settled>>,
-    /// The presence played so far of each viewer the history holds.
-    played: hashbrown::HashMap<u64, Viewer>,
-    /// Viewers present after the instants played.
-    count: u64,
-}
-
-impl<'h> Replay<'h> {
-    fn new(viewers: &Viewers, history: &'h History) -> Replay<'h> {
-        let held: hashbrown::HashSet<u64> = history.events().map(|e| e.viewer).collect();
-        let count = viewers
-            .by_hash
-            .iter()
-            .filter(|(hash, v)| v.present() && !held.contains(hash))
-            .count() as u64;
-        Replay {
-            events: history.events().peekable(),
-            played: hashbrown::HashMap::with_capacity(held.len()),
-            count,
-        }
-    }
-
-    /// Plays the events before `until`, all those at one instant together:
-    /// the highest count after an instant played, if any was.
-    fn play_until(&mut self, until: EventTime) -> Option<u64> {
-        let mut highest = None;
-        while let Some(ts) = self.events.peek().map(|e| e.ts()).filter(|&ts| ts < until) {
-            while let Some(e) = self.events.next_if(|e| e.ts() == ts) {
-                let before = self.played.get(&e.viewer).copied();
-                if e.event.supersedes(before, &mut self.count) {
-                    self.played.insert(e.viewer, e.event);
-                }
-            }
-            highest = Some(highest.map_or(self.count, |h: u64| h.max(self.count)));
-        }
-        highest
-    }
+/// How a late presence event moved the windows' peaks: up (to at most the
+/// highest among them), or down in at least one.
+enum Moved {
+    Up(u64),
+    Down,
 }
 
 /// Pending presence events before a busy stream keeps a [`Projection`].

@@ -4,12 +4,16 @@
 //! A presence event later than the allowed lateness changes who was in the
 //! room from its `ts` until its viewer's next presence event, and so the
 //! counts, and peaks, of every window over that time. Working that out
-//! needs the events that settled since: each window's figures are played
-//! again from them ([`super::Live::replay_presence`]). So a stream keeps
-//! every settled presence event from [`History::from`] on, the start of its
-//! oldest retained window, and, for each viewer with such an event, their
-//! latest one before it (the state they were in then). Older viewers stand
-//! in the presence register as they are.
+//! needs the events that settled since. So a stream keeps every settled
+//! presence event from [`History::from`] on, the start of the earliest
+//! window an event can still open, and, for each viewer with such an event,
+//! their latest one before it (the state they were in then). Older viewers
+//! stand in the presence register as they are.
+//!
+//! Each event keeps what it did to the count of viewers present (+1, 0 or
+//! -1, in event-time order), so that a window's counts are its events'
+//! changes added up, and a late event changes its own and its viewer's next
+//! event's alone ([`History::place_late`]).
 //!
 //! Its pieces are a log of the events added since the previous piece, in
 //! no order; joining them sorts them and drops the events before `from`
@@ -37,6 +41,9 @@ pub(super) const SETTLED_RECORD: usize = 8 + 8;
 pub(super) struct Settled {
     pub(super) viewer: u64,
     pub(super) event: Viewer,
+    /// What it did to the count of viewers present, after the events before
+    /// it (not written to the changelog: a restore works it out again).
+    pub(super) change: i8,
 }
 
 impl Settled {
@@ -91,34 +98,129 @@ impl History {
         self.events.is_empty()
     }
 
-    /// The events kept, in event-time order.
-    pub(super) fn events(&self) -> std::collections::vec_deque::Iter<'_, Settled> {
-        self.events.iter()
+    /// Keeps a presence event that settled in event-time order, which
+    /// changed the count by `change`; `previous` is its viewer's latest
+    /// before it (see [`Self::keep_previous`]).
+    pub(super) fn record(
+        &mut self,
+        viewer: u64,
+        event: Viewer,
+        previous: Option<Viewer>,
+        change: i8,
+    ) {
+        self.keep_previous(viewer, previous);
+        self.insert(Settled {
+            viewer,
+            event,
+            change,
+        });
     }
 
-    /// Keeps a presence event that settled, `previous` being its viewer's
-    /// latest before it: kept too when it is older than `from`, since the
-    /// viewer has an event from `from` on now (or a late one before it).
-    pub(super) fn record(&mut self, viewer: u64, event: Viewer, previous: Option<Viewer>) {
+    /// A viewer's latest event before `from` is kept once they have an
+    /// event from `from` on, or a late one: it is their state until then.
+    fn keep_previous(&mut self, viewer: u64, previous: Option<Viewer>) {
         if let Some(previous) = previous.filter(|p| p.ts() < self.from) {
             self.insert(Settled {
                 viewer,
                 event: previous,
+                change: i8::from(previous.present()),
             });
         }
-        self.insert(Settled { viewer, event });
     }
 
-    fn insert(&mut self, settled: Settled) {
+    /// Puts `settled` after every event up to its `ts`: its index.
+    fn insert(&mut self, settled: Settled) -> usize {
         let ts = settled.ts();
-        if self.events.back().is_none_or(|last| last.ts() <= ts) {
+        let at = if self.events.back().is_none_or(|last| last.ts() <= ts) {
             self.events.push_back(settled);
+            self.events.len() - 1
         } else {
             let at = self.events.partition_point(|e| e.ts() <= ts);
             self.events.insert(at, settled);
-        }
+            at
+        };
         if let Some(log) = self.log.as_deref_mut() {
             log.fresh.push(settled);
+        }
+        at
+    }
+
+    /// Keeps a presence event that settled later than the lateness, behind
+    /// events settled after it; `previous` is its viewer's latest before it
+    /// and `won` what it changed the count by if it superseded that (the
+    /// register's account). It changes who is present from its `ts` until
+    /// its viewer's next event: returns by how much (+1 or -1) and until
+    /// when (`EventTime::MAX`: from then on), or `None` if by nothing. Only
+    /// its own change and that of its viewer's next event change.
+    pub(super) fn place_late(
+        &mut self,
+        viewer: u64,
+        event: Viewer,
+        previous: Option<Viewer>,
+        won: Option<i8>,
+    ) -> Option<(i8, EventTime)> {
+        self.keep_previous(viewer, previous);
+        let at = self.insert(Settled {
+            viewer,
+            event,
+            change: 0,
+        });
+        let (change, until) = if let Some(change) = won {
+            // The viewer's latest: nothing of theirs comes after it.
+            (change, EventTime::MAX)
+        } else {
+            // Their next event says what they were before it.
+            let next = (at + 1..self.events.len()).find(|&i| self.events[i].viewer == viewer)?;
+            let after = self.events[next];
+            let was = i8::from(after.event.present()) - after.change;
+            // A leave of theirs at the same instant wins over this event.
+            let beaten = self
+                .events
+                .range(..at)
+                .rev()
+                .take_while(|e| e.ts() == event.ts())
+                .any(|e| e.viewer == viewer && e.event > event);
+            if beaten {
+                return None;
+            }
+            let now = i8::from(event.present());
+            self.events[next].change = i8::from(after.event.present()) - now;
+            (now - was, after.ts())
+        };
+        self.events[at].change = change;
+        (change != 0).then_some((change, until))
+    }
+
+    /// The count of viewers present just before `instant`, from the count
+    /// now (after every settled event): the changes from `instant` on,
+    /// taken back. For an instant from `from` on.
+    pub(super) fn count_before(&self, instant: EventTime, now: u64) -> u64 {
+        let at = self.events.partition_point(|e| e.ts() < instant);
+        let since: i64 = self.events.range(at..).map(|e| i64::from(e.change)).sum();
+        (now as i64 - since).max(0) as u64
+    }
+
+    /// The events from `instant` on, in event-time order.
+    pub(super) fn events_from(
+        &self,
+        instant: EventTime,
+    ) -> std::collections::vec_deque::Iter<'_, Settled> {
+        let at = self.events.partition_point(|e| e.ts() < instant);
+        self.events.range(at..)
+    }
+
+    /// Works out each event's change of the count again, in event-time
+    /// order (after a restore: the changelog does not hold them).
+    fn count_changes(&mut self) {
+        let mut played: HashMap<u64, Viewer> = HashMap::new();
+        for e in &mut self.events {
+            let before = played.get(&e.viewer).copied();
+            let mut present = u64::from(before.is_some_and(Viewer::present));
+            let was = present;
+            if e.event.supersedes(before, &mut present) {
+                played.insert(e.viewer, e.event);
+            }
+            e.change = present as i8 - was as i8;
         }
     }
 
@@ -250,6 +352,7 @@ impl History {
         let mut history = History::after(from);
         history.events = read_records(bytes)?.into();
         prune(&mut history.events, from);
+        history.count_changes();
         Some(history)
     }
 
@@ -270,6 +373,7 @@ impl History {
         log.written = events.len() as u64;
         self.events = events.into();
         prune(&mut self.events, self.from);
+        self.count_changes();
         Ok(())
     }
 }
@@ -290,7 +394,11 @@ fn prune(events: &mut VecDeque<Settled>, from: EventTime) {
     }
     let mut kept: Vec<Settled> = before
         .into_iter()
-        .map(|(viewer, event)| Settled { viewer, event })
+        .map(|(viewer, event)| Settled {
+            viewer,
+            event,
+            change: i8::from(event.present()),
+        })
         .collect();
     kept.sort_unstable_by_key(|e| (e.ts(), e.viewer));
     events.drain(..split);
@@ -320,6 +428,7 @@ fn read_records(bytes: &[u8]) -> Option<Vec<Settled>> {
                 Settled {
                     viewer: u64::from_le_bytes(viewer.try_into().expect("8 bytes")),
                     event: Viewer(i64::from_le_bytes(event.try_into().expect("8 bytes"))),
+                    change: 0,
                 }
             })
             .collect(),
