@@ -27,6 +27,7 @@ use crate::rollup::{ProductRollup, RollupKind, StreamRollup, TOP_PRODUCTS};
 
 mod history;
 mod layout;
+mod piece_log;
 #[cfg(test)]
 pub(crate) use layout::in_older_format;
 mod presence;
@@ -36,8 +37,9 @@ mod seen;
 
 use history::History;
 pub use history::HistoryError;
+use piece_log::PieceLog;
+use presence::read_record;
 pub use presence::PresenceError;
-use presence::{read_record, PresenceLog};
 pub(crate) use seen::Forgotten;
 pub use seen::PieceError;
 use seen::SeenEvents;
@@ -436,7 +438,7 @@ static NO_LIVE: Live = Live {
     viewers: Viewers {
         by_hash: CompactMap::Sorted(Vec::new()),
         concurrent: 0,
-        log: None,
+        log: PieceLog::new(PieceKind::Presence),
     },
     pending: PendingPresence {
         events: VecDeque::new(),
@@ -749,8 +751,8 @@ impl StreamState {
     /// pieces in the changelog go to `forgotten`.
     fn release_live_if_empty(&mut self, forgotten: &mut Forgotten) {
         if let Some(live) = self.live.as_deref_mut().filter(|live| live.is_empty()) {
-            live.viewers.forget(forgotten);
-            live.history.forget(forgotten);
+            live.viewers.log.forget(forgotten);
+            live.history.log.forget(forgotten);
             self.live = None;
         }
     }
@@ -1356,7 +1358,7 @@ impl StreamState {
         // tombstones the filter's pieces.
         self.seen.clear(forgotten);
         if let Some(live) = self.live.as_deref_mut() {
-            live.viewers.forget(forgotten);
+            live.viewers.log.forget(forgotten);
             live.viewers = Viewers::default();
             live.pending = PendingPresence::default();
             live.history
@@ -1910,13 +1912,23 @@ impl<'de> Deserialize<'de> for PendingPresence {
 const VIEWER_RECORD: usize = 8 + 8 + 1;
 
 /// Latest presence per viewer (by hash), for concurrent viewers.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 struct Viewers {
     by_hash: CompactMap<Viewer>,
     /// Viewers present.
     concurrent: u64,
     /// Where it stands in the changelog, once written (`presence.rs`).
-    log: Option<Box<PresenceLog>>,
+    log: PieceLog<u64>,
+}
+
+impl Default for Viewers {
+    fn default() -> Self {
+        Viewers {
+            by_hash: CompactMap::default(),
+            concurrent: 0,
+            log: PieceLog::new(PieceKind::Presence),
+        }
+    }
 }
 
 impl Viewers {
@@ -1929,7 +1941,7 @@ impl Viewers {
         let previous = (!inserted).then_some(*v);
         if latest.supersedes(previous, &mut self.concurrent) {
             *v = latest;
-            Viewers::changed(&mut self.log, viewer);
+            self.log.note(viewer);
         }
         previous
     }
@@ -1942,7 +1954,7 @@ impl Viewers {
             self.by_hash.retain(|hash, v| {
                 let keep = v.present() || v.ts() >= cutoff;
                 if !keep {
-                    Viewers::changed(log, hash);
+                    log.note(hash);
                 }
                 keep
             });
@@ -1950,7 +1962,7 @@ impl Viewers {
     }
 
     fn heap_bytes(&self) -> usize {
-        self.by_hash.heap_bytes() + self.log.as_deref().map_or(0, PresenceLog::heap_bytes)
+        self.by_hash.heap_bytes() + self.log.heap_bytes()
     }
 }
 
@@ -2051,8 +2063,8 @@ impl StreamCheckpoint {
         for (kind, number, pieces) in retired {
             let kept = match kind {
                 PieceKind::Seen => state.seen.pieces_of(number),
-                PieceKind::Presence => state.live().viewers.pieces_of(number),
-                PieceKind::History => state.live().history.pieces_of(number),
+                PieceKind::Presence => state.live().viewers.log.pieces_of(number),
+                PieceKind::History => state.live().history.log.pieces_of(number),
             };
             for piece in kept..pieces {
                 records.push(Record {
@@ -2108,7 +2120,8 @@ impl StreamCheckpoint {
     pub fn from_bytes(bytes: &[u8]) -> Result<StreamCheckpoint, CheckpointError> {
         let state = StreamCheckpoint::decode(bytes)?;
         let live = state.live();
-        if state.seen.has_pieces() || live.viewers.has_pieces() || live.history.has_pieces() {
+        if state.seen.has_pieces() || live.viewers.log.has_pieces() || live.history.log.has_pieces()
+        {
             return Err(CheckpointError::NeedsPieces);
         }
         Ok(StreamCheckpoint::from_state(state))

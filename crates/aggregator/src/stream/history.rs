@@ -25,12 +25,10 @@ use std::collections::VecDeque;
 
 use hashbrown::{HashMap, HashSet};
 
+use super::piece_log::PieceLog;
 use super::{Forgotten, Viewer};
-use crate::changelog::{piece_key, PieceKind, Record};
+use crate::changelog::{PieceKind, Record};
 use crate::event::EventTime;
-
-/// Records a log may hold beyond twice the events kept before it is rewritten.
-const SLACK_RECORDS: u64 = 128;
 
 /// Bytes of an event's record: the viewer's hash, then the event as
 /// [`Viewer`] packs it.
@@ -62,20 +60,9 @@ pub(super) struct History {
     /// Those events in event-time order, after the latest event before
     /// `from` of each viewer who has one after it.
     events: VecDeque<Settled>,
-    /// Where it stands in the changelog, once written.
-    log: Option<Box<HistoryLog>>,
-}
-
-/// Where a stream's history stands in the changelog.
-#[derive(Clone, Debug, Default)]
-struct HistoryLog {
-    epoch: i64,
-    /// Pieces of the epoch written so far.
-    pieces: u32,
-    /// Records in those pieces.
-    written: u64,
-    /// Events added since the last piece.
-    fresh: Vec<Settled>,
+    /// Where it stands in the changelog: the events added since its last
+    /// piece.
+    pub(super) log: PieceLog<Settled>,
 }
 
 impl Default for History {
@@ -90,7 +77,7 @@ impl History {
         History {
             from,
             events: VecDeque::new(),
-            log: None,
+            log: PieceLog::new(PieceKind::History),
         }
     }
 
@@ -139,9 +126,7 @@ impl History {
             self.events.insert(at, settled);
             at
         };
-        if let Some(log) = self.log.as_deref_mut() {
-            log.fresh.push(settled);
-        }
+        self.log.note(settled);
         at
     }
 
@@ -239,52 +224,17 @@ impl History {
 
     /// Drops every event: nothing before `from` is kept from now on.
     pub(super) fn clear(&mut self, from: EventTime, forgotten: &mut Forgotten) {
-        self.forget(forgotten);
+        self.log.forget(forgotten);
         *self = History::after(self.from.max(from));
     }
 
     pub(super) fn heap_bytes(&self) -> usize {
-        self.events.capacity() * std::mem::size_of::<Settled>()
-            + self.log.as_deref().map_or(0, |log| {
-                std::mem::size_of::<HistoryLog>()
-                    + log.fresh.capacity() * std::mem::size_of::<Settled>()
-            })
-    }
-
-    /// Hands the log's pieces to `forgotten`.
-    pub(super) fn forget(&mut self, forgotten: &mut Forgotten) {
-        if let Some(log) = self.log.take() {
-            if log.pieces > 0 {
-                forgotten.push((PieceKind::History, log.epoch, log.pieces));
-            }
-        }
-    }
-
-    /// The pieces epoch `epoch` has written, if it is the current one.
-    pub(super) fn pieces_of(&self, epoch: i64) -> u32 {
-        self.log
-            .as_deref()
-            .filter(|log| log.epoch == epoch)
-            .map_or(0, |log| log.pieces)
-    }
-
-    /// Whether the head counts pieces, which a self-contained checkpoint
-    /// cannot hold.
-    pub(super) fn has_pieces(&self) -> bool {
-        self.log.as_deref().is_some_and(|log| log.pieces > 0)
+        self.events.capacity() * std::mem::size_of::<Settled>() + self.log.heap_bytes()
     }
 
     /// Every event as a record: a self-contained checkpoint's history.
     pub(super) fn records(&self) -> Vec<u8> {
         records_of(self.events.iter())
-    }
-
-    /// The head's account of the log: (epoch, pieces); no pieces when
-    /// nothing was written.
-    pub(super) fn log_position(&self) -> (i64, u32) {
-        self.log
-            .as_deref()
-            .map_or((0, 0), |log| (log.epoch, log.pieces))
     }
 
     /// Appends to `records` the piece this checkpoint needs, if any: every
@@ -296,51 +246,22 @@ impl History {
         records: &mut Vec<Record>,
         retired: &mut Forgotten,
     ) {
-        let len = self.events.len() as u64;
-        if len == 0 {
-            // A piece cannot be empty (an empty value is a tombstone).
-            self.forget(retired);
-            return;
-        }
-        let log = self.log.get_or_insert_with(Box::default);
-        if log.pieces > 0 && log.fresh.is_empty() {
-            return;
-        }
-        let fresh = log.fresh.len() as u64;
-        if log.pieces > 0 && log.written + fresh > 2 * len + SLACK_RECORDS {
-            retired.push((PieceKind::History, log.epoch, log.pieces));
-            log.epoch += 1;
-            log.pieces = 0;
-        }
-        let value = if log.pieces == 0 {
-            log.written = len;
-            records_of(self.events.iter())
-        } else {
-            log.written += fresh;
-            records_of(log.fresh.iter())
-        };
-        records.push(Record {
-            key: piece_key(stream_id, PieceKind::History, log.epoch, log.pieces),
-            value,
-        });
-        log.pieces += 1;
-        log.fresh.clear();
-        if log.fresh.capacity() > 4 * SLACK_RECORDS as usize {
-            log.fresh.shrink_to(log.fresh.capacity() / 2);
-        }
+        let events = &self.events;
+        self.log.write(
+            stream_id,
+            events.len() as u64,
+            records,
+            retired,
+            || records_of(events.iter()),
+            |fresh| (records_of(fresh.iter()), fresh.len() as u64),
+        );
     }
 
     /// The history a head describes: kept from `from` on, its events still
     /// to be joined from `pieces` pieces of epoch `epoch` by [`Self::join`].
-    pub(super) fn from_log_position(from: EventTime, (epoch, pieces): (i64, u32)) -> History {
+    pub(super) fn from_log_position(from: EventTime, position: (i64, u32)) -> History {
         History {
-            log: (pieces > 0).then(|| {
-                Box::new(HistoryLog {
-                    epoch,
-                    pieces,
-                    ..HistoryLog::default()
-                })
-            }),
+            log: PieceLog::at(PieceKind::History, position),
             ..History::after(from)
         }
     }
@@ -362,15 +283,15 @@ impl History {
         &mut self,
         mut piece: impl FnMut(i64, u32) -> Option<&'p [u8]>,
     ) -> Result<(), HistoryError> {
-        let Some(log) = self.log.as_deref_mut() else {
+        let Some((epoch, pieces)) = self.log.counted() else {
             return Ok(());
         };
         let mut events = Vec::new();
-        for n in 0..log.pieces {
-            let bytes = piece(log.epoch, n).ok_or(HistoryError::Missing(log.epoch, n))?;
-            events.extend(read_records(bytes).ok_or(HistoryError::Malformed(log.epoch, n))?);
+        for n in 0..pieces {
+            let bytes = piece(epoch, n).ok_or(HistoryError::Missing(epoch, n))?;
+            events.extend(read_records(bytes).ok_or(HistoryError::Malformed(epoch, n))?);
         }
-        log.written = events.len() as u64;
+        self.log.joined(events.len() as u64);
         self.events = events.into();
         prune(&mut self.events, self.from);
         self.count_changes();

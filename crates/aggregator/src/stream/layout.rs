@@ -118,8 +118,8 @@ pub(super) fn write(state: &StreamState, prefix: Vec<u8>) -> Vec<u8> {
 /// Writes `state` as a changelog head after `prefix`.
 pub(super) fn write_head(state: &StreamState, prefix: Vec<u8>) -> Vec<u8> {
     let live = state.live();
-    let viewers = live.viewers.log_position();
-    let history = live.history.log_position();
+    let viewers = live.viewers.log.position();
+    let history = live.history.log.position();
     write_with(state, state.seen.pieces(), viewers, history, prefix)
 }
 
@@ -237,7 +237,7 @@ fn with_history<
         .ok_or(postcard::Error::DeserializeBadEncoding)?;
     state.peak_before = peak_before;
     state.live.get_or_insert_default().history = history;
-    if state.live.as_deref().is_some_and(Live::is_empty) && !state.live().history.has_pieces() {
+    if state.live.as_deref().is_some_and(Live::is_empty) && !state.live().history.log.has_pieces() {
         state.live = None;
     }
     Ok((state, rest))
@@ -450,7 +450,7 @@ impl<W: IntoWindow, S: IntoSeen, V: IntoViewers> IntoState for Stored<W, S, V> {
             peak_before: self.settled_peak,
             seen: self.seen.into_seen(),
             // Presence still to be joined keeps the live parts too.
-            live: (!live.is_empty() || live.viewers.log.is_some()).then(|| Box::new(live)),
+            live: (!live.is_empty() || live.viewers.log.has_pieces()).then(|| Box::new(live)),
             products: self.products,
             finalized: self.finalized,
             ..StreamState::default()
@@ -496,7 +496,7 @@ pub(crate) fn in_older_format(bytes: &[u8]) -> Vec<u8> {
             postcard::to_stdvec(&(
                 live.history.from,
                 state.peak_before,
-                live.history.log_position(),
+                live.history.log.position(),
             )),
         ),
         FORMAT_HISTORYLESS => (

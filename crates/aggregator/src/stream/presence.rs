@@ -15,82 +15,20 @@
 
 use hashbrown::HashMap;
 
+use super::piece_log::PieceLog;
 use super::{Forgotten, Viewer, Viewers, VIEWER_RECORD};
-use crate::changelog::{piece_key, PieceKind, Record};
+use crate::changelog::{PieceKind, Record};
 use crate::event::EventTime;
 use crate::ids::CompactMap;
-
-/// Records a log may hold beyond twice the map before it is rewritten: a
-/// small map's log is not rewritten (and its old epoch tombstoned) often.
-const SLACK_RECORDS: u64 = 128;
 
 /// The flag of a record for a viewer no longer kept (0: absent, 1: present).
 const REMOVED: u8 = 2;
 
-/// Where a stream's presence stands in the changelog. Made by its first
-/// piece; until then there is nothing to track.
-#[derive(Clone, Debug, Default)]
-pub(super) struct PresenceLog {
-    /// The epoch its pieces are written under.
-    epoch: i64,
-    /// Pieces of the epoch written so far.
-    pieces: u32,
-    /// Records in those pieces.
-    written: u64,
-    /// Viewers changed since the last piece, repeats allowed.
-    changed: Vec<u64>,
-}
-
-impl PresenceLog {
-    pub(super) fn heap_bytes(&self) -> usize {
-        std::mem::size_of::<Self>() + self.changed.capacity() * 8
-    }
-}
-
 impl Viewers {
-    /// Notes that `viewer`'s record changed or went, once the log exists.
-    pub(super) fn changed(log: &mut Option<Box<PresenceLog>>, viewer: u64) {
-        if let Some(log) = log.as_deref_mut() {
-            log.changed.push(viewer);
-        }
-    }
-
-    /// Hands the log's pieces to `forgotten` when the viewers are dropped
-    /// (the stream ended, or its live parts were released).
-    pub(super) fn forget(&mut self, forgotten: &mut Forgotten) {
-        if let Some(log) = self.log.take() {
-            if log.pieces > 0 {
-                forgotten.push((PieceKind::Presence, log.epoch, log.pieces));
-            }
-        }
-    }
-
-    /// The pieces epoch `epoch` has written, if it is the current one.
-    pub(super) fn pieces_of(&self, epoch: i64) -> u32 {
-        self.log
-            .as_deref()
-            .filter(|log| log.epoch == epoch)
-            .map_or(0, |log| log.pieces)
-    }
-
-    /// Whether the head counts presence pieces, which a self-contained
-    /// checkpoint cannot hold.
-    pub(super) fn has_pieces(&self) -> bool {
-        self.log.as_deref().is_some_and(|log| log.pieces > 0)
-    }
-
     /// Every viewer as a record, in no particular order: a self-contained
     /// checkpoint's presence, and a log's first piece.
     pub(super) fn records(&self) -> Vec<u8> {
         all_records(&self.by_hash)
-    }
-
-    /// The head's account of presence: (epoch, pieces); no pieces when
-    /// nothing was written.
-    pub(super) fn log_position(&self) -> (i64, u32) {
-        self.log
-            .as_deref()
-            .map_or((0, 0), |log| (log.epoch, log.pieces))
     }
 
     /// Appends to `records` the presence piece this checkpoint needs, if
@@ -103,61 +41,33 @@ impl Viewers {
         records: &mut Vec<Record>,
         retired: &mut Forgotten,
     ) {
-        let len = self.by_hash.len() as u64;
-        if len == 0 {
-            // Nothing to write: a piece cannot be empty (an empty value
-            // is a tombstone). The head will count no pieces.
-            self.forget(retired);
-            return;
-        }
-        let log = self.log.get_or_insert_with(Box::default);
-        if log.pieces > 0 && log.changed.is_empty() {
-            return;
-        }
-        let changed = log.changed.len() as u64;
-        if log.pieces > 0 && log.written + changed > 2 * len + SLACK_RECORDS {
-            retired.push((PieceKind::Presence, log.epoch, log.pieces));
-            log.epoch += 1;
-            log.pieces = 0;
-        }
-        let mut value;
-        let piece = log.pieces;
-        if piece == 0 {
-            value = all_records(&self.by_hash);
-            log.pieces = 1;
-            log.written = len;
-        } else {
-            log.changed.sort_unstable();
-            log.changed.dedup();
-            value = Vec::with_capacity(log.changed.len() * VIEWER_RECORD);
-            for &hash in &log.changed {
-                match self.by_hash.get(hash) {
-                    Some(v) => push_record(&mut value, hash, v.ts(), u8::from(v.present())),
-                    None => push_record(&mut value, hash, 0, REMOVED),
+        let by_hash = &self.by_hash;
+        self.log.write(
+            stream_id,
+            by_hash.len() as u64,
+            records,
+            retired,
+            || all_records(by_hash),
+            |changed| {
+                changed.sort_unstable();
+                changed.dedup();
+                let mut value = Vec::with_capacity(changed.len() * VIEWER_RECORD);
+                for &hash in changed.iter() {
+                    match by_hash.get(hash) {
+                        Some(v) => push_record(&mut value, hash, v.ts(), u8::from(v.present())),
+                        None => push_record(&mut value, hash, 0, REMOVED),
+                    }
                 }
-            }
-            log.pieces += 1;
-            log.written += log.changed.len() as u64;
-        }
-        let key = piece_key(stream_id, PieceKind::Presence, log.epoch, piece);
-        records.push(Record { key, value });
-        log.changed.clear();
-        if log.changed.capacity() > 4 * SLACK_RECORDS as usize {
-            log.changed.shrink_to(log.changed.capacity() / 2);
-        }
+                (value, changed.len() as u64)
+            },
+        );
     }
 
     /// Viewers as a head describes them: their records still to be joined
     /// from the pieces by [`Self::join`].
-    pub(super) fn from_log_position((epoch, pieces): (i64, u32)) -> Viewers {
+    pub(super) fn from_log_position(position: (i64, u32)) -> Viewers {
         Viewers {
-            log: (pieces > 0).then(|| {
-                Box::new(PresenceLog {
-                    epoch,
-                    pieces,
-                    ..PresenceLog::default()
-                })
-            }),
+            log: PieceLog::at(PieceKind::Presence, position),
             ..Viewers::default()
         }
     }
@@ -168,16 +78,16 @@ impl Viewers {
         &mut self,
         mut piece: impl FnMut(i64, u32) -> Option<&'p [u8]>,
     ) -> Result<(), PresenceError> {
-        let Some(log) = self.log.as_deref_mut() else {
+        let Some((epoch, pieces)) = self.log.counted() else {
             return Ok(());
         };
         let mut map: HashMap<u64, Viewer> = HashMap::new();
         let mut written = 0;
-        for n in 0..log.pieces {
-            let bytes = piece(log.epoch, n).ok_or(PresenceError::Missing(log.epoch, n))?;
+        for n in 0..pieces {
+            let bytes = piece(epoch, n).ok_or(PresenceError::Missing(epoch, n))?;
             let records = bytes.chunks_exact(VIEWER_RECORD);
             if !records.remainder().is_empty() {
-                return Err(PresenceError::Malformed(log.epoch, n));
+                return Err(PresenceError::Malformed(epoch, n));
             }
             for record in records {
                 written += 1;
@@ -189,11 +99,11 @@ impl Viewers {
                     flag @ (0 | 1) => {
                         map.insert(hash, Viewer::new(ts, flag == 1));
                     }
-                    _ => return Err(PresenceError::Malformed(log.epoch, n)),
+                    _ => return Err(PresenceError::Malformed(epoch, n)),
                 }
             }
         }
-        log.written = written;
+        self.log.joined(written);
         self.concurrent = map.values().filter(|v| v.present()).count() as u64;
         self.by_hash = map.into_iter().collect::<CompactMap<Viewer>>();
         Ok(())
