@@ -22,7 +22,7 @@ pub const SPEC_EXACT_DISTINCT: u64 = 1_000;
 pub const SPEC_DISTINCT_ERROR: f64 = 0.01;
 
 /// Figures compared exactly (integers, strings and nulls).
-pub const EXACT_FIGURES: [&str; 27] = [
+pub const EXACT_FIGURES: [&str; 28] = [
     "stream_id",
     "seller_id",
     "currency",
@@ -31,6 +31,7 @@ pub const EXACT_FIGURES: [&str; 27] = [
     "views",
     "unique_viewers",
     "concurrent_viewers",
+    "peak_concurrent_viewers",
     "impressions",
     "clicks",
     "add_to_carts",
@@ -421,6 +422,9 @@ pub struct StreamRef {
     /// Latest presence per viewer: (`ts`, is a leave); the max wins, so at
     /// equal `ts` a leave beats a view.
     pub presence: HashMap<String, (i64, bool)>,
+    /// Every counted presence event: (`ts`, is a leave, viewer), for the
+    /// peak by event time.
+    pub presence_events: Vec<(i64, bool, String)>,
     pub orders: HashSet<String>,
     pub items_sold: i64,
     pub gmv: i64,
@@ -442,6 +446,8 @@ impl StreamRef {
                     self.viewers.insert(e.viewer_id.clone());
                 }
                 let candidate = (e.ts, e.ty == "leave");
+                self.presence_events
+                    .push((e.ts, e.ty == "leave", e.viewer_id.clone()));
                 let latest = self
                     .presence
                     .entry(e.viewer_id.clone())
@@ -484,8 +490,32 @@ impl StreamRef {
         self.counts.get(ty).copied().unwrap_or(0)
     }
 
+    /// The highest count of viewers present at any event time: the
+    /// presence events in event-time order, counted after all those at one
+    /// instant (a viewer's latest by `ts` wins, a leave at equal `ts`).
+    fn peak_concurrent(&self) -> u64 {
+        let mut events = self.presence_events.clone();
+        events.sort();
+        let mut latest: HashMap<&str, (i64, bool)> = HashMap::new();
+        let (mut present, mut peak) = (0u64, 0u64);
+        for (i, (ts, leave, viewer)) in events.iter().enumerate() {
+            let was = latest.get(viewer.as_str()).is_some_and(|(_, l)| !l);
+            let now = latest.entry(viewer.as_str()).or_insert((*ts, *leave));
+            *now = (*now).max((*ts, *leave));
+            match (was, !now.1) {
+                (false, true) => present += 1,
+                (true, false) => present -= 1,
+                _ => {}
+            }
+            if events.get(i + 1).is_none_or(|next| next.0 != *ts) {
+                peak = peak.max(present);
+            }
+        }
+        peak
+    }
+
     /// The cumulative rollup the contract expects, as JSON (without
-    /// `revision` and `peak_concurrent_viewers`).
+    /// `revision`).
     pub fn expected(&self, stream_id: &str) -> Value {
         let views = self.n("view");
         let impressions = self.n("impression");
@@ -519,6 +549,7 @@ impl StreamRef {
             "views": views,
             "unique_viewers": unique_viewers,
             "concurrent_viewers": concurrent,
+            "peak_concurrent_viewers": self.peak_concurrent(),
             "impressions": impressions,
             "clicks": clicks,
             "add_to_carts": self.n("add_to_cart"),
