@@ -438,7 +438,7 @@ static NO_LIVE: Live = Live {
     viewers: Viewers {
         by_hash: CompactMap::Sorted(Vec::new()),
         concurrent: 0,
-        log: PieceLog::new(PieceKind::Presence),
+        log: PieceLog::new(),
     },
     pending: PendingPresence {
         events: VecDeque::new(),
@@ -1926,7 +1926,7 @@ impl Default for Viewers {
         Viewers {
             by_hash: CompactMap::default(),
             concurrent: 0,
-            log: PieceLog::new(PieceKind::Presence),
+            log: PieceLog::new(),
         }
     }
 }

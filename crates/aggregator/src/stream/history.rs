@@ -77,7 +77,7 @@ impl History {
         History {
             from,
             events: VecDeque::new(),
-            log: PieceLog::new(PieceKind::History),
+            log: PieceLog::new(),
         }
     }
 
@@ -248,6 +248,7 @@ impl History {
     ) {
         let events = &self.events;
         self.log.write(
+            PieceKind::History,
             stream_id,
             events.len() as u64,
             records,

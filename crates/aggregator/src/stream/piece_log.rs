@@ -10,15 +10,16 @@ use crate::changelog::{piece_key, PieceKind, Record};
 /// small part's log is not rewritten (and its old epoch tombstoned) often.
 const SLACK_RECORDS: u64 = 128;
 
-/// A part's log of pieces of kind `kind`; none until its first piece.
+/// A part's log of pieces; none until its first piece.
 #[derive(Clone, Debug)]
 pub(super) struct PieceLog<T> {
-    kind: PieceKind,
     log: Option<Box<Epoch<T>>>,
 }
 
 #[derive(Clone, Debug)]
 struct Epoch<T> {
+    /// The kind of its pieces.
+    kind: PieceKind,
     /// The epoch its pieces are written under.
     number: i64,
     /// Pieces of the epoch written so far.
@@ -31,21 +32,22 @@ struct Epoch<T> {
 
 impl<T> PieceLog<T> {
     /// No pieces yet.
-    pub(super) const fn new(kind: PieceKind) -> PieceLog<T> {
-        PieceLog { kind, log: None }
+    pub(super) const fn new() -> PieceLog<T> {
+        PieceLog { log: None }
     }
 
     /// The log a head counts: `pieces` pieces of epoch `number`.
     pub(super) fn at(kind: PieceKind, (number, pieces): (i64, u32)) -> PieceLog<T> {
         let log = (pieces > 0).then(|| {
             Box::new(Epoch {
+                kind,
                 number,
                 pieces,
                 written: 0,
                 fresh: Vec::new(),
             })
         });
-        PieceLog { kind, log }
+        PieceLog { log }
     }
 
     /// Notes a change for the next piece, once there is a log to follow.
@@ -59,7 +61,7 @@ impl<T> PieceLog<T> {
     pub(super) fn forget(&mut self, forgotten: &mut Forgotten) {
         if let Some(log) = self.log.take() {
             if log.pieces > 0 {
-                forgotten.push((self.kind, log.number, log.pieces));
+                forgotten.push((log.kind, log.number, log.pieces));
             }
         }
     }
@@ -92,14 +94,18 @@ impl<T> PieceLog<T> {
         })
     }
 
-    /// Appends to `records` the piece this checkpoint needs, if any, for a
-    /// part of `len` records: `whole()` when the log is new or has outgrown
+    /// Appends to `records` the piece of kind `kind` this checkpoint needs,
+    /// if any, for a part of `len` records: `whole()` when the log is new or has outgrown
     /// the part (the retired epoch then goes to `retired`, to be tombstoned
     /// after the head), else `changes(fresh)`, which says how many records
     /// it wrote. None for an empty part: a piece cannot be empty (an empty
     /// value is a tombstone), and the head counts none.
+    // The piece's kind and stream, the part's size, where records and
+    // retired pieces go, and how to write the part whole or its changes.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn write(
         &mut self,
+        kind: PieceKind,
         stream_id: &str,
         len: u64,
         records: &mut Vec<Record>,
@@ -113,6 +119,7 @@ impl<T> PieceLog<T> {
         }
         let log = self.log.get_or_insert_with(|| {
             Box::new(Epoch {
+                kind,
                 number: 0,
                 pieces: 0,
                 written: 0,
@@ -124,7 +131,7 @@ impl<T> PieceLog<T> {
         }
         let fresh = log.fresh.len() as u64;
         if log.pieces > 0 && log.written + fresh > 2 * len + SLACK_RECORDS {
-            retired.push((self.kind, log.number, log.pieces));
+            retired.push((log.kind, log.number, log.pieces));
             log.number += 1;
             log.pieces = 0;
         }
@@ -136,7 +143,7 @@ impl<T> PieceLog<T> {
             log.written += written;
             value
         };
-        let key = piece_key(stream_id, self.kind, log.number, log.pieces);
+        let key = piece_key(stream_id, kind, log.number, log.pieces);
         records.push(Record { key, value });
         log.pieces += 1;
         log.fresh.clear();

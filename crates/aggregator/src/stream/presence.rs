@@ -43,6 +43,7 @@ impl Viewers {
     ) {
         let by_hash = &self.by_hash;
         self.log.write(
+            PieceKind::Presence,
             stream_id,
             by_hash.len() as u64,
             records,
