@@ -313,6 +313,14 @@ impl WindowState {
         self.presence(concurrent, start.saturating_sub(1));
     }
 
+    /// Settled presence is played into the window again from its start,
+    /// where `concurrent` viewers were present: its peak starts over.
+    fn restart_from(&mut self, concurrent: u64, start: EventTime) {
+        self.figures_mut().peak = 0;
+        self.peak_span = PeakSpan::UNKNOWN;
+        self.starts_from(concurrent, start);
+    }
+
     /// A presence event behind settled presence, at `ts` in this window,
     /// made its viewer present (`arrived`) or absent from then on: every
     /// count from `ts` on moves by one. The peak rises if the window was at
@@ -568,37 +576,17 @@ impl Live {
                 figures.peak = shift(figures.peak);
             } else {
                 let mut count = history.count_before(*start, viewers.concurrent);
-                let mut span = PeakSpan {
-                    from: first,
-                    until: EventTime::MAX,
-                };
-                let mut peak = count;
+                window.restart_from(count, *start);
                 let mut events = history
                     .events_from(*start)
                     .take_while(|e| e.ts() < end)
                     .peekable();
                 while let Some(at) = events.peek().map(|e| e.ts()) {
-                    let was = count;
                     while let Some(e) = events.next_if(|e| e.ts() == at) {
                         count = count.saturating_add_signed(e.change.into());
                     }
-                    if count > peak {
-                        (peak, span) = (
-                            count,
-                            PeakSpan {
-                                from: at,
-                                until: EventTime::MAX,
-                            },
-                        );
-                    } else if count == peak && was < peak {
-                        span.until = EventTime::MAX;
-                    } else if count < peak && was == peak {
-                        span.until = at;
-                    }
+                    window.presence(count, at);
                 }
-                let figures = window.figures_mut();
-                (figures.concurrent, figures.peak) = (count, peak);
-                window.peak_span = span;
             }
             let peak = window.figures().peak;
             highest = highest.max(peak);

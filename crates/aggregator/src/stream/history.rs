@@ -65,12 +65,6 @@ pub(super) struct History {
     pub(super) log: PieceLog<Settled>,
 }
 
-impl Default for History {
-    fn default() -> Self {
-        History::after(EventTime::MIN)
-    }
-}
-
 impl History {
     /// No events, kept from `from` on.
     pub(super) const fn after(from: EventTime) -> History {
