@@ -583,7 +583,7 @@ impl Live {
                     .peekable();
                 while let Some(at) = events.peek().map(|e| e.ts()) {
                     while let Some(e) = events.next_if(|e| e.ts() == at) {
-                        count = count.saturating_add_signed(e.change.into());
+                        count = count.saturating_add_signed(e.change().into());
                     }
                     window.presence(count, at);
                 }

@@ -34,19 +34,44 @@ use crate::event::EventTime;
 /// [`Viewer`] packs it.
 pub(super) const SETTLED_RECORD: usize = 8 + 8;
 
-/// One settled presence event.
+/// One settled presence event, in two words: its viewer's hash, and the
+/// event as [`Viewer`] packs it shifted left by two, with what it did to the
+/// count of viewers present after the events before it (+1, 0 or -1) plus
+/// one in the low two bits. (Settled events have ingest's `ts`, 0 to year
+/// 9999: 48 bits, so the shift loses nothing.) The change is not written to
+/// the changelog: a restore works it out again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Settled {
     pub(super) viewer: u64,
-    pub(super) event: Viewer,
-    /// What it did to the count of viewers present, after the events before
-    /// it (not written to the changelog: a restore works it out again).
-    pub(super) change: i8,
+    word: i64,
 }
 
 impl Settled {
+    fn new(viewer: u64, event: Viewer, change: i8) -> Settled {
+        let mut settled = Settled {
+            viewer,
+            word: event.0 << 2,
+        };
+        settled.set_change(change);
+        settled
+    }
+
     pub(super) fn ts(&self) -> EventTime {
-        self.event.ts()
+        self.event().ts()
+    }
+
+    pub(super) fn event(&self) -> Viewer {
+        Viewer(self.word >> 2)
+    }
+
+    /// What it did to the count of viewers present: +1, 0 or -1.
+    pub(super) fn change(&self) -> i8 {
+        (self.word & 3) as i8 - 1
+    }
+
+    fn set_change(&mut self, change: i8) {
+        debug_assert!((-1..=1).contains(&change), "change {change}");
+        self.word = (self.word & !3) | i64::from(change + 1);
     }
 }
 
@@ -90,22 +115,14 @@ impl History {
         change: i8,
     ) {
         self.keep_previous(viewer, previous);
-        self.insert(Settled {
-            viewer,
-            event,
-            change,
-        });
+        self.insert(Settled::new(viewer, event, change));
     }
 
     /// A viewer's latest event before `from` is kept once they have an
     /// event from `from` on, or a late one: it is their state until then.
     fn keep_previous(&mut self, viewer: u64, previous: Option<Viewer>) {
         if let Some(previous) = previous.filter(|p| p.ts() < self.from) {
-            self.insert(Settled {
-                viewer,
-                event: previous,
-                change: i8::from(previous.present()),
-            });
+            self.insert(Settled::new(viewer, previous, i8::from(previous.present())));
         }
     }
 
@@ -139,11 +156,7 @@ impl History {
         won: Option<i8>,
     ) -> Option<(i8, EventTime)> {
         self.keep_previous(viewer, previous);
-        let at = self.insert(Settled {
-            viewer,
-            event,
-            change: 0,
-        });
+        let at = self.insert(Settled::new(viewer, event, 0));
         let (change, until) = if let Some(change) = won {
             // The viewer's latest: nothing of theirs comes after it.
             (change, EventTime::MAX)
@@ -151,22 +164,22 @@ impl History {
             // Their next event says what they were before it.
             let next = (at + 1..self.events.len()).find(|&i| self.events[i].viewer == viewer)?;
             let after = self.events[next];
-            let was = i8::from(after.event.present()) - after.change;
+            let was = i8::from(after.event().present()) - after.change();
             // A leave of theirs at the same instant wins over this event.
             let beaten = self
                 .events
                 .range(..at)
                 .rev()
                 .take_while(|e| e.ts() == event.ts())
-                .any(|e| e.viewer == viewer && e.event > event);
+                .any(|e| e.viewer == viewer && e.event() > event);
             if beaten {
                 return None;
             }
             let now = i8::from(event.present());
-            self.events[next].change = i8::from(after.event.present()) - now;
+            self.events[next].set_change(i8::from(after.event().present()) - now);
             (now - was, after.ts())
         };
-        self.events[at].change = change;
+        self.events[at].set_change(change);
         (change != 0).then_some((change, until))
     }
 
@@ -175,7 +188,7 @@ impl History {
     /// taken back. For an instant from `from` on.
     pub(super) fn count_before(&self, instant: EventTime, now: u64) -> u64 {
         let at = self.events.partition_point(|e| e.ts() < instant);
-        let since: i64 = self.events.range(at..).map(|e| i64::from(e.change)).sum();
+        let since: i64 = self.events.range(at..).map(|e| i64::from(e.change())).sum();
         (now as i64 - since).max(0) as u64
     }
 
@@ -196,10 +209,10 @@ impl History {
             let before = played.get(&e.viewer).copied();
             let mut present = u64::from(before.is_some_and(Viewer::present));
             let was = present;
-            if e.event.supersedes(before, &mut present) {
-                played.insert(e.viewer, e.event);
+            if e.event().supersedes(before, &mut present) {
+                played.insert(e.viewer, e.event());
             }
-            e.change = present as i8 - was as i8;
+            e.set_change(present as i8 - was as i8);
         }
     }
 
@@ -305,16 +318,12 @@ fn prune(events: &mut VecDeque<Settled>, from: EventTime) {
     let later: HashSet<u64> = events.range(split..).map(|e| e.viewer).collect();
     let mut before: HashMap<u64, Viewer> = HashMap::new();
     for e in events.range(..split).filter(|e| later.contains(&e.viewer)) {
-        let latest = before.entry(e.viewer).or_insert(e.event);
-        *latest = (*latest).max(e.event);
+        let latest = before.entry(e.viewer).or_insert(e.event());
+        *latest = (*latest).max(e.event());
     }
     let mut kept: Vec<Settled> = before
         .into_iter()
-        .map(|(viewer, event)| Settled {
-            viewer,
-            event,
-            change: i8::from(event.present()),
-        })
+        .map(|(viewer, event)| Settled::new(viewer, event, i8::from(event.present())))
         .collect();
     kept.sort_unstable_by_key(|e| (e.ts(), e.viewer));
     events.drain(..split);
@@ -327,7 +336,7 @@ fn records_of<'a>(events: impl Iterator<Item = &'a Settled>) -> Vec<u8> {
     let mut bytes = Vec::new();
     for e in events {
         bytes.extend_from_slice(&e.viewer.to_le_bytes());
-        bytes.extend_from_slice(&e.event.0.to_le_bytes());
+        bytes.extend_from_slice(&e.event().0.to_le_bytes());
     }
     bytes
 }
@@ -341,11 +350,11 @@ fn read_records(bytes: &[u8]) -> Option<Vec<Settled>> {
         records
             .map(|record| {
                 let (viewer, event) = record.split_at(8);
-                Settled {
-                    viewer: u64::from_le_bytes(viewer.try_into().expect("8 bytes")),
-                    event: Viewer(i64::from_le_bytes(event.try_into().expect("8 bytes"))),
-                    change: 0,
-                }
+                Settled::new(
+                    u64::from_le_bytes(viewer.try_into().expect("8 bytes")),
+                    Viewer(i64::from_le_bytes(event.try_into().expect("8 bytes"))),
+                    0,
+                )
             })
             .collect(),
     )
@@ -360,4 +369,33 @@ pub enum HistoryError {
     /// A piece is not a whole number of records.
     #[error("piece {1} of presence history epoch {0} is malformed")]
     Malformed(i64, u32),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A settled event is two words: a busy stream keeps one per presence
+    /// event for window retention.
+    const _: () = assert!(std::mem::size_of::<Settled>() == 16);
+
+    #[test]
+    fn a_settled_event_keeps_its_event_and_change_in_one_word() {
+        // The last instant ingest accepts (9999-12-31T23:59:59.999Z).
+        let latest: EventTime = 253_402_300_799_999;
+        for ts in [0, 1, 1_764_120_000_123, latest] {
+            for present in [true, false] {
+                for change in [-1, 0, 1] {
+                    let event = Viewer::new(ts, present);
+                    let mut settled = Settled::new(7, event, change);
+                    assert_eq!(
+                        (settled.event(), settled.ts(), settled.change()),
+                        (event, ts, change)
+                    );
+                    settled.set_change(-change);
+                    assert_eq!((settled.event(), settled.change()), (event, -change));
+                }
+            }
+        }
+    }
 }
