@@ -894,7 +894,13 @@ impl StreamState {
                 if let Some((change, until)) = live.history.place_late(viewer, event, previous, won)
                 {
                     match live.late_in_history(ts, until, change, window_ms) {
-                        Moved::Up(highest) => self.settled_peak = self.settled_peak.max(highest),
+                        Moved::Up(highest) => {
+                            // Instants no retained window holds (behind them
+                            // all, as for a stream whose events all came
+                            // later than retention) rise too.
+                            let between = live.history.peak_between(ts, until, after);
+                            self.settled_peak = self.settled_peak.max(highest).max(between);
+                        }
                         Moved::Down => {
                             self.settled_peak = self.peak_before.max(live.highest_peak())
                         }

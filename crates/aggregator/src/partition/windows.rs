@@ -968,6 +968,42 @@ fn a_presence_event_later_than_the_lateness_moves_counts_until_its_viewers_next_
 }
 
 #[test]
+fn presence_events_behind_every_retained_window_still_raise_the_peak_as_defined() {
+    // Another stream's event two hours on moves the watermark: every event
+    // of live-1 after it is later than window retention, and opens no
+    // window. Until a publication expires them, live-1 keeps its settled
+    // presence events, as `replay` does for a whole file.
+    let ahead = |f: &mut Feed| {
+        let e = event("ahead", "live-2", "z", T0 + 120 * MIN, Action::Like);
+        let _ = f.send_event(&e);
+    };
+    // Three viewers come at 0:02, 0:01 and 0:00 and stay: three at once
+    // from 0:02, whatever the order they arrive in.
+    let mut f = Feed::new();
+    ahead(&mut f);
+    let _ = f.send("v1", T0 + 2_000, Action::View);
+    let _ = f.send("v2", T0 + 1_000, Action::View);
+    let _ = f.send("v3", T0, Action::View);
+    assert_eq!(f.agg.windows("live-1").unwrap(), []);
+    assert_eq!(f.rollup().peak_concurrent_viewers, 3);
+    // Ended (idle for longer than the idle timeout), it keeps its peak.
+    let ended = f.agg.publish();
+    let last = ended
+        .iter()
+        .find(|p| p.rollup.stream_id == "live-1")
+        .unwrap();
+    assert!(last.rollup.is_final);
+    assert_eq!(last.rollup.peak_concurrent_viewers, 3);
+    // A viewer whose leave at 3:32 arrives before their view at 0:00: in
+    // the room from 0:00 to 3:32.
+    let mut f = Feed::new();
+    ahead(&mut f);
+    let _ = f.send("v1", T0 + 3 * MIN + 32_000, Action::Leave);
+    let _ = f.send("v1", T0, Action::View);
+    assert_eq!(f.rollup().peak_concurrent_viewers, 1);
+}
+
+#[test]
 fn the_history_of_settled_presence_is_kept_for_window_retention_only() {
     let config = AggregatorConfig {
         window_retention_ms: 5 * MIN,

@@ -192,6 +192,30 @@ impl History {
         (now as i64 - since).max(0) as u64
     }
 
+    /// The highest count of viewers present at an instant from `instant`
+    /// (or [`Self::from`], if later) until just before `until`, from the
+    /// count now (after every settled event). 0 for an empty span.
+    pub(super) fn peak_between(&self, instant: EventTime, until: EventTime, now: u64) -> u64 {
+        let instant = instant.max(self.from);
+        if instant >= until {
+            return 0;
+        }
+        let mut count = self.count_before(instant, now);
+        let mut peak = count;
+        let mut events = self
+            .events_from(instant)
+            .take_while(|e| e.ts() < until)
+            .peekable();
+        // The count at an instant is the one after all its events.
+        while let Some(at) = events.peek().map(|e| e.ts()) {
+            while let Some(e) = events.next_if(|e| e.ts() == at) {
+                count = count.saturating_add_signed(e.change().into());
+            }
+            peak = peak.max(count);
+        }
+        peak
+    }
+
     /// The events from `instant` on, in event-time order.
     pub(super) fn events_from(
         &self,
