@@ -102,8 +102,9 @@ struct RunArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     live_interval_ms: Option<u64>,
-    /// At-least-once: checkpoint (and offset) interval in milliseconds.
-    /// Exactly-once: how often a partition that is behind commits.
+    /// At-least-once: checkpoint (and offset) interval in milliseconds
+    /// (default 5000). Exactly-once: how often a partition that is behind
+    /// commits (default 1000).
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     checkpoint_interval_ms: Option<u64>,

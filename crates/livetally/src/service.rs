@@ -142,7 +142,7 @@ pub fn engine_config(settings: &Settings) -> anyhow::Result<EngineConfig> {
                 .unwrap_or(settings.publish_interval_ms)
                 .clamp(1, settings.publish_interval_ms.max(1)),
         ),
-        checkpoint_interval: Duration::from_millis(settings.checkpoint_interval_ms),
+        checkpoint_interval: Duration::from_millis(settings.checkpoint_interval_ms()),
         clock_guard: true,
         idle_partition: Duration::from_millis(settings.idle_partition_ms.max(1)),
         exactly_once,
@@ -324,10 +324,27 @@ mod tests {
             guarantee,
             live_interval_ms: live_ms,
             publish_interval_ms: publish_ms,
-            checkpoint_interval_ms: checkpoint_ms,
+            checkpoint_interval_ms: Some(checkpoint_ms),
             ..Settings::default()
         };
         engine_config(&settings).expect("valid settings")
+    }
+
+    #[test]
+    fn checkpoints_default_to_every_5_s_at_least_once_and_1_s_when_behind_exactly_once() {
+        let default = |guarantee| {
+            let settings = Settings {
+                guarantee,
+                ..Settings::default()
+            };
+            engine_config(&settings).expect("valid").checkpoint_interval
+        };
+        assert_eq!(default(Guarantee::AtLeastOnce), Duration::from_secs(5));
+        assert_eq!(default(Guarantee::ExactlyOnce), Duration::from_secs(1));
+        for guarantee in [Guarantee::AtLeastOnce, Guarantee::ExactlyOnce] {
+            let set = config_with(guarantee, 1000, 250).checkpoint_interval;
+            assert_eq!(set, Duration::from_millis(250));
+        }
     }
 
     #[test]

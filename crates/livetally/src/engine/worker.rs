@@ -976,7 +976,7 @@ mod tests {
         let settings = Settings {
             guarantee: Guarantee::ExactlyOnce,
             publish_interval_ms: 100,
-            checkpoint_interval_ms: 1000,
+            checkpoint_interval_ms: Some(1000),
             ..Settings::default()
         };
         let config = crate::service::engine_config(&settings).expect("valid settings");
