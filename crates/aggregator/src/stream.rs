@@ -427,6 +427,15 @@ struct Live {
     reached: EventTime,
     /// The settled presence events a late one may move counts among.
     history: History,
+    /// The latest instant of a presence event counted too late for any
+    /// window, if the history holds it (at or after [`History::from`]; else
+    /// `EventTime::MIN`): while it does, the history holds instants no
+    /// window does, and a late event that lowers the count takes the
+    /// stream's peak again from the whole history. Not checkpointed: the
+    /// changelog takes a stream's state just after a publication, whose
+    /// [`StreamState::expire`] moved the history's start past such instants
+    /// (their peak kept in `peak_before`).
+    uncovered: EventTime,
 }
 
 impl Default for Live {
@@ -437,6 +446,7 @@ impl Default for Live {
             windows: VecDeque::new(),
             reached: EventTime::MIN,
             history: History::after(EventTime::MIN),
+            uncovered: EventTime::MIN,
         }
     }
 }
@@ -456,6 +466,7 @@ static NO_LIVE: Live = Live {
     windows: VecDeque::new(),
     reached: EventTime::MIN,
     history: History::after(EventTime::MIN),
+    uncovered: EventTime::MIN,
 };
 
 impl Live {
@@ -781,6 +792,12 @@ impl StreamState {
         self.totals.count(event, viewer);
         let start = clock.window_start(event.ts);
         if clock.expired(start) {
+            if matches!(event.action, Action::View | Action::Leave) {
+                let live = self.live_mut();
+                if event.ts >= live.history.from {
+                    live.uncovered = live.uncovered.max(event.ts);
+                }
+            }
             return true;
         }
         let window = self.window_mut(start);
@@ -893,16 +910,28 @@ impl StreamState {
                 let won = previous.is_none_or(|p| event > p).then_some(change as i8);
                 if let Some((change, until)) = live.history.place_late(viewer, event, previous, won)
                 {
-                    match live.late_in_history(ts, until, change, window_ms) {
-                        Moved::Up(highest) => {
-                            // Instants no retained window holds (behind them
-                            // all, as for a stream whose events all came
-                            // later than retention) rise too.
-                            let between = live.history.peak_between(ts, until, after);
+                    let moved = live.late_in_history(ts, until, change, window_ms);
+                    // Instants the history holds and no retained window does
+                    // (events later than window retention open none) move
+                    // too: their counts are the history's.
+                    let uncovered = live.uncovered >= live.history.from;
+                    match moved {
+                        Moved::Up(highest) if !(uncovered && change < 0) => {
+                            let between = if uncovered {
+                                live.history.peak_between(ts, until, after)
+                            } else {
+                                0
+                            };
                             self.settled_peak = self.settled_peak.max(highest).max(between);
                         }
-                        Moved::Down => {
-                            self.settled_peak = self.peak_before.max(live.highest_peak())
+                        _ => {
+                            let mut peak = self.peak_before.max(live.highest_peak());
+                            if uncovered {
+                                let all = EventTime::MIN..EventTime::MAX;
+                                peak =
+                                    peak.max(live.history.peak_between(all.start, all.end, after));
+                            }
+                            self.settled_peak = peak;
                         }
                     }
                 }
@@ -1283,11 +1312,17 @@ impl StreamState {
         let expired_before = watermark
             .saturating_sub(clock.retention_ms)
             .saturating_sub(clock.window_ms);
-        live.history.keep_from(
-            clock
-                .window_start(expired_before)
-                .saturating_add(clock.window_ms),
-        );
+        let from = clock
+            .window_start(expired_before)
+            .saturating_add(clock.window_ms);
+        if live.uncovered >= live.history.from && from > live.history.from {
+            // Instants no window holds leave the history: their peak stays.
+            let left = live
+                .history
+                .peak_between(EventTime::MIN, from, live.viewers.concurrent);
+            self.peak_before = self.peak_before.max(left);
+        }
+        live.history.keep_from(from);
         for (start, window) in &mut live.windows {
             if start.saturating_add(clock.window_ms) <= watermark {
                 window.seal();

@@ -1001,6 +1001,27 @@ fn presence_events_behind_every_retained_window_still_raise_the_peak_as_defined(
     let _ = f.send("v1", T0 + 3 * MIN + 32_000, Action::Leave);
     let _ = f.send("v1", T0, Action::View);
     assert_eq!(f.rollup().peak_concurrent_viewers, 1);
+    // And fall: v1 from 0:00, v2 from 5:00, v3 from 6:00 to 7:00, and v1's
+    // leave at 1:40 comes last. Never three in the room at once, only two
+    // (6:00 to 7:00); also in a state restored from a checkpoint taken
+    // before the leave.
+    let mut f = Feed::new();
+    ahead(&mut f);
+    let _ = f.send("v1", T0, Action::View);
+    let _ = f.send("v2", T0 + 5 * MIN, Action::View);
+    let _ = f.send("v3", T0 + 6 * MIN, Action::View);
+    let _ = f.send("v3", T0 + 7 * MIN, Action::Leave);
+    assert_eq!(f.rollup().peak_concurrent_viewers, 3);
+    let mut restored = PartitionAggregator::new(AggregatorConfig::default());
+    for stream_id in ["live-1", "live-2"] {
+        let bytes = f.agg.checkpoint(stream_id).unwrap().to_bytes();
+        restored.restore(stream_id, StreamCheckpoint::from_bytes(&bytes).unwrap());
+    }
+    let leave = event("leave", "live-1", "v1", T0 + MIN + 40_000, Action::Leave);
+    let _ = f.send_event(&leave);
+    assert_eq!(f.rollup().peak_concurrent_viewers, 2);
+    let _ = restored.apply(&leave, 100);
+    assert_eq!(restored.rollup("live-1"), f.agg.rollup("live-1"));
 }
 
 #[test]

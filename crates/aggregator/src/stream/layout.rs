@@ -439,6 +439,7 @@ impl<W: IntoWindow, S: IntoSeen, V: IntoViewers> IntoState for Stored<W, S, V> {
             windows,
             reached,
             history: History::after(kept_from),
+            uncovered: EventTime::MIN,
         };
         StreamState {
             totals: self.totals,
