@@ -188,18 +188,30 @@ fn behind_and_waiting(ran_dry: bool, last_publication: Instant, config: &EngineC
 /// that burst: at 50,000 events/s most of the slowest rollups on `/v1/live`
 /// came in the first 400 ms after the partitions' common publication.
 fn phase(partition: i32, interval: Duration) -> Instant {
-    let fraction = (f64::from(partition) * 0.618_033_988_75).fract();
     let now = Instant::now();
-    now.checked_sub(interval.mul_f64(fraction)).unwrap_or(now)
+    now.checked_sub(interval.mul_f64(spread(partition)))
+        .unwrap_or(now)
+}
+
+/// Where in an interval a partition's phase falls, in [0, 1).
+fn spread(partition: i32) -> f64 {
+    (f64::from(partition) * 0.618_033_988_75).fract()
 }
 
 /// When a partition counts its last publication and its last checkpoint
-/// as done, at start: both at its [`phase`] of their intervals.
+/// as done, at start: the publication at its [`phase`] of the publish
+/// interval, the checkpoint a whole number of publish intervals before it,
+/// spread over the checkpoint interval the same way, so that checkpoints
+/// fall due with a publication and partitions do not all take theirs in
+/// the same second.
 fn starting_times(partition: i32, config: &EngineConfig) -> (Instant, Instant) {
-    (
-        phase(partition, config.publish_interval),
-        phase(partition, config.checkpoint_interval),
-    )
+    let publication = phase(partition, config.publish_interval);
+    let steps = config.checkpoint_interval.as_secs_f64() / config.publish_interval.as_secs_f64();
+    let back = (spread(partition) * steps).floor() as u32;
+    let checkpoint = publication
+        .checked_sub(config.publish_interval * back)
+        .unwrap_or(publication);
+    (publication, checkpoint)
 }
 
 /// A producer whose transactional id belongs to this input partition: its
@@ -993,20 +1005,27 @@ mod tests {
     fn partitions_started_together_publish_at_spread_phases() {
         let config = crate::service::engine_config(&Settings::default()).expect("valid settings");
         assert_eq!(config.publish_interval, Duration::from_secs(1));
+        assert_eq!(config.checkpoint_interval, Duration::from_secs(5));
         let mut tenths = std::collections::BTreeSet::new();
+        let mut seconds = std::collections::BTreeSet::new();
         for partition in 0..12 {
             let (publication, checkpoint) = starting_times(partition, &config);
             // When its first publication is due, in tenths of the interval.
             let done = publication.elapsed().as_millis().min(999);
             tenths.insert((1_000 - done) / 100);
-            // Its checkpoints fall due with one of its publications.
-            let apart = publication.max(checkpoint) - publication.min(checkpoint);
+            // Its checkpoints fall due with one of its publications: a
+            // whole number of publish intervals apart.
+            let apart = (publication - checkpoint).as_millis();
+            let off = apart % 1_000;
             assert!(
-                apart < Duration::from_millis(50),
-                "partition {partition}: {apart:?}"
+                !(50..950).contains(&off),
+                "partition {partition}: {apart} ms"
             );
+            seconds.insert((apart + 500) / 1_000);
         }
         assert!(tenths.len() >= 8, "first publications in tenths {tenths:?}");
+        // And in different seconds of the checkpoint interval.
+        assert_eq!(seconds.len(), 5, "checkpoints behind by {seconds:?} s");
     }
 
     /// A partition that always has records queued still sees its ticks.
