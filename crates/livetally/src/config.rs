@@ -117,7 +117,7 @@ impl Settings {
     /// at-least-once commit interval is 30 s, a crash re-reads a few seconds
     /// of records rather than every second rewriting each changed stream's
     /// state (a catch-up of 3 M events wrote a third of the changelog, with
-    /// 15 % less CPU, than at 1 s: `docs/BENCHMARKS.md`).
+    /// 16 % less CPU, than at 1 s: `docs/BENCHMARKS.md`).
     pub const AT_LEAST_ONCE_CHECKPOINT_MS: u64 = 5_000;
     /// Exactly-once, when none is set: how often a partition that is behind
     /// commits, and so shows its figures.
