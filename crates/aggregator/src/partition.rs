@@ -376,7 +376,8 @@ impl PartitionAggregator {
     /// Replaces the stream's state with a checkpoint, as after a restart or
     /// rebalance. Not dirty: nothing new to publish until an event counts.
     pub fn restore(&mut self, stream_id: &str, checkpoint: StreamCheckpoint) {
-        let state = checkpoint.into_state();
+        let mut state = checkpoint.into_state();
+        state.note_uncovered(self.config.window_ms);
         // The checkpoint lists the pieces the changelog holds for it.
         self.forgotten.remove(stream_id);
         if state.last_event_ts() != EventTime::MIN {

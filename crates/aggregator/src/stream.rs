@@ -431,10 +431,8 @@ struct Live {
     /// window, if the history holds it (at or after [`History::from`]; else
     /// `EventTime::MIN`): while it does, the history holds instants no
     /// window does, and a late event that lowers the count takes the
-    /// stream's peak again from the whole history. Not checkpointed: the
-    /// changelog takes a stream's state just after a publication, whose
-    /// [`StreamState::expire`] moved the history's start past such instants
-    /// (their peak kept in `peak_before`).
+    /// stream's peak again from the whole history. Not checkpointed: a
+    /// restore works it out again ([`StreamState::note_uncovered`]).
     uncovered: EventTime,
 }
 
@@ -470,6 +468,12 @@ static NO_LIVE: Live = Live {
 };
 
 impl Live {
+    /// Whether the history holds instants no retained window does
+    /// ([`Self::uncovered`]).
+    fn holds_uncovered(&self) -> bool {
+        self.uncovered > EventTime::MIN && self.uncovered >= self.history.from
+    }
+
     fn is_empty(&self) -> bool {
         self.viewers.by_hash.is_empty()
             && self.pending.is_empty()
@@ -914,7 +918,7 @@ impl StreamState {
                     // Instants the history holds and no retained window does
                     // (events later than window retention open none) move
                     // too: their counts are the history's.
-                    let uncovered = live.uncovered >= live.history.from;
+                    let uncovered = live.holds_uncovered();
                     match moved {
                         Moved::Up(highest) if !(uncovered && change < 0) => {
                             let between = if uncovered {
@@ -1281,6 +1285,29 @@ impl StreamState {
         rollup
     }
 
+    /// Works out [`Live::uncovered`] again after a restore: the latest
+    /// settled presence event in the history whose window is not retained.
+    /// (A changelog head is written after a publication moved the history's
+    /// start past such events; a checkpoint taken at any other time may
+    /// hold some.)
+    pub(crate) fn note_uncovered(&mut self, window_ms: i64) {
+        let Some(live) = self.live.as_deref_mut() else {
+            return;
+        };
+        let window_ms = window_ms.max(1);
+        let held = |ts: EventTime| {
+            let start = ts - ts.rem_euclid(window_ms);
+            live.windows.binary_search_by_key(&start, |w| w.0).is_ok()
+        };
+        let uncovered = live
+            .history
+            .events_from(live.history.from)
+            .map(|e| e.ts())
+            .filter(|&ts| !held(ts))
+            .max();
+        live.uncovered = uncovered.unwrap_or(EventTime::MIN);
+    }
+
     /// Drops what the watermark made useless: windows past retention, event
     /// ids past the duplicate horizon, absent viewers past retention; seals
     /// the windows it closed; releases the live parts once all are empty.
@@ -1315,7 +1342,7 @@ impl StreamState {
         let from = clock
             .window_start(expired_before)
             .saturating_add(clock.window_ms);
-        if live.uncovered >= live.history.from && from > live.history.from {
+        if live.holds_uncovered() && from > live.history.from {
             // Instants no window holds leave the history: their peak stays.
             let left = live
                 .history
