@@ -1114,6 +1114,59 @@ proptest! {
     }
 }
 
+/// Presence events of one stream over three minutes, as [`some_late`]'s,
+/// of which some arrive in time order and the others, in any order, after
+/// another stream's event two hours on: later than window retention, so
+/// they open no window.
+fn some_beyond_retention() -> impl Strategy<Value = Vec<(Event<'static>, bool)>> {
+    let one = (0u8..8, 0..3 * MIN, any::<bool>(), prop::bool::weighted(0.5));
+    prop::collection::vec(one, 1..60)
+        .prop_map(|specs| {
+            (0..)
+                .zip(&specs)
+                .map(|(i, &(viewer, offset, view, beyond))| {
+                    let action = if view { Action::View } else { Action::Leave };
+                    let e = event(
+                        &format!("e{i}"),
+                        "live-1",
+                        &format!("u{viewer}"),
+                        T0 + offset,
+                        action,
+                    );
+                    (e, beyond)
+                })
+                .collect::<Vec<_>>()
+        })
+        .prop_flat_map(|events| {
+            let (beyond, in_time): (Vec<_>, Vec<_>) = events.into_iter().partition(|(_, b)| *b);
+            (Just(in_time), Just(beyond).prop_shuffle())
+        })
+        .prop_map(|(mut in_time, beyond)| {
+            in_time.sort_by_key(|(e, _)| e.ts);
+            let ahead = event("ahead", "live-2", "z", T0 + 120 * MIN, Action::Like);
+            in_time.push((ahead, false));
+            in_time.extend(beyond);
+            in_time
+        })
+}
+
+proptest! {
+    #[test]
+    fn presence_events_behind_every_retained_window_move_the_peak_as_defined(
+        events in some_beyond_retention()
+    ) {
+        // As `replay` does: no publication until the end, so the stream
+        // keeps its whole history.
+        let mut agg = PartitionAggregator::new(AggregatorConfig::default());
+        for (position, (e, _)) in (0..).zip(&events) {
+            prop_assert_eq!(agg.apply(e, position), Outcome::Counted);
+        }
+        let total = agg.rollup("live-1").unwrap();
+        let expected = presence_by_event_time(&events, "live-1", T0, T0 + 5 * MIN);
+        prop_assert_eq!((total.concurrent_viewers, total.peak_concurrent_viewers), expected);
+    }
+}
+
 #[test]
 fn a_leave_behind_the_watermark_at_the_settled_instant_undoes_the_peak_there() {
     let mut f = Feed::new();
