@@ -1053,29 +1053,42 @@ fn the_history_of_settled_presence_is_kept_for_window_retention_only() {
     );
 }
 
+/// Up to 60 views and leaves of eight viewers of `live-1` over three
+/// minutes, each marked with probability `marked` (to arrive late).
+fn presence_events(marked: f64) -> impl Strategy<Value = Vec<(Event<'static>, bool)>> {
+    let one = (
+        0u8..8,
+        0..3 * MIN,
+        any::<bool>(),
+        prop::bool::weighted(marked),
+    );
+    prop::collection::vec(one, 1..60).prop_map(|specs| {
+        (0..)
+            .zip(&specs)
+            .map(|(i, &(viewer, offset, view, mark))| {
+                let action = if view { Action::View } else { Action::Leave };
+                let e = event(
+                    &format!("e{i}"),
+                    "live-1",
+                    &format!("u{viewer}"),
+                    T0 + offset,
+                    action,
+                );
+                (e, mark)
+            })
+            .collect::<Vec<_>>()
+    })
+}
+
 /// Presence events of one stream over three minutes, of eight viewers who
 /// come and go: most arrive in time order, the others (any of them, views
 /// and leaves alike) later than the lateness, in any order, after an event
 /// that settles the rest. Each with whether it is one of the late ones.
 fn some_late() -> impl Strategy<Value = Vec<(Event<'static>, bool)>> {
-    let one = (0u8..8, 0..3 * MIN, any::<bool>(), prop::bool::weighted(0.2));
-    prop::collection::vec(one, 1..60)
-        .prop_map(|mut specs| {
-            specs.sort_by_key(|&(_, offset, _, _)| offset);
-            (0..)
-                .zip(&specs)
-                .map(|(i, &(viewer, offset, view, late))| {
-                    let action = if view { Action::View } else { Action::Leave };
-                    let e = event(
-                        &format!("e{i}"),
-                        "live-1",
-                        &format!("u{viewer}"),
-                        T0 + offset,
-                        action,
-                    );
-                    (e, late)
-                })
-                .collect::<Vec<_>>()
+    presence_events(0.2)
+        .prop_map(|mut events| {
+            events.sort_by_key(|(e, _)| e.ts);
+            events
         })
         .prop_flat_map(|events| {
             let (late, in_time): (Vec<_>, Vec<_>) = events.into_iter().partition(|(_, l)| *l);
@@ -1119,24 +1132,7 @@ proptest! {
 /// another stream's event two hours on: later than window retention, so
 /// they open no window.
 fn some_beyond_retention() -> impl Strategy<Value = Vec<(Event<'static>, bool)>> {
-    let one = (0u8..8, 0..3 * MIN, any::<bool>(), prop::bool::weighted(0.5));
-    prop::collection::vec(one, 1..60)
-        .prop_map(|specs| {
-            (0..)
-                .zip(&specs)
-                .map(|(i, &(viewer, offset, view, beyond))| {
-                    let action = if view { Action::View } else { Action::Leave };
-                    let e = event(
-                        &format!("e{i}"),
-                        "live-1",
-                        &format!("u{viewer}"),
-                        T0 + offset,
-                        action,
-                    );
-                    (e, beyond)
-                })
-                .collect::<Vec<_>>()
-        })
+    presence_events(0.5)
         .prop_flat_map(|events| {
             let (beyond, in_time): (Vec<_>, Vec<_>) = events.into_iter().partition(|(_, b)| *b);
             (Just(in_time), Just(beyond).prop_shuffle())
