@@ -377,7 +377,7 @@ impl PartitionAggregator {
     /// rebalance. Not dirty: nothing new to publish until an event counts.
     pub fn restore(&mut self, stream_id: &str, checkpoint: StreamCheckpoint) {
         let mut state = checkpoint.into_state();
-        state.note_uncovered(self.config.window_ms);
+        state.note_uncovered(&self.clock());
         // The checkpoint lists the pieces the changelog holds for it.
         self.forgotten.remove(stream_id);
         if state.last_event_ts() != EventTime::MIN {

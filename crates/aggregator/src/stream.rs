@@ -590,16 +590,9 @@ impl Live {
                 figures.concurrent = shift(figures.concurrent);
                 figures.peak = shift(figures.peak);
             } else {
-                let mut count = history.count_before(*start, viewers.concurrent);
-                window.restart_from(count, *start);
-                let mut events = history
-                    .events_from(*start)
-                    .take_while(|e| e.ts() < end)
-                    .peekable();
-                while let Some(at) = events.peek().map(|e| e.ts()) {
-                    while let Some(e) = events.next_if(|e| e.ts() == at) {
-                        count = count.saturating_add_signed(e.change().into());
-                    }
+                let (before, counts) = history.counts(*start, end, viewers.concurrent);
+                window.restart_from(before, *start);
+                for (at, count) in counts {
                     window.presence(count, at);
                 }
             }
@@ -931,9 +924,12 @@ impl StreamState {
                         _ => {
                             let mut peak = self.peak_before.max(live.highest_peak());
                             if uncovered {
-                                let all = EventTime::MIN..EventTime::MAX;
-                                peak =
-                                    peak.max(live.history.peak_between(all.start, all.end, after));
+                                let all = live.history.peak_between(
+                                    EventTime::MIN,
+                                    EventTime::MAX,
+                                    after,
+                                );
+                                peak = peak.max(all);
                             }
                             self.settled_peak = peak;
                         }
@@ -1290,13 +1286,12 @@ impl StreamState {
     /// (A changelog head is written after a publication moved the history's
     /// start past such events; a checkpoint taken at any other time may
     /// hold some.)
-    pub(crate) fn note_uncovered(&mut self, window_ms: i64) {
+    pub(crate) fn note_uncovered(&mut self, clock: &Clock) {
         let Some(live) = self.live.as_deref_mut() else {
             return;
         };
-        let window_ms = window_ms.max(1);
         let held = |ts: EventTime| {
-            let start = ts - ts.rem_euclid(window_ms);
+            let start = clock.window_start(ts);
             live.windows.binary_search_by_key(&start, |w| w.0).is_ok()
         };
         let uncovered = live

@@ -54,7 +54,8 @@ pub struct Settings {
     /// At-least-once: how often changed streams' checkpoints (and the input
     /// offsets they cover) are published, milliseconds. Exactly-once
     /// checkpoints with every publication, and a partition that is behind
-    /// commits at most this often. Default: [`Settings::checkpoint_interval_ms`].
+    /// commits at most this often. Default: 5 s at-least-once, 1 s
+    /// exactly-once ([`Settings::checkpoint_interval_ms()`]).
     pub checkpoint_interval_ms: Option<u64>,
     /// Commission rate: `0.1`, `10%`, `12.5%`.
     pub commission_rate: String,

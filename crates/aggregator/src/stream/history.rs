@@ -200,20 +200,35 @@ impl History {
         if instant >= until {
             return 0;
         }
-        let mut count = self.count_before(instant, now);
-        let mut peak = count;
+        let (before, counts) = self.counts(instant, until, now);
+        counts.map(|(_, count)| count).fold(before, u64::max)
+    }
+
+    /// The count of viewers present just before `instant`, and after each
+    /// instant with events from `instant` until just before `until`, in
+    /// event-time order: that instant and the count after all its events.
+    /// From the count now (after every settled event); for an instant from
+    /// `from` on.
+    pub(super) fn counts(
+        &self,
+        instant: EventTime,
+        until: EventTime,
+        now: u64,
+    ) -> (u64, impl Iterator<Item = (EventTime, u64)> + '_) {
+        let before = self.count_before(instant, now);
+        let mut count = before;
         let mut events = self
             .events_from(instant)
-            .take_while(|e| e.ts() < until)
+            .take_while(move |e| e.ts() < until)
             .peekable();
-        // The count at an instant is the one after all its events.
-        while let Some(at) = events.peek().map(|e| e.ts()) {
+        let counts = std::iter::from_fn(move || {
+            let at = events.peek()?.ts();
             while let Some(e) = events.next_if(|e| e.ts() == at) {
                 count = count.saturating_add_signed(e.change().into());
             }
-            peak = peak.max(count);
-        }
-        peak
+            Some((at, count))
+        });
+        (before, counts)
     }
 
     /// The events from `instant` on, in event-time order.
