@@ -40,6 +40,7 @@ struct Mix {
     seen: Tally,
     presence: Tally,
     history: Tally,
+    windows: Tally,
     tombstones: Tally,
     publications: u64,
     window_rollups: u64,
@@ -89,6 +90,7 @@ fn main() -> std::io::Result<()> {
         + mix.seen.bytes
         + mix.presence.bytes
         + mix.history.bytes
+        + mix.windows.bytes
         + mix.tombstones.bytes;
     println!("events {position}, partitions {partitions}, tick every {tick} events of a partition");
     println!(
@@ -102,6 +104,7 @@ fn main() -> std::io::Result<()> {
         ("duplicate-filter pieces", &mix.seen),
         ("presence pieces", &mix.presence),
         ("history pieces", &mix.history),
+        ("windows pieces", &mix.windows),
         ("tombstones", &mix.tombstones),
     ] {
         println!(
@@ -114,7 +117,7 @@ fn main() -> std::io::Result<()> {
     println!("| all | | {:.1} | |", total as f64 / 1e6);
     let (heads, windows, bytes) = mix.sampled;
     println!(
-        "heads sampled {heads}: {:.1} windows and {:.0} bytes each on average",
+        "heads sampled {heads}: {:.1} windows retained and {:.0} bytes each on average",
         windows as f64 / heads as f64,
         bytes as f64 / heads as f64
     );
@@ -145,6 +148,7 @@ fn flush(aggregator: &mut PartitionAggregator, mix: &mut Mix) {
                 PieceKind::Seen => mix.seen.add(&record),
                 PieceKind::Presence => mix.presence.add(&record),
                 PieceKind::History => mix.history.add(&record),
+                PieceKind::Windows => mix.windows.add(&record),
             },
             None => panic!("a key livetally never writes"),
         }

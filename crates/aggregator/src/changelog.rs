@@ -2,12 +2,15 @@
 //! them back.
 //!
 //! A stream's state is written as its *head*, keyed by the `stream_id`: a
-//! [`StreamCheckpoint`] without the two parts that grow with traffic, the
-//! ids of its duplicate filter and its viewers' presence. Those are written
-//! as *pieces* keyed by the stream id, a mark byte for the part ([`PieceKind`]:
-//! `0xFF`, `0xFE`, and `0xFD` for the presence events kept for late ones), a
-//! number (`i64`, big-endian: the filter's generation, or the epoch of the
-//! presence or history log) and the piece's number (`u32`, big-endian). A
+//! [`StreamCheckpoint`] without the parts that grow with traffic or time:
+//! the ids of its duplicate filter, its viewers' presence, and its retained
+//! windows as they were when last written whole (the head holds only the
+//! windows changed since). Those are written as *pieces* keyed by the
+//! stream id, a mark byte for the part ([`PieceKind`]: `0xFF`, `0xFE`,
+//! `0xFD` for the presence events kept for late ones, `0xFC` for windows),
+//! a number (`i64`, big-endian: the filter's generation, or the epoch of
+//! the presence, history or windows log) and the piece's number (`u32`,
+//! big-endian). A
 //! stream id is UTF-8, which never holds a byte above `0xF4`, so the kinds
 //! of key cannot be confused. Pieces are written before the head that counts
 //! them and tombstoned after the head that drops them, in one partition by
@@ -37,6 +40,8 @@ pub enum PieceKind {
     Presence,
     /// Settled presence events of one epoch of a stream's history.
     History,
+    /// The retained windows, written whole: one piece per epoch.
+    Windows,
 }
 
 impl PieceKind {
@@ -46,6 +51,7 @@ impl PieceKind {
             PieceKind::Seen => 0xFF,
             PieceKind::Presence => 0xFE,
             PieceKind::History => 0xFD,
+            PieceKind::Windows => 0xFC,
         }
     }
 
@@ -54,6 +60,7 @@ impl PieceKind {
             0xFF => Some(PieceKind::Seen),
             0xFE => Some(PieceKind::Presence),
             0xFD => Some(PieceKind::History),
+            0xFC => Some(PieceKind::Windows),
             _ => None,
         }
     }
@@ -83,7 +90,8 @@ pub enum Key<'a> {
         stream_id: &'a str,
         /// The part of its state.
         kind: PieceKind,
-        /// The generation (duplicate filter) or epoch (presence).
+        /// The generation (duplicate filter) or epoch (presence, history,
+        /// windows).
         number: i64,
         /// Its number within them.
         piece: u32,
@@ -188,7 +196,12 @@ mod tests {
     fn a_piece_key_reads_back_whatever_the_stream_id() {
         for stream_id in ["live-1", "", "\u{0}", "ünï\u{1F6CD}", "a\u{FFFF}b"] {
             for (number, piece) in [(0, 0), (-3, 7), (i64::MAX, u32::MAX)] {
-                for kind in [PieceKind::Seen, PieceKind::Presence, PieceKind::History] {
+                for kind in [
+                    PieceKind::Seen,
+                    PieceKind::Presence,
+                    PieceKind::History,
+                    PieceKind::Windows,
+                ] {
                     let key = piece_key(stream_id, kind, number, piece);
                     assert_eq!(
                         Key::parse(&key),
@@ -204,7 +217,7 @@ mod tests {
             assert_eq!(Key::parse(stream_id.as_bytes()), Some(Key::Head(stream_id)));
         }
         assert_eq!(Key::parse(b"\xFFshort"), None);
-        assert_eq!(Key::parse(b"live-1\xFC0123456789ab"), None);
+        assert_eq!(Key::parse(b"live-1\xFB0123456789ab"), None);
     }
 
     #[test]

@@ -34,6 +34,7 @@ mod presence;
 #[cfg(test)]
 mod projection_tests;
 mod seen;
+mod window_base;
 
 use history::History;
 pub use history::HistoryError;
@@ -43,6 +44,8 @@ pub use presence::PresenceError;
 pub(crate) use seen::Forgotten;
 pub use seen::PieceError;
 use seen::SeenEvents;
+use window_base::WindowBase;
+pub use window_base::WindowsError;
 
 /// The event-time settings a stream needs to place an event, from
 /// [`crate::AggregatorConfig`], with the partition's watermark at the time.
@@ -239,6 +242,9 @@ pub(crate) struct WindowState {
     revision: u64,
     /// Changed since its last publication.
     dirty: bool,
+    /// As the stream's windows piece holds it ([`Live::base`]): the
+    /// changelog head need not hold it.
+    stored: bool,
 }
 
 /// When a window's count of viewers was at its peak, over the instants
@@ -284,6 +290,7 @@ impl WindowState {
             peak_span: PeakSpan::UNKNOWN,
             revision,
             dirty: false,
+            stored: false,
         }
     }
 
@@ -366,8 +373,10 @@ impl WindowState {
         }
     }
 
-    /// The figures to count into; a sealed window is reopened.
+    /// The figures to count into; a sealed window is reopened. The window
+    /// is no longer as the changelog's windows piece holds it.
     fn figures_mut(&mut self) -> &mut Figures {
+        self.stored = false;
         if let WindowFigures::Sealed(bytes) = &self.figures {
             self.figures = WindowFigures::Open(Box::new(unseal(bytes)));
         }
@@ -427,6 +436,10 @@ struct Live {
     reached: EventTime,
     /// The settled presence events a late one may move counts among.
     history: History,
+    /// The changelog piece holding the retained windows as they were when
+    /// it was written, those marked `stored` still so; `None` while the
+    /// head holds every window.
+    base: WindowBase,
     /// The latest instant of a presence event counted too late for any
     /// window, if the history holds it (at or after [`History::from`]; else
     /// `EventTime::MIN`): while it does, the history holds instants no
@@ -444,6 +457,7 @@ impl Default for Live {
             windows: VecDeque::new(),
             reached: EventTime::MIN,
             history: History::after(EventTime::MIN),
+            base: WindowBase::NONE,
             uncovered: EventTime::MIN,
         }
     }
@@ -464,6 +478,7 @@ static NO_LIVE: Live = Live {
     windows: VecDeque::new(),
     reached: EventTime::MIN,
     history: History::after(EventTime::MIN),
+    base: WindowBase::NONE,
     uncovered: EventTime::MIN,
 };
 
@@ -749,6 +764,7 @@ impl StreamState {
         if let Some(live) = self.live.as_deref_mut().filter(|live| live.is_empty()) {
             live.viewers.log.forget(forgotten);
             live.history.log.forget(forgotten);
+            live.base.forget(forgotten);
             self.live = None;
         }
     }
@@ -1237,6 +1253,7 @@ impl StreamState {
             if window.dirty {
                 window.dirty = false;
                 window.revision += 1;
+                window.stored = false;
                 changed.push(at);
             }
         }
@@ -1374,6 +1391,7 @@ impl StreamState {
         if let Some(live) = self.live.as_deref_mut() {
             for (_, window) in &mut live.windows {
                 window.revision = window.revision.saturating_add(n);
+                window.stored = false;
             }
         }
         self.windows_follow_revision = true;
@@ -1465,6 +1483,7 @@ impl StreamState {
         };
         // The box itself, counted with the windows it mostly holds.
         bytes.windows += std::mem::size_of::<Live>()
+            + live.base.heap_bytes()
             + live.windows.capacity() * std::mem::size_of::<(EventTime, WindowState)>()
             + live
                 .windows
@@ -2087,15 +2106,18 @@ pub enum CheckpointError {
     /// Its history pieces do not join.
     #[error("corrupt checkpoint: {0}")]
     History(#[from] HistoryError),
+    /// Its windows piece does not join.
+    #[error("corrupt checkpoint: {0}")]
+    Windows(#[from] WindowsError),
 }
 
 impl StreamCheckpoint {
     /// Appends the changelog records of `state`, written straight from the
     /// live state without copying it: the new pieces of its duplicate
-    /// filter and presence, its head, then tombstones for the pieces it
-    /// forgot (`retired`, which writing presence may add to). A generation or epoch that is live again (a
-    /// late event in a forgotten generation, viewers after a release) keeps
-    /// the pieces it wrote since.
+    /// filter, presence, history and windows, its head, then tombstones for
+    /// the pieces it forgot (`retired`, which writing pieces may add to). A
+    /// generation or epoch that is live again (a late event in a forgotten
+    /// generation, viewers after a release) keeps the pieces it wrote since.
     pub(crate) fn write_changelog(
         stream_id: &str,
         state: &mut StreamState,
@@ -2106,6 +2128,8 @@ impl StreamCheckpoint {
         if let Some(live) = state.live.as_deref_mut() {
             live.viewers.write_pieces(stream_id, records, &mut retired);
             live.history.write_pieces(stream_id, records, &mut retired);
+            live.base
+                .write(&mut live.windows, stream_id, records, &mut retired);
         }
         records.push(Record {
             key: stream_id.as_bytes().to_vec(),
@@ -2116,6 +2140,7 @@ impl StreamCheckpoint {
                 PieceKind::Seen => state.seen.pieces_of(number),
                 PieceKind::Presence => state.live().viewers.log.pieces_of(number),
                 PieceKind::History => state.live().history.log.pieces_of(number),
+                PieceKind::Windows => state.live().base.pieces_of(number),
             };
             for piece in kept..pieces {
                 records.push(Record {
@@ -2171,7 +2196,10 @@ impl StreamCheckpoint {
     pub fn from_bytes(bytes: &[u8]) -> Result<StreamCheckpoint, CheckpointError> {
         let state = StreamCheckpoint::decode(bytes)?;
         let live = state.live();
-        if state.seen.has_pieces() || live.viewers.log.has_pieces() || live.history.log.has_pieces()
+        if state.seen.has_pieces()
+            || live.viewers.log.has_pieces()
+            || live.history.log.has_pieces()
+            || live.base.is_held()
         {
             return Err(CheckpointError::NeedsPieces);
         }
@@ -2195,6 +2223,9 @@ impl StreamCheckpoint {
                 .join(|epoch, n| piece(PieceKind::Presence, epoch, n))?;
             live.history
                 .join(|epoch, n| piece(PieceKind::History, epoch, n))?;
+            live.base.join(&mut live.windows, |epoch| {
+                piece(PieceKind::Windows, epoch, 0)
+            })?;
         }
         Ok(StreamCheckpoint::from_state(state))
     }

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 
 use super::*;
-use crate::changelog::{Key, PieceKind};
+use crate::changelog::{piece_key, Key, PieceKind};
 use crate::event::{Action, Currency};
 use crate::stream::CheckpointError;
 use crate::testkit::*;
@@ -1138,16 +1138,21 @@ fn a_changelog_head_written_by_the_previous_versions_still_restores() {
     let _ = fed.publish();
     changelog.write(fed.checkpoints());
     let head = changelog.0[&b"live-1".to_vec()].clone();
-    assert_eq!(head[0], 12);
+    assert_eq!(head[0], 13);
     assert_eq!(changelog.0.len(), 3, "the head and two pieces");
-    // Format 10, before the head counted presence history pieces; format 8,
-    // before windows kept when they were at their peak; format 6, before
-    // the head said where presence reached the windows.
-    let historyless = crate::stream::in_older_format(&head);
+    // Format 12, before the windows had a piece of their own; format 10,
+    // before the head counted presence history pieces; format 8, before
+    // windows kept when they were at their peak; format 6, before the head
+    // said where presence reached the windows.
+    let windowed = crate::stream::in_older_format(&head);
+    let historyless = crate::stream::in_older_format(&windowed);
     let spanless = crate::stream::in_older_format(&historyless);
     let unreached = crate::stream::in_older_format(&spanless);
-    assert_eq!((historyless[0], spanless[0], unreached[0]), (10, 8, 6));
-    for older in [historyless, spanless, unreached] {
+    assert_eq!(
+        (windowed[0], historyless[0], spanless[0], unreached[0]),
+        (12, 10, 8, 6)
+    );
+    for older in [windowed, historyless, spanless, unreached] {
         let mut old = Changelog(changelog.0.clone());
         old.0.insert(b"live-1".to_vec(), older);
         let restored = old.restore(AggregatorConfig::default());
@@ -1198,7 +1203,7 @@ fn a_changelog_written_by_the_previous_version_still_restores() {
         [Some(PieceKind::Seen), None],
         "a piece, then the head"
     );
-    assert_eq!(records[1].value[0], 12);
+    assert_eq!(records[1].value[0], 13);
     assert!(matches!(
         StreamCheckpoint::from_bytes(&records[1].value),
         Err(CheckpointError::NeedsPieces)
@@ -1305,4 +1310,157 @@ fn presence_goes_to_the_changelog_as_a_log_of_changes_and_restores_exactly() {
     let _ = after.apply(&later, 4_000);
     let _ = agg.apply(&later, 4_000);
     assert_eq!(after.rollup("busy"), agg.rollup("busy"));
+}
+
+#[test]
+fn windows_go_to_the_changelog_as_a_piece_the_heads_add_to_and_restore_exactly() {
+    // Forty minutes of a stream, ten retained: views, leaves and purchases
+    // every two seconds, and now and then one five minutes late (a window
+    // closed long ago changes). A checkpoint every 30 s of event time.
+    // Restored at any checkpoint, the state is the same.
+    let config = AggregatorConfig {
+        window_retention_ms: 600_000,
+        ..AggregatorConfig::default()
+    };
+    let mut events = Vec::new();
+    for i in 0..1_200i64 {
+        let viewer = format!("v{}", (i * 7) % 60);
+        let action = match i % 4 {
+            0 | 1 => Action::View,
+            2 => Action::Leave,
+            _ => purchase("p1", &format!("o{i}"), 1, 1_000 + i),
+        };
+        let ts = if i % 45 == 44 {
+            i * 2_000 - 300_000
+        } else {
+            i * 2_000
+        };
+        events.push(event(&format!("e{i}"), "busy", &viewer, ts, action));
+    }
+    let mut agg = PartitionAggregator::new(config.clone());
+    let mut changelog = Changelog::default();
+    let (mut bases, mut epochs, mut tombstones) = (0, HashSet::new(), 0);
+    let (mut checkpoints, mut most_retained) = (0, 0);
+    let (mut windows_in_heads, mut windows_retained) = (0, 0);
+    for (position, e) in (0..).zip(&events) {
+        // Published, then an event counts before the checkpoint: the head
+        // holds what changed since the publication too.
+        if position % 15 == 14 {
+            let _ = agg.publish();
+        }
+        let _ = agg.apply(e, position);
+        if position % 15 != 14 {
+            continue;
+        }
+        let records = agg.checkpoints();
+        checkpoints += 1;
+        for r in &records {
+            if let Some(Key::Piece {
+                kind: PieceKind::Windows,
+                number,
+                ..
+            }) = Key::parse(&r.key)
+            {
+                bases += usize::from(!r.value.is_empty());
+                tombstones += usize::from(r.value.is_empty());
+                epochs.insert(number);
+            }
+        }
+        changelog.write(records);
+        let restored = changelog.restore(config.clone());
+        assert_eq!(restored.rollup("busy"), agg.rollup("busy"), "at {position}");
+        assert_eq!(
+            restored.windows("busy"),
+            agg.windows("busy"),
+            "at {position}"
+        );
+        assert_eq!(
+            format!("{:?}", restored.checkpoint("busy")),
+            format!("{:?}", agg.checkpoint("busy")),
+            "at {position}"
+        );
+        // The head alone, its windows piece read as holding none: the
+        // windows it holds itself.
+        let head = &changelog.0[&b"busy".to_vec()];
+        let empty = postcard::to_stdvec(&(Vec::<u8>::new(), Vec::<u8>::new())).unwrap();
+        let held = StreamCheckpoint::from_changelog(head, |kind, number, piece| match kind {
+            PieceKind::Windows => Some(empty.as_slice()),
+            _ => changelog
+                .0
+                .get(&piece_key("busy", kind, number, piece))
+                .map(Vec::as_slice),
+        })
+        .unwrap();
+        let in_head: usize = format!("{held:?}")
+            .split("windows: ")
+            .nth(1)
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .expect("the summary counts windows");
+        let retained = agg.windows("busy").unwrap().len();
+        assert!(
+            in_head <= retained,
+            "{in_head} windows in the head at {position}"
+        );
+        (windows_in_heads, windows_retained) =
+            (windows_in_heads + in_head, windows_retained + retained);
+        most_retained = most_retained.max(retained);
+    }
+    assert!(most_retained >= 10, "{most_retained}");
+    assert!(
+        windows_in_heads * 3 < windows_retained,
+        "heads held {windows_in_heads} windows of {windows_retained} retained"
+    );
+    assert!(checkpoints >= 80, "{checkpoints}");
+    assert!(
+        bases > 3 && bases <= checkpoints / 2,
+        "{bases} pieces over {checkpoints} checkpoints"
+    );
+    assert!(
+        epochs.len() > 1 && tombstones > 0,
+        "the piece is rewritten, old epochs tombstoned"
+    );
+    assert_eq!(
+        crate::changelog::restore(&changelog.0)
+            .unwrap()
+            .stray_pieces,
+        0
+    );
+    // The restored state goes on exactly as the one never stopped, late
+    // events included.
+    let mut after = changelog.restore(config);
+    for (position, e) in (2_000..).zip(events.iter().rev().take(300)) {
+        let _ = after.apply(e, position);
+        let _ = agg.apply(e, position);
+    }
+    let late = event("late", "busy", "v1", 2_000_000, Action::Like);
+    let _ = after.apply(&late, 3_000);
+    let _ = agg.apply(&late, 3_000);
+    assert_eq!(after.rollup("busy"), agg.rollup("busy"));
+    // Revisions aside: the restored state has not published the event
+    // counted after the last publication.
+    let unrevised = |agg: &PartitionAggregator| {
+        let mut windows = agg.windows("busy").unwrap();
+        for window in &mut windows {
+            window.revision = 0;
+        }
+        windows
+    };
+    assert_eq!(unrevised(&after), unrevised(&agg));
+    // A missing windows piece is refused, not restored as fewer windows.
+    let mut broken = changelog.0.clone();
+    broken.retain(|key, _| {
+        !matches!(
+            Key::parse(key),
+            Some(Key::Piece {
+                kind: PieceKind::Windows,
+                ..
+            })
+        )
+    });
+    let error = crate::changelog::restore(&broken).unwrap_err().to_string();
+    assert!(
+        error.contains("windows epoch") && error.contains("missing"),
+        "{error}"
+    );
 }

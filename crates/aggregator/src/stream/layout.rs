@@ -21,7 +21,11 @@
 //! its events (inline in 11, as (epoch, pieces) in 12). A state read from an
 //! older format keeps its history from just after where presence reached:
 //! its windows until then move with a late presence event as
-//! [`super::Live::late_presence`] says.
+//! [`super::Live::late_presence`] says. Format 13, the changelog's head
+//! now, is format 12 holding only the windows not in the stream's windows
+//! piece (`window_base.rs`), followed by that piece's epoch and the oldest
+//! window retained; the piece holds windows as format 11 does, each
+//! followed by when it was at its peak.
 
 use std::collections::VecDeque;
 
@@ -29,7 +33,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::{
     seal, Figures, History, Live, PeakSpan, PendingPresence, Products, SeenEvents, StreamState,
-    Viewers, WindowFigures, WindowState,
+    Viewers, WindowBase, WindowFigures, WindowState,
 };
 use crate::event::{Currency, EventTime};
 use crate::ids::deserialize_blob;
@@ -40,8 +44,12 @@ use crate::ids::deserialize_blob;
 pub(super) const FORMAT: u8 = 11;
 /// The changelog's head: format 11 with the duplicate filter as a list of
 /// (generation, pieces), presence as (epoch, pieces) and the history's
-/// events as (epoch, pieces), their records in pieces of their own.
-pub(super) const FORMAT_HEAD: u8 = 12;
+/// events as (epoch, pieces), their records in pieces of their own; only
+/// the windows its windows piece does not hold, then that piece's epoch
+/// (if any) and the oldest window retained.
+pub(super) const FORMAT_HEAD: u8 = 13;
+/// Format 13 with every window in the head: read, never written.
+pub(super) const FORMAT_HEAD_WINDOWED: u8 = 12;
 /// Format 11 without the presence history: read, never written.
 pub(super) const FORMAT_HISTORYLESS: u8 = 9;
 /// Format 12 without the presence history: read, never written.
@@ -77,14 +85,51 @@ struct StoredRef<'a, S, V> {
     finalized: bool,
 }
 
-/// The retained windows as written: start, revision, figures as bytes.
-struct WindowsRef<'a>(&'a VecDeque<(EventTime, WindowState)>);
+/// The retained windows as written: start, revision, figures as bytes;
+/// those the windows piece does not hold, or all of them.
+#[derive(Clone, Copy)]
+struct WindowsRef<'a> {
+    windows: &'a VecDeque<(EventTime, WindowState)>,
+    unstored_only: bool,
+}
+
+impl<'a> WindowsRef<'a> {
+    fn all(windows: &'a VecDeque<(EventTime, WindowState)>) -> WindowsRef<'a> {
+        WindowsRef {
+            windows,
+            unstored_only: false,
+        }
+    }
+
+    /// The head's: those the windows piece does not hold.
+    fn unstored(windows: &'a VecDeque<(EventTime, WindowState)>) -> WindowsRef<'a> {
+        WindowsRef {
+            windows,
+            unstored_only: true,
+        }
+    }
+
+    fn iter(self) -> impl Iterator<Item = &'a (EventTime, WindowState)> + 'a {
+        let unstored_only = self.unstored_only;
+        self.windows
+            .iter()
+            .filter(move |(_, w)| !(unstored_only && w.stored))
+    }
+
+    fn len(self) -> usize {
+        if self.unstored_only {
+            self.iter().count()
+        } else {
+            self.windows.len()
+        }
+    }
+}
 
 impl Serialize for WindowsRef<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeSeq;
-        let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
-        for (start, window) in self.0 {
+        let mut seq = serializer.serialize_seq(Some(self.len()))?;
+        for (start, window) in self.iter() {
             let open;
             let figures: &[u8] = match &window.figures {
                 WindowFigures::Sealed(bytes) => bytes,
@@ -112,7 +157,8 @@ impl Serialize for Blob<'_> {
 pub(super) fn write(state: &StreamState, prefix: Vec<u8>) -> Vec<u8> {
     let live = state.live();
     let history = live.history.records();
-    write_with(state, &state.seen, &live.viewers, Blob(&history), prefix)
+    let parts = (&state.seen, &live.viewers, Blob(&history));
+    write_with(state, parts, WindowsRef::all(&live.windows), (), prefix)
 }
 
 /// Writes `state` as a changelog head after `prefix`.
@@ -120,14 +166,19 @@ pub(super) fn write_head(state: &StreamState, prefix: Vec<u8>) -> Vec<u8> {
     let live = state.live();
     let viewers = live.viewers.log.position();
     let history = live.history.log.position();
-    write_with(state, state.seen.pieces(), viewers, history, prefix)
+    let windows = WindowsRef::unstored(&live.windows);
+    let base = live.base.position(&live.windows);
+    let parts = (state.seen.pieces(), viewers, history);
+    write_with(state, parts, windows, base, prefix)
 }
 
-fn write_with<S: Serialize, V: Serialize, H: Serialize>(
+/// Writes the state with its duplicate filter, presence and history's
+/// events as `parts` give them, the windows `windows` picks, and `tail`.
+fn write_with<S: Serialize, V: Serialize, H: Serialize, T: Serialize>(
     state: &StreamState,
-    seen: S,
-    viewers: V,
-    history: H,
+    (seen, viewers, history): (S, V, H),
+    windows: WindowsRef<'_>,
+    tail: T,
     prefix: Vec<u8>,
 ) -> Vec<u8> {
     let live = state.live();
@@ -142,28 +193,66 @@ fn write_with<S: Serialize, V: Serialize, H: Serialize>(
         settled_peak: state.settled_peak,
         seen,
         products: &state.products,
-        windows: WindowsRef(&live.windows),
+        windows,
         finalized: state.finalized,
     };
     // Serializing into a Vec fails only for sequences of unknown length,
     // which no field of the state produces. A tuple is its fields in turn.
     let history = (live.history.from, state.peak_before, history);
     postcard::to_extend(
-        &(stored, reached(live), SpansRef(&live.windows), history),
+        &(stored, reached(live), SpansRef(windows), history, tail),
         prefix,
     )
     .expect("checkpoint state always serializes")
 }
 
-/// When each retained window was at its peak, in the windows' order: two
+/// A stream's windows piece: every retained window as the self-contained
+/// layout writes them, then when each was at its peak.
+pub(super) fn write_windows(windows: &VecDeque<(EventTime, WindowState)>) -> Vec<u8> {
+    let windows = WindowsRef::all(windows);
+    postcard::to_stdvec(&(windows, SpansRef(windows))).expect("windows always serialize")
+}
+
+/// Reads a windows piece; `None` unless it is exactly windows by start,
+/// each with when it was at its peak.
+pub(super) fn read_windows(bytes: &[u8]) -> Option<VecDeque<(EventTime, WindowState)>> {
+    type Piece = (Vec<SealedWindow>, Vec<(i64, i64)>);
+    let ((windows, spans), rest) = postcard::take_from_bytes::<Piece>(bytes).ok()?;
+    if !rest.is_empty() || windows.len() != spans.len() {
+        return None;
+    }
+    let mut windows: VecDeque<_> = windows.into_iter().map(IntoWindow::into_window).collect();
+    if !windows
+        .iter()
+        .zip(windows.iter().skip(1))
+        .all(|(a, b)| a.0 < b.0)
+    {
+        return None;
+    }
+    set_spans(&mut windows, spans);
+    Some(windows)
+}
+
+/// Sets each window's [`PeakSpan`] from `spans`, as [`SpansRef`] wrote them.
+fn set_spans(windows: &mut VecDeque<(EventTime, WindowState)>, spans: Vec<(i64, i64)>) {
+    for ((start, window), (from, until)) in windows.iter_mut().zip(spans) {
+        window.peak_span = PeakSpan {
+            from: span_instant(*start, from),
+            until: span_instant(*start, until),
+        };
+    }
+}
+
+/// When each window written was at its peak, in the windows' order: two
 /// offsets from the window's start each (see [`span_offset`]).
-struct SpansRef<'a>(&'a VecDeque<(EventTime, WindowState)>);
+#[derive(Clone, Copy)]
+struct SpansRef<'a>(WindowsRef<'a>);
 
 impl Serialize for SpansRef<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeSeq;
         let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
-        for (start, window) in self.0 {
+        for (start, window) in self.0.iter() {
             let PeakSpan { from, until } = window.peak_span;
             seq.serialize_element(&(span_offset(*start, from), span_offset(*start, until)))?;
         }
@@ -200,8 +289,9 @@ pub(super) fn read(
     type Head = Stored<SealedWindow, Vec<(i64, u32)>, (i64, u32)>;
     type Whole = Stored<SealedWindow, SeenEvents, Viewers>;
     Some(match format {
-        FORMAT_HEAD => with_history::<Head, (i64, u32)>(bytes),
-        FORMAT => with_history::<Whole, HistoryBlob>(bytes),
+        FORMAT_HEAD => with_window_base(bytes),
+        FORMAT_HEAD_WINDOWED => with_history::<Head, (i64, u32)>(bytes).map(released),
+        FORMAT => with_history::<Whole, HistoryBlob>(bytes).map(released),
         FORMAT_HEAD_HISTORYLESS => with_spans::<Head>(bytes),
         FORMAT_HISTORYLESS => with_spans::<Whole>(bytes),
         FORMAT_HEAD_SPANLESS => with_reached::<Head>(bytes),
@@ -237,10 +327,27 @@ fn with_history<
         .ok_or(postcard::Error::DeserializeBadEncoding)?;
     state.peak_before = peak_before;
     state.live.get_or_insert_default().history = history;
-    if state.live.as_deref().is_some_and(Live::is_empty) && !state.live().history.log.has_pieces() {
-        state.live = None;
-    }
     Ok((state, rest))
+}
+
+/// A head in format 13: format 12's, then its windows piece's epoch (if
+/// any) and the oldest window retained.
+fn with_window_base(bytes: &[u8]) -> Result<(StreamState, &[u8]), postcard::Error> {
+    type Head = Stored<SealedWindow, Vec<(i64, u32)>, (i64, u32)>;
+    let (mut state, rest) = with_history::<Head, (i64, u32)>(bytes)?;
+    let (position, rest) = postcard::take_from_bytes::<(Option<i64>, EventTime)>(rest)?;
+    state.live.get_or_insert_default().base = WindowBase::from_position(position);
+    Ok(released((state, rest)))
+}
+
+/// The state without live parts if they are empty and count no pieces.
+fn released((mut state, rest): (StreamState, &[u8])) -> (StreamState, &[u8]) {
+    if let Some(live) = state.live.as_deref() {
+        if live.is_empty() && !live.history.log.has_pieces() && !live.base.is_held() {
+            state.live = None;
+        }
+    }
+    (state, rest)
 }
 
 /// A history's events as a checkpoint holds them.
@@ -284,11 +391,8 @@ fn with_spans<'a, T: for<'de> Deserialize<'de> + IntoState>(
     if spans.len() != windows.as_ref().map_or(0, |w| w.len()) {
         return Err(postcard::Error::DeserializeBadEncoding);
     }
-    for ((start, window), (from, until)) in windows.into_iter().flatten().zip(spans) {
-        window.peak_span = PeakSpan {
-            from: span_instant(*start, from),
-            until: span_instant(*start, until),
-        };
+    if let Some(windows) = windows {
+        set_spans(windows, spans);
     }
     Ok((state, rest))
 }
@@ -365,6 +469,7 @@ impl IntoWindow for SealedWindow {
             peak_span: PeakSpan::UNKNOWN,
             revision,
             dirty: false,
+            stored: false,
         };
         (start, window)
     }
@@ -378,6 +483,7 @@ impl IntoWindow for UnsealedWindow {
             peak_span: PeakSpan::UNKNOWN,
             revision,
             dirty: false,
+            stored: false,
         };
         (start, window)
     }
@@ -439,6 +545,7 @@ impl<W: IntoWindow, S: IntoSeen, V: IntoViewers> IntoState for Stored<W, S, V> {
             windows,
             reached,
             history: History::after(kept_from),
+            base: WindowBase::NONE,
             uncovered: EventTime::MIN,
         };
         StreamState {
@@ -474,9 +581,10 @@ fn sealed<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Box<[u8]>, D::Er
     }
 }
 
-/// `bytes` rewritten as the format before theirs (11 or 12 as 9 or 10,
-/// those as 7 or 8, those as 4 or 6): what an older version wrote for the
-/// same state. (A head's history pieces are left as they are.)
+/// `bytes` rewritten as the format before theirs (13 as 12, 11 or 12 as 9
+/// or 10, those as 7 or 8, those as 4 or 6): what an older version wrote
+/// for the same state. (A head's pieces are left as they are; a head in
+/// format 13 must hold every window.)
 #[cfg(test)]
 pub(crate) fn in_older_format(bytes: &[u8]) -> Vec<u8> {
     let (&format, body) = bytes.split_first().expect("a format byte");
@@ -492,7 +600,14 @@ pub(crate) fn in_older_format(bytes: &[u8]) -> Vec<u8> {
                 Blob(&live.history.records()),
             )),
         ),
-        FORMAT_HEAD => (
+        FORMAT_HEAD => {
+            assert!(!live.base.is_held(), "format 12 holds every window");
+            (
+                FORMAT_HEAD_WINDOWED,
+                postcard::to_stdvec(&live.base.position(&live.windows)),
+            )
+        }
+        FORMAT_HEAD_WINDOWED => (
             FORMAT_HEAD_HISTORYLESS,
             postcard::to_stdvec(&(
                 live.history.from,
@@ -502,11 +617,11 @@ pub(crate) fn in_older_format(bytes: &[u8]) -> Vec<u8> {
         ),
         FORMAT_HISTORYLESS => (
             FORMAT_SPANLESS,
-            postcard::to_stdvec(&SpansRef(&live.windows)),
+            postcard::to_stdvec(&SpansRef(WindowsRef::all(&live.windows))),
         ),
         FORMAT_HEAD_HISTORYLESS => (
             FORMAT_HEAD_SPANLESS,
-            postcard::to_stdvec(&SpansRef(&live.windows)),
+            postcard::to_stdvec(&SpansRef(WindowsRef::all(&live.windows))),
         ),
         FORMAT_SPANLESS => (
             FORMAT_UNREACHED,
