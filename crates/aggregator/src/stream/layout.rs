@@ -23,9 +23,9 @@
 //! its windows until then move with a late presence event as
 //! [`super::Live::late_presence`] says. Format 13, the changelog's head
 //! now, is format 12 holding only the windows not in the stream's windows
-//! piece (`window_base.rs`), followed by that piece's epoch and the oldest
-//! window retained; the piece holds windows as format 11 does, each
-//! followed by when it was at its peak.
+//! piece (`window_base.rs`), followed, if it has one, by that piece's
+//! epoch and the oldest window retained; the piece holds the windows as
+//! format 11 does, then when each was at its peak.
 
 use std::collections::VecDeque;
 
@@ -45,8 +45,8 @@ pub(super) const FORMAT: u8 = 11;
 /// The changelog's head: format 11 with the duplicate filter as a list of
 /// (generation, pieces), presence as (epoch, pieces) and the history's
 /// events as (epoch, pieces), their records in pieces of their own; only
-/// the windows its windows piece does not hold, then that piece's epoch
-/// (if any) and the oldest window retained.
+/// the windows its windows piece does not hold, then, if it has one, that
+/// piece's epoch and the oldest window retained.
 pub(super) const FORMAT_HEAD: u8 = 13;
 /// Format 13 with every window in the head: read, never written.
 pub(super) const FORMAT_HEAD_WINDOWED: u8 = 12;
@@ -330,12 +330,12 @@ fn with_history<
     Ok((state, rest))
 }
 
-/// A head in format 13: format 12's, then its windows piece's epoch (if
-/// any) and the oldest window retained.
+/// A head in format 13: format 12's, then its windows piece's epoch and
+/// the oldest window retained, if it has one.
 fn with_window_base(bytes: &[u8]) -> Result<(StreamState, &[u8]), postcard::Error> {
     type Head = Stored<SealedWindow, Vec<(i64, u32)>, (i64, u32)>;
     let (mut state, rest) = with_history::<Head, (i64, u32)>(bytes)?;
-    let (position, rest) = postcard::take_from_bytes::<(Option<i64>, EventTime)>(rest)?;
+    let (position, rest) = postcard::take_from_bytes::<Option<(i64, EventTime)>>(rest)?;
     state.live.get_or_insert_default().base = WindowBase::from_position(position);
     Ok(released((state, rest)))
 }

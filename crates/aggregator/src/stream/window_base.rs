@@ -102,19 +102,19 @@ impl WindowBase {
         }
     }
 
-    /// The head's account: the base's epoch, if any, and the oldest window
-    /// retained.
+    /// The head's account, if there is a base: its epoch and the oldest
+    /// window retained.
     pub(super) fn position(
         &self,
         windows: &VecDeque<(EventTime, WindowState)>,
-    ) -> (Option<i64>, EventTime) {
+    ) -> Option<(i64, EventTime)> {
         let from = windows.front().map_or(EventTime::MIN, |w| w.0);
-        (self.0.as_deref().map(|base| base.epoch), from)
+        self.0.as_deref().map(|base| (base.epoch, from))
     }
 
     /// The base a head describes, its windows to be joined by [`Self::join`].
-    pub(super) fn from_position((epoch, from): (Option<i64>, EventTime)) -> WindowBase {
-        WindowBase(epoch.map(|epoch| {
+    pub(super) fn from_position(position: Option<(i64, EventTime)>) -> WindowBase {
+        WindowBase(position.map(|(epoch, from)| {
             Box::new(Base {
                 epoch,
                 from,
