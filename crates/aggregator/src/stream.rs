@@ -623,6 +623,21 @@ impl Live {
         }
     }
 
+    /// The stream's peak worked out again after a count fell: the highest
+    /// of the peak before the history (`peak_before`), the retained
+    /// windows' peaks and, while the history holds instants no window does,
+    /// the history's counts (`now` viewers present at the end).
+    fn peak_again(&self, peak_before: u64, now: u64) -> u64 {
+        let mut peak = peak_before.max(self.highest_peak());
+        if self.holds_uncovered() {
+            let all = self
+                .history
+                .peak_between(EventTime::MIN, EventTime::MAX, now);
+            peak = peak.max(all);
+        }
+        peak
+    }
+
     /// The highest peak among the retained windows.
     fn highest_peak(&self) -> u64 {
         self.windows
@@ -937,18 +952,7 @@ impl StreamState {
                             };
                             self.settled_peak = self.settled_peak.max(highest).max(between);
                         }
-                        _ => {
-                            let mut peak = self.peak_before.max(live.highest_peak());
-                            if uncovered {
-                                let all = live.history.peak_between(
-                                    EventTime::MIN,
-                                    EventTime::MAX,
-                                    after,
-                                );
-                                peak = peak.max(all);
-                            }
-                            self.settled_peak = peak;
-                        }
+                        _ => self.settled_peak = live.peak_again(self.peak_before, after),
                     }
                 }
             } else {
@@ -957,6 +961,12 @@ impl StreamState {
                     let highest = live.late_presence(ts, arrived, window_ms, true);
                     if arrived {
                         self.settled_peak = self.settled_peak.max(highest);
+                    } else if before == self.settled_peak {
+                        // A leave at the instant reached, after a view
+                        // there: the count at that instant was never the
+                        // one before it, and the peak may have been there
+                        // alone.
+                        self.settled_peak = live.peak_again(self.peak_before, after);
                     }
                 }
                 self.settled_peak = self.settled_peak.max(after);

@@ -75,6 +75,37 @@ fn at_equal_ts_leave_wins_whatever_the_arrival_order() {
 }
 
 #[test]
+fn a_leave_at_the_instant_presence_settled_to_lowers_a_peak_reached_only_there() {
+    // u5 arrives at 210 s and settles once another stream's event moves the
+    // watermark on; u0's view at 0 and leave at 210 s come after. At 210 s
+    // u0 has left as u5 arrived: one viewer at every instant, though two
+    // were counted until the leave came. (The order a restore can replay
+    // a partition in: a property test found it.)
+    let mut agg = PartitionAggregator::new(AggregatorConfig::default());
+    for (position, e) in (0..).zip([
+        event("e0", "s1", "u5", 210_000, Action::View),
+        event("x", "s0", "u4", 300_000, Action::Like),
+        event("e1", "s1", "u0", 0, Action::View),
+        event("e3", "s1", "u0", 210_000, Action::Leave),
+    ]) {
+        let _ = agg.apply(&e, position);
+    }
+    let _ = agg.publish();
+    let rollup = agg.rollup("s1").unwrap();
+    assert_eq!(
+        (rollup.concurrent_viewers, rollup.peak_concurrent_viewers),
+        (1, 1)
+    );
+    let peaks: Vec<u64> = agg
+        .windows("s1")
+        .unwrap()
+        .iter()
+        .map(|w| w.peak_concurrent_viewers)
+        .collect();
+    assert_eq!(peaks, [1, 1]);
+}
+
+#[test]
 fn peak_concurrent_viewers_keeps_the_highest_count_seen() {
     let mut f = Feed::new();
     assert_eq!(f.send("a", 1, Action::View), Outcome::Counted);
