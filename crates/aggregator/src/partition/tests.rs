@@ -1325,22 +1325,36 @@ fn presence_goes_to_the_changelog_as_a_log_of_changes_and_restores_exactly() {
         presence_bytes < whole_each_time / 3,
         "{presence_bytes} B of presence pieces"
     );
+    let later = event("late", "busy", "v1", 600_000, Action::Leave);
+    let _ = goes_on_alike(&changelog, config, &mut agg, &events[2_500..], later);
+}
+
+/// Checks that `changelog` holds no piece its heads do not count, restores
+/// it, and feeds the restored aggregator and `agg` (the one that wrote it)
+/// `again` read again (last first) and then `later`: the "busy" stream's
+/// figures agree. Returns the restored aggregator.
+fn goes_on_alike(
+    changelog: &Changelog,
+    config: AggregatorConfig,
+    agg: &mut PartitionAggregator,
+    again: &[Event<'_>],
+    later: Event<'_>,
+) -> PartitionAggregator {
     assert_eq!(
         crate::changelog::restore(&changelog.0)
             .unwrap()
             .stray_pieces,
         0
     );
-    // The restored state goes on exactly as the one never stopped.
     let mut after = changelog.restore(config);
-    for (position, e) in (3_000..).zip(events.iter().rev().take(500)) {
+    for (position, e) in (1_000_000..).zip(again.iter().rev()) {
         let _ = after.apply(e, position);
         let _ = agg.apply(e, position);
     }
-    let later = event("late", "busy", "v1", 600_000, Action::Leave);
-    let _ = after.apply(&later, 4_000);
-    let _ = agg.apply(&later, 4_000);
+    let _ = after.apply(&later, 2_000_000);
+    let _ = agg.apply(&later, 2_000_000);
     assert_eq!(after.rollup("busy"), agg.rollup("busy"));
+    after
 }
 
 #[test]
@@ -1451,23 +1465,10 @@ fn windows_go_to_the_changelog_as_a_piece_the_heads_add_to_and_restore_exactly()
         epochs.len() > 1 && tombstones > 0,
         "the piece is rewritten, old epochs tombstoned"
     );
-    assert_eq!(
-        crate::changelog::restore(&changelog.0)
-            .unwrap()
-            .stray_pieces,
-        0
-    );
     // The restored state goes on exactly as the one never stopped, late
     // events included.
-    let mut after = changelog.restore(config);
-    for (position, e) in (2_000..).zip(events.iter().rev().take(300)) {
-        let _ = after.apply(e, position);
-        let _ = agg.apply(e, position);
-    }
     let late = event("late", "busy", "v1", 2_000_000, Action::Like);
-    let _ = after.apply(&late, 3_000);
-    let _ = agg.apply(&late, 3_000);
-    assert_eq!(after.rollup("busy"), agg.rollup("busy"));
+    let after = goes_on_alike(&changelog, config, &mut agg, &events[900..], late);
     // Revisions aside: the restored state has not published the event
     // counted after the last publication.
     let unrevised = |agg: &PartitionAggregator| {
