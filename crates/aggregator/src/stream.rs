@@ -25,6 +25,7 @@ use crate::partition::Outcome;
 use crate::reason::InvalidReason;
 use crate::rollup::{ProductRollup, RollupKind, StreamRollup, TOP_PRODUCTS};
 
+mod blocks;
 mod history;
 mod layout;
 mod piece_log;
@@ -270,6 +271,47 @@ impl PeakSpan {
     };
 }
 
+/// A window's presence figures while settled presence is played into it:
+/// the count at the latest instant reached, the highest count and when it
+/// was at it ([`PeakSpan`]).
+#[derive(Clone, Copy, Debug)]
+struct WindowPresence {
+    concurrent: u64,
+    peak: u64,
+    span: PeakSpan,
+}
+
+impl WindowPresence {
+    /// Played again from the window's start, where `concurrent` viewers
+    /// were present (at the instant just before it): the peak starts over.
+    fn starting(concurrent: u64, start: EventTime) -> WindowPresence {
+        let mut presence = WindowPresence {
+            concurrent: 0,
+            peak: 0,
+            span: PeakSpan::UNKNOWN,
+        };
+        presence.reach(concurrent, start.saturating_sub(1));
+        presence
+    }
+
+    /// Settled presence reached instant `at` with `concurrent` viewers.
+    #[inline]
+    fn reach(&mut self, concurrent: u64, at: EventTime) {
+        if concurrent > self.peak {
+            self.peak = concurrent;
+            self.span = PeakSpan {
+                from: at,
+                until: EventTime::MAX,
+            };
+        } else if concurrent == self.peak {
+            self.span.until = EventTime::MAX;
+        } else if self.span.until == EventTime::MAX {
+            self.span.until = at;
+        }
+        self.concurrent = concurrent;
+    }
+}
+
 /// A window's figures: boxed while the window is open, encoded once the
 /// watermark has passed its end. A stream keeps up to an hour of windows,
 /// nearly all of them closed, and a closed window of a small stream encodes
@@ -297,21 +339,15 @@ impl WindowState {
     /// Settled presence reached instant `at` of the window with
     /// `concurrent` viewers.
     fn presence(&mut self, concurrent: u64, at: EventTime) {
-        let mut span = self.peak_span;
+        let span = self.peak_span;
         let figures = self.figures_mut();
-        if concurrent > figures.peak {
-            figures.peak = concurrent;
-            span = PeakSpan {
-                from: at,
-                until: EventTime::MAX,
-            };
-        } else if concurrent == figures.peak {
-            span.until = EventTime::MAX;
-        } else if span.until == EventTime::MAX {
-            span.until = at;
-        }
-        figures.concurrent = concurrent;
-        self.peak_span = span;
+        let mut presence = WindowPresence {
+            concurrent: figures.concurrent,
+            peak: figures.peak,
+            span,
+        };
+        presence.reach(concurrent, at);
+        self.set_presence(presence);
     }
 
     /// The window starting at `start` starts from `concurrent` viewers: the
@@ -320,12 +356,12 @@ impl WindowState {
         self.presence(concurrent, start.saturating_sub(1));
     }
 
-    /// Settled presence is played into the window again from its start,
-    /// where `concurrent` viewers were present: its peak starts over.
-    fn restart_from(&mut self, concurrent: u64, start: EventTime) {
-        self.figures_mut().peak = 0;
-        self.peak_span = PeakSpan::UNKNOWN;
-        self.starts_from(concurrent, start);
+    /// Its presence figures played again ([`Live::late_in_history`]).
+    fn set_presence(&mut self, presence: WindowPresence) {
+        let figures = self.figures_mut();
+        figures.concurrent = presence.concurrent;
+        figures.peak = presence.peak;
+        self.peak_span = presence.span;
     }
 
     /// A presence event behind settled presence, at `ts` in this window,
@@ -605,11 +641,10 @@ impl Live {
                 figures.concurrent = shift(figures.concurrent);
                 figures.peak = shift(figures.peak);
             } else {
-                let (before, counts) = history.counts(*start, end, viewers.concurrent);
-                window.restart_from(before, *start);
-                for (at, count) in counts {
-                    window.presence(count, at);
-                }
+                let presence = history.play(*start, end, viewers.concurrent, |before| {
+                    WindowPresence::starting(before, *start)
+                });
+                window.set_presence(presence);
             }
             let peak = window.figures().peak;
             highest = highest.max(peak);
@@ -627,7 +662,7 @@ impl Live {
     /// of the peak before the history (`peak_before`), the retained
     /// windows' peaks and, while the history holds instants no window does,
     /// the history's counts (`now` viewers present at the end).
-    fn peak_again(&self, peak_before: u64, now: u64) -> u64 {
+    fn peak_again(&mut self, peak_before: u64, now: u64) -> u64 {
         let mut peak = peak_before.max(self.highest_peak());
         if self.holds_uncovered() {
             let all = self

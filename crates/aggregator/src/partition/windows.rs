@@ -1056,16 +1056,29 @@ fn the_history_of_settled_presence_is_kept_for_window_retention_only() {
 /// Up to 60 views and leaves of eight viewers of `live-1` over three
 /// minutes, each marked with probability `marked` (to arrive late).
 fn presence_events(marked: f64) -> impl Strategy<Value = Vec<(Event<'static>, bool)>> {
+    presence_events_of(marked, 8, 1..60, 1)
+}
+
+/// Views and leaves of `viewers` viewers of `live-1`, as many as `count`
+/// says, at multiples of `step_ms` over three minutes, each marked with
+/// probability `marked` (to arrive late).
+fn presence_events_of(
+    marked: f64,
+    viewers: u8,
+    count: std::ops::Range<usize>,
+    step_ms: i64,
+) -> impl Strategy<Value = Vec<(Event<'static>, bool)>> {
     let one = (
-        0u8..8,
-        0..3 * MIN,
+        0..viewers,
+        0..3 * MIN / step_ms,
         any::<bool>(),
         prop::bool::weighted(marked),
     );
-    prop::collection::vec(one, 1..60).prop_map(|specs| {
+    prop::collection::vec(one, count).prop_map(move |specs| {
         (0..)
             .zip(&specs)
-            .map(|(i, &(viewer, offset, view, mark))| {
+            .map(|(i, &(viewer, step, view, mark))| {
+                let offset = step * step_ms;
                 let action = if view { Action::View } else { Action::Leave };
                 let e = event(
                     &format!("e{i}"),
@@ -1085,7 +1098,22 @@ fn presence_events(marked: f64) -> impl Strategy<Value = Vec<(Event<'static>, bo
 /// and leaves alike) later than the lateness, in any order, after an event
 /// that settles the rest. Each with whether it is one of the late ones.
 fn some_late() -> impl Strategy<Value = Vec<(Event<'static>, bool)>> {
-    presence_events(0.2)
+    late_among(presence_events(0.2))
+}
+
+/// [`some_late`] for a busy stream: 300 to 900 events of 40 viewers at
+/// 100 ms steps (instants often hold several), so that late events play
+/// the history in blocks (`stream/blocks.rs`), and 5 % of them late.
+fn busy_some_late() -> impl Strategy<Value = Vec<(Event<'static>, bool)>> {
+    late_among(presence_events_of(0.05, 40, 300..900, 100))
+}
+
+/// `events` in time order, but the marked ones, which come in any order
+/// after an event that settles the rest.
+fn late_among(
+    events: impl Strategy<Value = Vec<(Event<'static>, bool)>>,
+) -> impl Strategy<Value = Vec<(Event<'static>, bool)>> {
+    events
         .prop_map(|mut events| {
             events.sort_by_key(|(e, _)| e.ts);
             events
@@ -1108,23 +1136,48 @@ proptest! {
     fn presence_events_later_than_the_lateness_move_presence_as_defined(
         events in some_late()
     ) {
-        let mut agg = PartitionAggregator::new(AggregatorConfig::default());
-        for (position, (e, late)) in (0..).zip(&events) {
-            prop_assert_eq!(agg.apply(e, position), Outcome::Counted);
-            if *late {
-                let _ = agg.publish();
-            }
-        }
-        let windows = agg.windows("live-1").unwrap();
-        for w in &windows {
-            let start = w.window_start.unwrap();
-            let expected = presence_by_event_time(&events, "live-1", start, start + MIN);
-            prop_assert_eq!((w.concurrent_viewers, w.peak_concurrent_viewers), expected, "window at +{}", start - T0);
-        }
-        let total = agg.rollup("live-1").unwrap();
-        let expected = presence_by_event_time(&events, "live-1", T0, T0 + 5 * MIN);
-        prop_assert_eq!((total.concurrent_viewers, total.peak_concurrent_viewers), expected);
+        late_presence_as_defined(&events)?;
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    #[test]
+    fn late_presence_events_of_a_busy_stream_move_presence_as_defined(
+        events in busy_some_late()
+    ) {
+        late_presence_as_defined(&events)?;
+    }
+}
+
+/// Applies `events`, publishing after each late one, and compares each
+/// window's and the stream's (concurrent, peak) with the definition.
+fn late_presence_as_defined(events: &[(Event<'static>, bool)]) -> Result<(), TestCaseError> {
+    let mut agg = PartitionAggregator::new(AggregatorConfig::default());
+    for (position, (e, late)) in (0..).zip(events) {
+        prop_assert_eq!(agg.apply(e, position), Outcome::Counted);
+        if *late {
+            let _ = agg.publish();
+        }
+    }
+    let windows = agg.windows("live-1").unwrap();
+    for w in &windows {
+        let start = w.window_start.unwrap();
+        let expected = presence_by_event_time(events, "live-1", start, start + MIN);
+        prop_assert_eq!(
+            (w.concurrent_viewers, w.peak_concurrent_viewers),
+            expected,
+            "window at +{}",
+            start - T0
+        );
+    }
+    let total = agg.rollup("live-1").unwrap();
+    let expected = presence_by_event_time(events, "live-1", T0, T0 + 5 * MIN);
+    prop_assert_eq!(
+        (total.concurrent_viewers, total.peak_concurrent_viewers),
+        expected
+    );
+    Ok(())
 }
 
 /// Presence events of one stream over three minutes, as [`some_late`]'s,

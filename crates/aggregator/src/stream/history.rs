@@ -25,8 +25,9 @@ use std::collections::VecDeque;
 
 use hashbrown::{HashMap, HashSet};
 
+use super::blocks::{play_events, Blocks, INDEXED_FROM};
 use super::piece_log::PieceLog;
-use super::{Forgotten, Viewer};
+use super::{Forgotten, PeakSpan, Viewer, WindowPresence};
 use crate::changelog::{PieceKind, Record};
 use crate::event::EventTime;
 
@@ -88,6 +89,10 @@ pub(super) struct History {
     /// Where it stands in the changelog: the events added since its last
     /// piece.
     pub(super) log: PieceLog<Settled>,
+    /// A busy stream's events in blocks, for late presence events
+    /// (`blocks.rs`): made when first needed, dropped when the events are
+    /// replaced or pruned.
+    blocks: Option<Box<Blocks>>,
 }
 
 impl History {
@@ -97,6 +102,7 @@ impl History {
             from,
             events: VecDeque::new(),
             log: PieceLog::new(),
+            blocks: None,
         }
     }
 
@@ -137,6 +143,9 @@ impl History {
             self.events.insert(at, settled);
             at
         };
+        if let Some(blocks) = &mut self.blocks {
+            blocks.inserted(ts);
+        }
         self.log.note(settled);
         at
     }
@@ -177,6 +186,9 @@ impl History {
             }
             let now = i8::from(event.present());
             self.events[next].set_change(i8::from(after.event().present()) - now);
+            if let Some(blocks) = &mut self.blocks {
+                blocks.changed(after.ts());
+            }
             (now - was, after.ts())
         };
         self.events[at].set_change(change);
@@ -187,48 +199,69 @@ impl History {
     /// now (after every settled event): the changes from `instant` on,
     /// taken back. For an instant from `from` on.
     pub(super) fn count_before(&self, instant: EventTime, now: u64) -> u64 {
-        let at = self.events.partition_point(|e| e.ts() < instant);
-        let since: i64 = self.events.range(at..).map(|e| i64::from(e.change())).sum();
+        let (front, back) = self.slices_from(instant);
+        // Each change is stored plus one: add them up, then take one each.
+        let stored = |events: &[Settled]| -> i64 { events.iter().map(|e| e.word & 3).sum() };
+        let since = stored(front) + stored(back) - (front.len() + back.len()) as i64;
         (now as i64 - since).max(0) as u64
     }
 
     /// The highest count of viewers present at an instant from `instant`
     /// (or [`Self::from`], if later) until just before `until`, from the
     /// count now (after every settled event). 0 for an empty span.
-    pub(super) fn peak_between(&self, instant: EventTime, until: EventTime, now: u64) -> u64 {
+    pub(super) fn peak_between(&mut self, instant: EventTime, until: EventTime, now: u64) -> u64 {
         let instant = instant.max(self.from);
         if instant >= until {
             return 0;
         }
-        let (before, counts) = self.counts(instant, until, now);
-        counts.map(|(_, count)| count).fold(before, u64::max)
+        let presence = self.play(instant, until, now, |before| WindowPresence {
+            concurrent: before,
+            peak: before,
+            span: PeakSpan::UNKNOWN,
+        });
+        presence.peak
     }
 
-    /// The count of viewers present just before `instant`, and after each
-    /// instant with events from `instant` until just before `until`, in
-    /// event-time order: that instant and the count after all its events.
-    /// From the count now (after every settled event); for an instant from
-    /// `from` on.
-    pub(super) fn counts(
-        &self,
+    /// Plays each instant with events from `instant` until just before
+    /// `until` into a presence ([`WindowPresence::reach`]), in event-time
+    /// order: the one `start` makes from the count just before `instant`
+    /// ([`Self::count_before`], from `now` after every settled event). For
+    /// an instant from `from` on. A busy stream's history plays whole
+    /// blocks at once (`blocks.rs`).
+    pub(super) fn play(
+        &mut self,
         instant: EventTime,
         until: EventTime,
         now: u64,
-    ) -> (u64, impl Iterator<Item = (EventTime, u64)> + '_) {
-        let before = self.count_before(instant, now);
-        let mut count = before;
-        let mut events = self
-            .events_from(instant)
-            .take_while(move |e| e.ts() < until)
-            .peekable();
-        let counts = std::iter::from_fn(move || {
-            let at = events.peek()?.ts();
-            while let Some(e) = events.next_if(|e| e.ts() == at) {
-                count = count.saturating_add_signed(e.change().into());
+        start: impl FnOnce(u64) -> WindowPresence,
+    ) -> WindowPresence {
+        let at = self.events.partition_point(|e| e.ts() < instant);
+        if self.blocks.is_none() && self.events.len() >= INDEXED_FROM {
+            self.blocks = Some(Box::new(Blocks::of(&self.events)));
+        }
+        match &mut self.blocks {
+            Some(blocks) => {
+                blocks.refresh(&self.events);
+                blocks.play(&self.events, at, until, now, start)
             }
-            Some((at, count))
-        });
-        (before, counts)
+            None => {
+                let before = self.count_before(instant, now);
+                let mut presence = start(before);
+                play_events(self.events.range(at..), until, before, &mut presence);
+                presence
+            }
+        }
+    }
+
+    /// The events from `instant` on, in event-time order, as the two
+    /// slices they lie in.
+    fn slices_from(&self, instant: EventTime) -> (&[Settled], &[Settled]) {
+        let at = self.events.partition_point(|e| e.ts() < instant);
+        let (front, back) = self.events.as_slices();
+        match at.checked_sub(front.len()) {
+            None => (&front[at..], back),
+            Some(skip) => (&[], &back[skip..]),
+        }
     }
 
     /// The events from `instant` on, in event-time order.
@@ -243,6 +276,7 @@ impl History {
     /// Works out each event's change of the count again, in event-time
     /// order (after a restore: the changelog does not hold them).
     fn count_changes(&mut self) {
+        self.blocks = None;
         let mut played: HashMap<u64, Viewer> = HashMap::new();
         for e in &mut self.events {
             let before = played.get(&e.viewer).copied();
@@ -262,6 +296,7 @@ impl History {
             return;
         }
         self.from = from;
+        self.blocks = None;
         prune(&mut self.events, from);
         if self.events.capacity() > 2 * self.events.len() + 64 {
             self.events.shrink_to_fit();
@@ -275,7 +310,9 @@ impl History {
     }
 
     pub(super) fn heap_bytes(&self) -> usize {
-        self.events.capacity() * std::mem::size_of::<Settled>() + self.log.heap_bytes()
+        self.events.capacity() * std::mem::size_of::<Settled>()
+            + self.log.heap_bytes()
+            + self.blocks.as_ref().map_or(0, |b| b.heap_bytes())
     }
 
     /// Every event as a record: a self-contained checkpoint's history.
