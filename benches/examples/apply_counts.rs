@@ -11,6 +11,8 @@
 //! Only `measured` (the 100,000 events applied into the warmed aggregator,
 //! as `apply/livetally_warm` does) is counted; divide by 100,000 for one
 //! event. The data set is built and the aggregator warmed outside it.
+//! With the argument `fresh`, the events go into a new aggregator instead,
+//! as `apply/livetally_fresh` does.
 
 use std::hint::black_box;
 
@@ -30,15 +32,24 @@ fn main() {
         seed: DataSetConfig::default().seed ^ 0x5eed,
         ..DataSetConfig::default()
     });
+    // `fresh`: into a new aggregator, as `apply/livetally_fresh` does.
+    let fresh = std::env::args().nth(1).as_deref() == Some("fresh");
     let mut aggregator = PartitionAggregator::new(AggregatorConfig::default());
-    for (position, event) in (0..).zip(&warm_up.events) {
-        let _ = aggregator.apply(event, position);
+    if !fresh {
+        for (position, event) in (0..).zip(&warm_up.events) {
+            let _ = aggregator.apply(event, position);
+        }
     }
-    measured(&mut aggregator, &data.events, warm_up.len() as u64);
+    let first_position = if fresh { 0 } else { warm_up.len() as u64 };
+    measured(&mut aggregator, &data.events, first_position);
     eprintln!(
-        "applied {} events into an aggregator warmed with {}; {} streams",
+        "applied {} events into an aggregator {}; {} streams",
         data.len(),
-        warm_up.len(),
+        if fresh {
+            "just made".to_string()
+        } else {
+            format!("warmed with {}", warm_up.len())
+        },
         aggregator.stream_count()
     );
 }
