@@ -34,6 +34,8 @@ pub(crate) use layout::in_older_format;
 mod presence;
 #[cfg(test)]
 mod projection_tests;
+#[cfg(test)]
+mod sealed_tests;
 mod seen;
 mod window_base;
 
@@ -401,6 +403,19 @@ impl WindowState {
         self.peak_span = span;
     }
 
+    /// Its (`concurrent`, `peak`), read without decoding a sealed window's
+    /// other figures.
+    fn presence_counts(&self) -> (u64, u64) {
+        match &self.figures {
+            WindowFigures::Open(figures) => (figures.concurrent, figures.peak),
+            WindowFigures::Sealed(bytes) => sealed_presence(bytes),
+        }
+    }
+
+    fn peak(&self) -> u64 {
+        self.presence_counts().1
+    }
+
     /// The figures, decoded if the window is sealed.
     fn figures(&self) -> Cow<'_, Figures> {
         match &self.figures {
@@ -450,6 +465,32 @@ fn seal(figures: &Figures) -> Vec<u8> {
 /// checkpoint's decoding checked.
 fn unseal(bytes: &[u8]) -> Figures {
     postcard::from_bytes(bytes).expect("a sealed window holds figures")
+}
+
+/// A sealed window's (`concurrent`, `peak`), without decoding the rest:
+/// they are the last two fields of [`Figures`], so the last two varints of
+/// its postcard encoding (each ends at a byte below 0x80; the bytes before
+/// that in the same varint are 0x80 or above). A late presence event takes
+/// the peak of every retained window again, most of them sealed, and a
+/// busy stream's sealed window holds thousands of distinct ids.
+fn sealed_presence(bytes: &[u8]) -> (u64, u64) {
+    let (rest, peak) = last_varint(bytes);
+    let (_, concurrent) = last_varint(rest);
+    (concurrent, peak)
+}
+
+/// The varint `bytes` end with, and the bytes before it.
+fn last_varint(bytes: &[u8]) -> (&[u8], u64) {
+    let end = bytes.len().saturating_sub(1);
+    let start = bytes[..end]
+        .iter()
+        .rposition(|b| b & 0x80 == 0)
+        .map_or(0, |last_of_before| last_of_before + 1);
+    let value = bytes[start..]
+        .iter()
+        .rev()
+        .fold(0u64, |value, b| (value << 7) | u64::from(b & 0x7f));
+    (&bytes[..start], value)
 }
 
 /// What only a stream with viewers or retained windows needs: released as a
@@ -595,7 +636,7 @@ impl Live {
                 // (The window holding `reached` takes the count now below.)
                 window.late_presence(ts, arrived, end.saturating_sub(1) <= reached);
             }
-            highest = highest.max(window.figures().peak);
+            highest = highest.max(window.peak());
             window.dirty = true;
         }
         highest
@@ -634,7 +675,7 @@ impl Live {
             if first >= until {
                 break;
             }
-            let old = window.figures().peak;
+            let old = window.peak();
             if first >= ts && end <= until {
                 let figures = window.figures_mut();
                 let shift = |count: u64| count.saturating_add_signed(change.into());
@@ -646,7 +687,7 @@ impl Live {
                 });
                 window.set_presence(presence);
             }
-            let peak = window.figures().peak;
+            let peak = window.peak();
             highest = highest.max(peak);
             fell |= peak < old;
             window.dirty = true;
@@ -677,7 +718,7 @@ impl Live {
     fn highest_peak(&self) -> u64 {
         self.windows
             .iter()
-            .map(|(_, w)| w.figures().peak)
+            .map(|(_, w)| w.peak())
             .max()
             .unwrap_or(0)
     }
@@ -900,7 +941,7 @@ impl StreamState {
         // between; none before the stream's first event; else (its earlier
         // windows expired) those present now.
         let carried = (start <= live.reached).then(|| match at.checked_sub(1) {
-            Some(before) => windows[before].1.figures().concurrent,
+            Some(before) => windows[before].1.presence_counts().0,
             None if first_event_ts >= start => 0,
             None => live.viewers.concurrent,
         });
@@ -1385,7 +1426,7 @@ impl StreamState {
         while live.windows.front().is_some_and(|w| clock.expired(w.0)) {
             if let Some((_, window)) = live.windows.pop_front() {
                 // Its instants are past every late event now.
-                self.peak_before = self.peak_before.max(window.figures().peak);
+                self.peak_before = self.peak_before.max(window.peak());
             }
         }
         if live.windows.is_empty() {

@@ -1,0 +1,33 @@
+//! A sealed window's presence counts, read from the end of its encoding.
+
+use proptest::prelude::*;
+
+use super::{seal, sealed_presence, unseal, Figures};
+use crate::event::Action;
+use crate::testkit::event;
+
+proptest! {
+    #[test]
+    fn a_sealed_windows_concurrent_and_peak_read_from_its_end_are_its_figures(
+        viewers in prop::collection::vec(any::<u64>(), 0..300),
+        likes in 0usize..200,
+        concurrent in prop_oneof![0u64..300, any::<u64>()],
+        peak in prop_oneof![0u64..300, Just(127), Just(128), Just(16_383), Just(16_384), any::<u64>()],
+    ) {
+        let mut figures = Figures::default();
+        let like = event("e", "live-1", "u", 1_764_120_000_123, Action::Like);
+        for _ in 0..likes {
+            figures.count(&like, 0);
+        }
+        let view = event("v", "live-1", "u", 1_764_120_000_123, Action::View);
+        for viewer in viewers {
+            figures.count(&view, viewer);
+        }
+        figures.concurrent = concurrent;
+        figures.peak = peak;
+        let bytes = seal(&figures);
+        let decoded = unseal(&bytes);
+        prop_assert_eq!((decoded.concurrent, decoded.peak), (concurrent, peak));
+        prop_assert_eq!(sealed_presence(&bytes), (concurrent, peak));
+    }
+}
