@@ -12,7 +12,8 @@
 //! as `apply/livetally_warm` does) is counted; divide by 100,000 for one
 //! event. The data set is built and the aggregator warmed outside it.
 //! With the argument `fresh`, the events go into a new aggregator instead,
-//! as `apply/livetally_fresh` does.
+//! as `apply/livetally_fresh` does; with `steady`, into one warmed with the
+//! warm-up a minute earlier, as `apply/livetally_steady` does.
 
 use std::hint::black_box;
 
@@ -32,24 +33,31 @@ fn main() {
         seed: DataSetConfig::default().seed ^ 0x5eed,
         ..DataSetConfig::default()
     });
-    // `fresh`: into a new aggregator, as `apply/livetally_fresh` does.
-    let fresh = std::env::args().nth(1).as_deref() == Some("fresh");
+    // `fresh`: into a new aggregator, as `apply/livetally_fresh` does;
+    // `steady`: warmed with the minute before, as `apply/livetally_steady`.
+    let mode = std::env::args().nth(1).unwrap_or_default();
+    let warm_up: Vec<Event<'static>> = match mode.as_str() {
+        "fresh" => Vec::new(),
+        "steady" => warm_up
+            .events
+            .iter()
+            .map(|e| Event {
+                ts: e.ts - 60_000,
+                ..e.clone()
+            })
+            .collect(),
+        _ => warm_up.events,
+    };
     let mut aggregator = PartitionAggregator::new(AggregatorConfig::default());
-    if !fresh {
-        for (position, event) in (0..).zip(&warm_up.events) {
-            let _ = aggregator.apply(event, position);
-        }
+    for (position, event) in (0..).zip(&warm_up) {
+        let _ = aggregator.apply(event, position);
     }
-    let first_position = if fresh { 0 } else { warm_up.len() as u64 };
-    measured(&mut aggregator, &data.events, first_position);
+    measured(&mut aggregator, &data.events, warm_up.len() as u64);
     eprintln!(
-        "applied {} events into an aggregator {}; {} streams",
+        "applied {} events into an aggregator warmed with {} ({}); {} streams",
         data.len(),
-        if fresh {
-            "just made".to_string()
-        } else {
-            format!("warmed with {}", warm_up.len())
-        },
+        warm_up.len(),
+        if mode.is_empty() { "warm" } else { &mode },
         aggregator.stream_count()
     );
 }
