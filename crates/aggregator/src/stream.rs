@@ -403,17 +403,12 @@ impl WindowState {
         self.peak_span = span;
     }
 
-    /// Its (`concurrent`, `peak`), read without decoding a sealed window's
-    /// other figures.
-    fn presence_counts(&self) -> (u64, u64) {
-        match &self.figures {
-            WindowFigures::Open(figures) => (figures.concurrent, figures.peak),
-            WindowFigures::Sealed(bytes) => sealed_presence(bytes),
-        }
-    }
-
+    /// Its peak, read without decoding a sealed window's other figures.
     fn peak(&self) -> u64 {
-        self.presence_counts().1
+        match &self.figures {
+            WindowFigures::Open(figures) => figures.peak,
+            WindowFigures::Sealed(bytes) => sealed_peak(bytes),
+        }
     }
 
     /// The figures, decoded if the window is sealed.
@@ -467,16 +462,16 @@ fn unseal(bytes: &[u8]) -> Figures {
     postcard::from_bytes(bytes).expect("a sealed window holds figures")
 }
 
-/// A sealed window's (`concurrent`, `peak`), without decoding the rest:
-/// they are the last two fields of [`Figures`], so the last two varints of
-/// its postcard encoding (each ends at a byte below 0x80; the bytes before
-/// that in the same varint are 0x80 or above). A late presence event takes
-/// the peak of every retained window again, most of them sealed, and a
-/// busy stream's sealed window holds thousands of distinct ids.
-fn sealed_presence(bytes: &[u8]) -> (u64, u64) {
-    let (rest, peak) = last_varint(bytes);
-    let (_, concurrent) = last_varint(rest);
-    (concurrent, peak)
+/// A sealed window's `peak`, without decoding the rest: it is the last
+/// field of [`Figures`], so the last varint of its postcard encoding. That
+/// varint ends at the last byte; the bytes before it in the same varint are
+/// 0x80 or above, and the one before those ends `concurrent`'s varint, so is
+/// below. (Not so for `concurrent`: the bytes before it end a distinct
+/// count's raw hashes.) A late presence event takes the peak of every
+/// retained window again, most of them sealed, and a busy stream's sealed
+/// window holds thousands of distinct ids.
+fn sealed_peak(bytes: &[u8]) -> u64 {
+    last_varint(bytes).1
 }
 
 /// The varint `bytes` end with, and the bytes before it.
@@ -941,7 +936,7 @@ impl StreamState {
         // between; none before the stream's first event; else (its earlier
         // windows expired) those present now.
         let carried = (start <= live.reached).then(|| match at.checked_sub(1) {
-            Some(before) => windows[before].1.presence_counts().0,
+            Some(before) => windows[before].1.figures().concurrent,
             None if first_event_ts >= start => 0,
             None => live.viewers.concurrent,
         });
