@@ -1402,7 +1402,8 @@ impl StreamState {
     }
 
     /// Drops what the watermark made useless: windows past retention, event
-    /// ids past the duplicate horizon, absent viewers past retention; seals
+    /// ids past the duplicate horizon (of the stream's own event time, its
+    /// latest counted `ts`, when that is behind), absent viewers past retention; seals
     /// the windows it closed; releases the live parts once all are empty.
     /// The duplicate-filter generations it forgets that have pieces in the
     /// changelog go to `forgotten`: the stream's next checkpoint drops them.
@@ -1410,8 +1411,12 @@ impl StreamState {
         let Some(watermark) = clock.watermark else {
             return;
         };
+        // The duplicate horizon is the stream's own event time: its
+        // partition's watermark may be minutes ahead of it (another stream's
+        // clock, or the wall clock pushed in while the input was quiet).
+        let own = watermark.min(self.totals.last_event_ts);
         self.seen.expire(
-            watermark.saturating_sub(clock.dedup_horizon_ms),
+            own.saturating_sub(clock.dedup_horizon_ms),
             clock.dedup_span(),
             forgotten,
         );

@@ -1496,3 +1496,50 @@ fn windows_go_to_the_changelog_as_a_piece_the_heads_add_to_and_restore_exactly()
         "{error}"
     );
 }
+
+/// The duplicate horizon is the stream's own event time: a stream behind
+/// another of its partition (a device clock minutes ahead, within the
+/// allowed skew), or a partition whose watermark jumped to the wall clock
+/// while its input was quiet, still catches its duplicates seconds after
+/// their originals. (Ids are kept one to two horizons, in generations of
+/// 10 minutes: `T` starts one.)
+#[test]
+fn a_streams_duplicates_are_caught_by_its_own_event_time_not_its_partitions() {
+    const T: i64 = 1_764_120_000_000;
+    const MIN: i64 = 60_000;
+    let behind: Vec<Event<'static>> = (0..10)
+        .map(|i| {
+            event(
+                &format!("b{i}"),
+                "behind",
+                &format!("u{i}"),
+                T + i * 1_000,
+                Action::View,
+            )
+        })
+        .collect();
+    // Another stream of the partition, 21 minutes on.
+    let mut f = Feed::new();
+    for e in &behind {
+        assert_eq!(f.send_event(e), Outcome::Counted);
+    }
+    let ahead = event("a", "ahead", "z", T + 21 * MIN, Action::Like);
+    assert_eq!(f.send_event(&ahead), Outcome::Counted);
+    let _ = f.agg.publish();
+    for e in &behind {
+        assert_eq!(f.send_event(e), Outcome::Duplicate, "{}", e.event_id);
+    }
+    // A partition whose watermark was pushed 21 minutes on (idle input).
+    let mut agg = applied(&behind);
+    agg.advance_watermark(T + 21 * MIN);
+    let _ = agg.publish();
+    for (position, e) in (100..).zip(&behind) {
+        assert_eq!(agg.apply(e, position), Outcome::Duplicate, "{}", e.event_id);
+    }
+    // Twenty minutes of its own event time on, its first ids are
+    // forgotten: the filter stays bounded.
+    let later = event("c", "behind", "u0", T + 21 * MIN, Action::Like);
+    assert_eq!(agg.apply(&later, 200), Outcome::Counted);
+    let _ = agg.publish();
+    assert_eq!(agg.apply(&behind[0], 201), Outcome::Counted);
+}
