@@ -356,18 +356,6 @@ fn whole_path(c: &mut Criterion, data: &DataSet) {
     g.finish();
 }
 
-/// `warm_up`'s events one minute earlier in event time.
-fn minute_before(warm_up: &DataSet) -> Vec<Event<'static>> {
-    warm_up
-        .events
-        .iter()
-        .map(|e| Event {
-            ts: e.ts - 60_000,
-            ..e.clone()
-        })
-        .collect()
-}
-
 fn main() {
     let data = DataSet::build(&DataSetConfig::default());
     // Other events of the same streams, for the warmed aggregator.
@@ -375,7 +363,7 @@ fn main() {
         seed: DataSetConfig::default().seed ^ 0x5eed,
         ..DataSetConfig::default()
     });
-    let minute_before = minute_before(&warm_up);
+    let minute_before = warm_up.events_earlier_by(60_000);
     eprintln!(
         "data set: {} events (bench_events() = {}), mean {:.0} B JSON, {:.0} B protobuf",
         data.len(),

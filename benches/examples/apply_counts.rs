@@ -38,14 +38,7 @@ fn main() {
     let mode = std::env::args().nth(1).unwrap_or_default();
     let warm_up: Vec<Event<'static>> = match mode.as_str() {
         "fresh" => Vec::new(),
-        "steady" => warm_up
-            .events
-            .iter()
-            .map(|e| Event {
-                ts: e.ts - 60_000,
-                ..e.clone()
-            })
-            .collect(),
+        "steady" => warm_up.events_earlier_by(60_000),
         _ => warm_up.events,
     };
     let mut aggregator = PartitionAggregator::new(AggregatorConfig::default());

@@ -99,6 +99,18 @@ impl DataSet {
         }
     }
 
+    /// The events `ms` earlier in event time: a warm-up that comes before
+    /// the measured events, as live traffic's past does.
+    pub fn events_earlier_by(&self, ms: i64) -> Vec<Event<'static>> {
+        self.events
+            .iter()
+            .map(|e| Event {
+                ts: e.ts - ms,
+                ..e.clone()
+            })
+            .collect()
+    }
+
     /// How many events the set holds.
     pub fn len(&self) -> usize {
         self.events.len()

@@ -471,21 +471,15 @@ fn unseal(bytes: &[u8]) -> Figures {
 /// retained window again, most of them sealed, and a busy stream's sealed
 /// window holds thousands of distinct ids.
 fn sealed_peak(bytes: &[u8]) -> u64 {
-    last_varint(bytes).1
-}
-
-/// The varint `bytes` end with, and the bytes before it.
-fn last_varint(bytes: &[u8]) -> (&[u8], u64) {
     let end = bytes.len().saturating_sub(1);
     let start = bytes[..end]
         .iter()
         .rposition(|b| b & 0x80 == 0)
         .map_or(0, |last_of_before| last_of_before + 1);
-    let value = bytes[start..]
+    bytes[start..]
         .iter()
         .rev()
-        .fold(0u64, |value, b| (value << 7) | u64::from(b & 0x7f));
-    (&bytes[..start], value)
+        .fold(0u64, |value, b| (value << 7) | u64::from(b & 0x7f))
 }
 
 /// What only a stream with viewers or retained windows needs: released as a

@@ -19,7 +19,7 @@
 use std::collections::VecDeque;
 
 use super::history::Settled;
-use super::WindowPresence;
+use super::{PeakSpan, WindowPresence};
 use crate::event::EventTime;
 
 /// Events per block, about: a block ends at the first instant boundary
@@ -53,37 +53,36 @@ pub(super) struct Instants {
 
 impl Instants {
     /// What `events` (at least one, in event-time order, whole instants)
-    /// do.
+    /// do. Their counts are played into a [`WindowPresence`] from a base
+    /// far above zero, so that [`WindowPresence::reach`] alone says where
+    /// the highest is, and counts below the one before them stay above 0.
     pub(super) fn of<'a>(events: impl IntoIterator<Item = &'a Settled>) -> Option<Instants> {
+        const BASE: u64 = 1 << 62;
         let mut events = events.into_iter().peekable();
         let first = events.peek()?.ts();
-        let mut instants = Instants {
-            first,
-            net: 0,
-            low: 0,
-            high: i64::MIN,
-            high_from: first,
-            high_until: EventTime::MAX,
+        let mut presence = WindowPresence {
+            concurrent: BASE,
+            peak: 0,
+            span: PeakSpan::UNKNOWN,
         };
+        let (mut net, mut low) = (0i64, 0i64);
         while let Some(e) = events.next() {
             let at = e.ts();
-            instants.net += i64::from(e.change());
-            instants.low = instants.low.min(instants.net);
+            net += i64::from(e.change());
+            low = low.min(net);
             if events.peek().is_some_and(|next| next.ts() == at) {
                 continue;
             }
-            let count = instants.net;
-            if count > instants.high {
-                instants.high = count;
-                instants.high_from = at;
-                instants.high_until = EventTime::MAX;
-            } else if count == instants.high {
-                instants.high_until = EventTime::MAX;
-            } else if instants.high_until == EventTime::MAX {
-                instants.high_until = at;
-            }
+            presence.reach(BASE.saturating_add_signed(net), at);
         }
-        Some(instants)
+        Some(Instants {
+            first,
+            net,
+            low,
+            high: presence.peak as i64 - BASE as i64,
+            high_from: presence.span.from,
+            high_until: presence.span.until,
+        })
     }
 }
 
@@ -186,8 +185,7 @@ impl Blocks {
 
     /// Plays the instants of `events` from index `at` until just before
     /// `until` into the presence `start` makes from the count just before
-    /// them (`now` viewers after every event, less the changes from `at`
-    /// on, as [`super::history::History::count_before`] takes them): whole
+    /// them ([`count_before`] `now` viewers after every event): whole
     /// blocks at once. The blocks must be fresh ([`Self::refresh`]).
     pub(super) fn play(
         &self,
@@ -218,7 +216,7 @@ impl Blocks {
                     .sum(),
             };
         }
-        let mut count = (now as i64 - since).max(0) as u64;
+        let mut count = count_before(now, since);
         let mut presence = start(count);
         for (k, block) in self.blocks.iter().enumerate().skip(k) {
             let len = block.len as usize;
@@ -245,6 +243,12 @@ impl Blocks {
         }
         presence
     }
+}
+
+/// The count of viewers present before the events whose changes add up to
+/// `since`, from `now` after every event: those changes taken back.
+pub(super) fn count_before(now: u64, since: i64) -> u64 {
+    (now as i64 - since).max(0) as u64
 }
 
 /// Plays `events` (whole instants, in event-time order) until just before

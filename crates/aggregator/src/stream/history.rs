@@ -25,7 +25,7 @@ use std::collections::VecDeque;
 
 use hashbrown::{HashMap, HashSet};
 
-use super::blocks::{play_events, Blocks, INDEXED_FROM};
+use super::blocks::{count_before, play_events, Blocks, INDEXED_FROM};
 use super::piece_log::PieceLog;
 use super::{Forgotten, PeakSpan, Viewer, WindowPresence};
 use crate::changelog::{PieceKind, Record};
@@ -195,17 +195,6 @@ impl History {
         (change != 0).then_some((change, until))
     }
 
-    /// The count of viewers present just before `instant`, from the count
-    /// now (after every settled event): the changes from `instant` on,
-    /// taken back. For an instant from `from` on.
-    pub(super) fn count_before(&self, instant: EventTime, now: u64) -> u64 {
-        let (front, back) = self.slices_from(instant);
-        // Each change is stored plus one: add them up, then take one each.
-        let stored = |events: &[Settled]| -> i64 { events.iter().map(|e| e.word & 3).sum() };
-        let since = stored(front) + stored(back) - (front.len() + back.len()) as i64;
-        (now as i64 - since).max(0) as u64
-    }
-
     /// The highest count of viewers present at an instant from `instant`
     /// (or [`Self::from`], if later) until just before `until`, from the
     /// count now (after every settled event). 0 for an empty span.
@@ -225,9 +214,9 @@ impl History {
     /// Plays each instant with events from `instant` until just before
     /// `until` into a presence ([`WindowPresence::reach`]), in event-time
     /// order: the one `start` makes from the count just before `instant`
-    /// ([`Self::count_before`], from `now` after every settled event). For
-    /// an instant from `from` on. A busy stream's history plays whole
-    /// blocks at once (`blocks.rs`).
+    /// ([`count_before`], from `now` after every settled event). For an
+    /// instant from `from` on. A busy stream's history plays whole blocks
+    /// at once (`blocks.rs`).
     pub(super) fn play(
         &mut self,
         instant: EventTime,
@@ -245,22 +234,12 @@ impl History {
                 blocks.play(&self.events, at, until, now, start)
             }
             None => {
-                let before = self.count_before(instant, now);
+                let since = self.events.range(at..).map(|e| i64::from(e.change())).sum();
+                let before = count_before(now, since);
                 let mut presence = start(before);
                 play_events(self.events.range(at..), until, before, &mut presence);
                 presence
             }
-        }
-    }
-
-    /// The events from `instant` on, in event-time order, as the two
-    /// slices they lie in.
-    fn slices_from(&self, instant: EventTime) -> (&[Settled], &[Settled]) {
-        let at = self.events.partition_point(|e| e.ts() < instant);
-        let (front, back) = self.events.as_slices();
-        match at.checked_sub(front.len()) {
-            None => (&front[at..], back),
-            Some(skip) => (&[], &back[skip..]),
         }
     }
 
