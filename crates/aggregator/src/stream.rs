@@ -606,21 +606,38 @@ impl Live {
                 count.saturating_sub(1)
             };
         };
-        let reached = self.reached;
+        let Live {
+            viewers,
+            windows,
+            reached,
+            history,
+            ..
+        } = self;
+        let reached = *reached;
         let mut highest = 0;
-        for (start, window) in self.windows.iter_mut().rev() {
+        for (start, window) in windows.iter_mut().rev() {
             let end = start.saturating_add(window_ms);
             if end <= ts {
                 break;
             }
             // Played at publication from the presence as it is now.
-            if *start > reached || (!covered && *start >= self.history.from) {
+            if *start > reached || (!covered && *start >= history.from) {
                 continue;
             }
             if *start > ts {
                 let figures = window.figures_mut();
                 shift(&mut figures.concurrent);
                 shift(&mut figures.peak);
+            } else if covered && !arrived && *start >= history.from && window.peak_span.from >= ts {
+                // A leave at the instant reached lowers the count there
+                // alone. The span says the peak was there alone, but it
+                // only bounds where: the window is played again from the
+                // history, which holds the leave already.
+                let until = reached.saturating_add(1);
+                let presence = history.play(*start, until, viewers.concurrent, |before| {
+                    WindowPresence::starting(before, *start)
+                });
+                window.set_presence(presence);
             } else {
                 // (The window holding `reached` takes the count now below.)
                 window.late_presence(ts, arrived, end.saturating_sub(1) <= reached);

@@ -1251,3 +1251,70 @@ fn a_handover_completed_behind_the_watermark_at_the_settled_instant() {
     let _ = f.send("u7", T0 + 15_000, Action::View);
     assert_eq!(presence(&f.agg.windows("live-1").unwrap()), [(2, 2)]);
 }
+
+#[test]
+fn a_leave_at_the_settled_instant_keeps_the_count_the_window_opened_with() {
+    // Another stream's event puts the watermark minutes ahead: each of
+    // `live-1`'s presence events settles as it arrives.
+    let w = T0 + 10 * MIN;
+    let mut f = Feed::new();
+    let _ = f
+        .agg
+        .apply(&event("ahead", "live-2", "z", w + 4 * MIN, Action::Like), 0);
+    let _ = f.send("u1", w - 40_000, Action::View);
+    // u1 is present from before the next window's start to 0:20 into it,
+    // where u2 comes and goes at the same instant (a leave wins the tie).
+    let _ = f.send("u2", w + 20_000, Action::View);
+    let _ = f.send("u2", w + 20_000, Action::Leave);
+    let _ = f.send("u1", w + 20_000, Action::Leave);
+    // The second window opened with u1 present: its peak is 1.
+    assert_eq!(
+        presence(&f.agg.windows("live-1").unwrap()),
+        [(1, 1), (0, 1)]
+    );
+}
+
+/// `events`, all behind a watermark another stream's event put minutes
+/// ahead, so that each settles as it arrives: most in time order, the
+/// marked ones in any order after them.
+fn behind_another_streams_watermark(
+    events: impl Strategy<Value = Vec<(Event<'static>, bool)>>,
+) -> impl Strategy<Value = Vec<(Event<'static>, bool)>> {
+    events
+        .prop_map(|mut events| {
+            events.sort_by_key(|(e, _)| e.ts);
+            events
+        })
+        .prop_flat_map(|events| {
+            let (late, in_time): (Vec<_>, Vec<_>) = events.into_iter().partition(|(_, l)| *l);
+            (Just(in_time), Just(late).prop_shuffle())
+        })
+        .prop_map(|(in_time, late)| {
+            let ahead = event("ahead", "live-2", "z", T0 + 10 * MIN, Action::Like);
+            let mut events = vec![(ahead, false)];
+            events.extend(in_time);
+            events.extend(late);
+            events
+        })
+}
+
+proptest! {
+    #[test]
+    fn presence_behind_another_streams_watermark_moves_presence_as_defined(
+        // Eight viewers at 10 s steps: instants often hold several.
+        events in behind_another_streams_watermark(presence_events_of(0.2, 8, 1..60, 10_000))
+    ) {
+        late_presence_as_defined(&events)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    #[test]
+    fn a_busy_streams_presence_behind_another_streams_watermark_moves_presence_as_defined(
+        // As `busy_some_late`'s: histories long enough to play in blocks.
+        events in behind_another_streams_watermark(presence_events_of(0.05, 40, 300..900, 100))
+    ) {
+        late_presence_as_defined(&events)?;
+    }
+}
