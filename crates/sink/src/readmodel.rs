@@ -385,10 +385,7 @@ impl Shown {
 
 /// A rollup's JSON object as shared text.
 fn json_text(rollup: &StreamRollup) -> Arc<str> {
-    // Rollup JSON is always UTF-8.
-    String::from_utf8(crate::encode::to_json(rollup))
-        .unwrap_or_default()
-        .into()
+    crate::encode::to_json_text(rollup).into()
 }
 
 /// Ready means: the consumer joined its group and every partition assigned to
