@@ -944,11 +944,16 @@ impl StreamState {
         // allowed lateness opens a window there): the viewers present at
         // its start stand until settled presence left it. Those are the
         // viewers at the end of the window before it, as no event came in
-        // between; none before the stream's first event; else (its earlier
-        // windows expired) those present now.
+        // between; none before the stream's first event; else (no window
+        // before it is retained) those present just before its start, by
+        // the history, or when the history does not reach back that far
+        // (a state restored from an older format), those present now.
         let carried = (start <= live.reached).then(|| match at.checked_sub(1) {
             Some(before) => windows[before].1.figures().concurrent,
             None if first_event_ts >= start => 0,
+            None if start >= live.history.from => {
+                live.history.present_before(start, live.viewers.concurrent)
+            }
             None => live.viewers.concurrent,
         });
         let window = open_window(windows, at, start, revision);
@@ -1464,8 +1469,10 @@ impl StreamState {
                 window.seal();
             }
         }
-        live.viewers
-            .expire_absent(watermark.saturating_sub(clock.retention_ms));
+        // A viewer's leave is kept while an event before it can still land
+        // in a window: forgotten, a late view before it would count them
+        // as present from then on.
+        live.viewers.expire_absent(from);
         if live.pending.is_empty() {
             // Nothing waits for the watermark: give the buffer back.
             live.pending = PendingPresence {
@@ -2113,8 +2120,9 @@ impl Viewers {
         previous
     }
 
-    /// Forgets viewers who left before `cutoff`: no event that old can still
-    /// change who is present (it would be past window retention).
+    /// Forgets viewers who left before `cutoff`, the earliest instant an
+    /// event can still land in a window: an event before that is past
+    /// window retention.
     fn expire_absent(&mut self, cutoff: EventTime) {
         if self.by_hash.len() > self.concurrent as usize {
             let log = &mut self.log;

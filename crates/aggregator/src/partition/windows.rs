@@ -1318,3 +1318,93 @@ proptest! {
         late_presence_as_defined(&events)?;
     }
 }
+
+/// A stream's (concurrent, peak), and its windows' (start, concurrent, peak).
+type StreamAndWindows = ((u64, u64), Vec<(i64, u64, u64)>);
+
+/// Applies `events` of stream `s`, publishing after each as `run` may, and
+/// gives the stream's presence and its windows' (their start from `t`).
+fn presence_published_after_each(
+    events: &[(&str, i64, Action<'static>)],
+    t: i64,
+) -> StreamAndWindows {
+    let mut agg = PartitionAggregator::new(AggregatorConfig::default());
+    for (position, (i, &(viewer, ts, ref action))) in (0..).zip(events.iter().enumerate()) {
+        let e = event(&format!("e{i}"), "s", viewer, ts, action.clone());
+        assert_eq!(agg.apply(&e, position), Outcome::Counted);
+        let _ = agg.publish();
+    }
+    let total = agg.rollup("s").unwrap();
+    let windows = agg
+        .windows("s")
+        .unwrap()
+        .iter()
+        .map(|w| {
+            let start = w.window_start.unwrap() - t;
+            (start, w.concurrent_viewers, w.peak_concurrent_viewers)
+        })
+        .collect();
+    (
+        (total.concurrent_viewers, total.peak_concurrent_viewers),
+        windows,
+    )
+}
+
+#[test]
+fn a_viewer_who_left_is_remembered_while_an_earlier_view_can_still_land_in_a_window() {
+    let t = T0 + 80 * MIN;
+    let (total, windows) = presence_published_after_each(
+        &[
+            ("v1", t + 1_000, Action::Leave),
+            ("x", t + 30_000, Action::Like),
+            // The watermark passes 1 h after v1's leave; the window of 0:00
+            // is retained for a minute more.
+            ("v2", t + 60 * MIN + 35_000, Action::View),
+            // In that minute v1's view before their leave arrives: they
+            // were in the room from 0:00.5 to 0:01, not since.
+            ("v1", t + 500, Action::View),
+        ],
+        t,
+    );
+    assert_eq!(total, (1, 1));
+    assert_eq!(windows, [(0, 0, 1), (60 * MIN, 1, 1)]);
+}
+
+#[test]
+fn a_window_opened_late_after_the_windows_before_it_expired_starts_from_the_viewers_then() {
+    let t = T0 + 80 * MIN;
+    let (total, windows) = presence_published_after_each(
+        &[
+            ("x", t, Action::Like),
+            ("x", t + 61 * MIN + 40_000, Action::Like),
+            // The window of 0:00 expires; v1 arrives at 1:01:30.
+            ("v1", t + 61 * MIN + 30_000, Action::View),
+            // A late like opens the window of 1:00, before v1 came.
+            ("x", t + 60 * MIN + 30_000, Action::Like),
+        ],
+        t,
+    );
+    assert_eq!(total, (1, 1));
+    assert_eq!(windows, [(60 * MIN, 0, 0), (61 * MIN, 1, 1)]);
+}
+
+#[test]
+fn a_window_opened_late_before_the_first_retained_one_starts_from_the_viewers_then() {
+    let t = T0 + 80 * MIN;
+    let (total, windows) = presence_published_after_each(
+        &[
+            ("x", t + 61 * MIN + 40_000, Action::Like),
+            ("v1", t + 3 * MIN + 20_000, Action::View),
+            // Too late for any window: counted, and opens none.
+            ("v2", t + 10_000, Action::View),
+            // Opens the window of 0:02, before v1 came and after v2 did.
+            ("x", t + 2 * MIN + 30_000, Action::Like),
+        ],
+        t,
+    );
+    assert_eq!(total, (2, 2));
+    assert_eq!(
+        windows,
+        [(2 * MIN, 1, 1), (3 * MIN, 2, 2), (61 * MIN, 2, 2)]
+    );
+}

@@ -211,6 +211,17 @@ impl History {
         presence.peak
     }
 
+    /// The count of viewers present just before `instant` (from
+    /// [`Self::from`] on), from the count `now` after every settled event.
+    pub(super) fn present_before(&mut self, instant: EventTime, now: u64) -> u64 {
+        let presence = self.play(instant, instant, now, |before| WindowPresence {
+            concurrent: before,
+            peak: before,
+            span: PeakSpan::UNKNOWN,
+        });
+        presence.concurrent
+    }
+
     /// Plays each instant with events from `instant` until just before
     /// `until` into a presence ([`WindowPresence::reach`]), in event-time
     /// order: the one `start` makes from the count just before `instant`
