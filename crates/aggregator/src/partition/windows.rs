@@ -1108,11 +1108,13 @@ fn busy_some_late() -> impl Strategy<Value = Vec<(Event<'static>, bool)>> {
     late_among(presence_events_of(0.05, 40, 300..900, 100))
 }
 
-/// `events` in time order, but the marked ones, which come in any order
-/// after an event that settles the rest.
-fn late_among(
-    events: impl Strategy<Value = Vec<(Event<'static>, bool)>>,
-) -> impl Strategy<Value = Vec<(Event<'static>, bool)>> {
+/// Events, each with whether it is marked to arrive late.
+type Marked = Vec<(Event<'static>, bool)>;
+
+/// `events` split: those in time order, and the marked ones in any order.
+fn in_time_and_late(
+    events: impl Strategy<Value = Marked>,
+) -> impl Strategy<Value = (Marked, Marked)> {
     events
         .prop_map(|mut events| {
             events.sort_by_key(|(e, _)| e.ts);
@@ -1122,13 +1124,20 @@ fn late_among(
             let (late, in_time): (Vec<_>, Vec<_>) = events.into_iter().partition(|(_, l)| *l);
             (Just(in_time), Just(late).prop_shuffle())
         })
-        .prop_map(|(mut in_time, late)| {
-            // A view after the three minutes settles every event before it.
-            let closer = event("closer", "live-1", "closer", T0 + 4 * MIN, Action::View);
-            in_time.push((closer, false));
-            in_time.extend(late);
-            in_time
-        })
+}
+
+/// `events` in time order, but the marked ones, which come in any order
+/// after an event that settles the rest.
+fn late_among(
+    events: impl Strategy<Value = Vec<(Event<'static>, bool)>>,
+) -> impl Strategy<Value = Vec<(Event<'static>, bool)>> {
+    in_time_and_late(events).prop_map(|(mut in_time, late)| {
+        // A view after the three minutes settles every event before it.
+        let closer = event("closer", "live-1", "closer", T0 + 4 * MIN, Action::View);
+        in_time.push((closer, false));
+        in_time.extend(late);
+        in_time
+    })
 }
 
 proptest! {
@@ -1280,22 +1289,13 @@ fn a_leave_at_the_settled_instant_keeps_the_count_the_window_opened_with() {
 fn behind_another_streams_watermark(
     events: impl Strategy<Value = Vec<(Event<'static>, bool)>>,
 ) -> impl Strategy<Value = Vec<(Event<'static>, bool)>> {
-    events
-        .prop_map(|mut events| {
-            events.sort_by_key(|(e, _)| e.ts);
-            events
-        })
-        .prop_flat_map(|events| {
-            let (late, in_time): (Vec<_>, Vec<_>) = events.into_iter().partition(|(_, l)| *l);
-            (Just(in_time), Just(late).prop_shuffle())
-        })
-        .prop_map(|(in_time, late)| {
-            let ahead = event("ahead", "live-2", "z", T0 + 10 * MIN, Action::Like);
-            let mut events = vec![(ahead, false)];
-            events.extend(in_time);
-            events.extend(late);
-            events
-        })
+    in_time_and_late(events).prop_map(|(in_time, late)| {
+        let ahead = event("ahead", "live-2", "z", T0 + 10 * MIN, Action::Like);
+        let mut events = vec![(ahead, false)];
+        events.extend(in_time);
+        events.extend(late);
+        events
+    })
 }
 
 proptest! {
