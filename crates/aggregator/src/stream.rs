@@ -271,6 +271,11 @@ impl PeakSpan {
         from: EventTime::MIN,
         until: EventTime::MIN,
     };
+
+    /// `from` of a window at its peak at the instant settled presence
+    /// reached, and perhaps at earlier ones: where it first was is not
+    /// known ([`WindowState::at_reached`]).
+    const FIRST_UNKNOWN: EventTime = EventTime::MAX;
 }
 
 /// A window's presence figures while settled presence is played into it:
@@ -399,6 +404,44 @@ impl WindowState {
             if passed {
                 figures.concurrent = figures.concurrent.saturating_sub(1);
             }
+        }
+        self.peak_span = span;
+    }
+
+    /// A presence event at the very instant settled presence reached
+    /// (`ts`), after the events settled there, made its viewer present
+    /// (`arrived`) or absent: the count there alone moves by one. A view
+    /// raises the peak when the window was at it there, and then it is
+    /// there alone. A leave lowers it when the window was at it there
+    /// alone: by one, but the lower count may have been reached before,
+    /// which the span does not say (`from` becomes unknown); the next such
+    /// leave then has the window's presence played again (`replay`, from the
+    /// history). [`Live::presence_settled`] sets the count.
+    fn at_reached(
+        &mut self,
+        ts: EventTime,
+        arrived: bool,
+        replay: impl FnOnce() -> WindowPresence,
+    ) {
+        let mut span = self.peak_span;
+        if arrived {
+            if span.until > ts {
+                let figures = self.figures_mut();
+                figures.peak = figures.peak.saturating_add(1);
+                span = PeakSpan {
+                    from: ts,
+                    until: EventTime::MAX,
+                };
+            }
+        } else if span.from == ts {
+            let figures = self.figures_mut();
+            figures.peak = figures.peak.saturating_sub(1);
+            span.from = PeakSpan::FIRST_UNKNOWN;
+        } else if span.from == PeakSpan::FIRST_UNKNOWN {
+            self.set_presence(replay());
+            return;
+        } else {
+            span.until = span.until.min(ts);
         }
         self.peak_span = span;
     }
@@ -628,16 +671,14 @@ impl Live {
                 let figures = window.figures_mut();
                 shift(&mut figures.concurrent);
                 shift(&mut figures.peak);
-            } else if covered && !arrived && *start >= history.from && window.peak_span.from >= ts {
-                // A leave at the instant reached lowers the count there
-                // alone. The span says the peak was there alone, but it
-                // only bounds where: the window is played again from the
-                // history, which holds the leave already.
+            } else if covered && *start >= history.from {
+                // The history holds the event already.
                 let until = reached.saturating_add(1);
-                let presence = history.play(*start, until, viewers.concurrent, |before| {
-                    WindowPresence::starting(before, *start)
+                window.at_reached(ts, arrived, || {
+                    history.play(*start, until, viewers.concurrent, |before| {
+                        WindowPresence::starting(before, *start)
+                    })
                 });
-                window.set_presence(presence);
             } else {
                 // (The window holding `reached` takes the count now below.)
                 window.late_presence(ts, arrived, end.saturating_sub(1) <= reached);
