@@ -17,6 +17,16 @@ pub enum RollupKind {
     Window,
 }
 
+impl RollupKind {
+    /// Its name on the wire, as `"kind"` (JSON and protobuf).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RollupKind::Cumulative => "cumulative",
+            RollupKind::Window => "window",
+        }
+    }
+}
+
 /// The figures of one stream, cumulative or for one window (spec §2, §3).
 ///
 /// Money is in minor units of `currency`, never a float. Ratios are `None`

@@ -87,11 +87,7 @@ macro_rules! field {
 /// only when present, `is_final` as `final`.
 fn write_json(r: &StreamRollup, out: &mut String) {
     out.push('{');
-    let kind = match r.kind {
-        RollupKind::Cumulative => "cumulative",
-        RollupKind::Window => "window",
-    };
-    field!(out, first "kind", string(kind));
+    field!(out, first "kind", string(r.kind.as_str()));
     if let Some(start) = r.window_start {
         field!(out, "window_start", integer(start));
     }
@@ -209,11 +205,7 @@ pub fn to_protobuf(r: &StreamRollup) -> Rollup {
 /// The rollup as its protobuf message, moving its strings.
 pub fn into_protobuf(r: StreamRollup) -> Rollup {
     Rollup {
-        kind: match r.kind {
-            RollupKind::Cumulative => "cumulative",
-            RollupKind::Window => "window",
-        }
-        .to_string(),
+        kind: r.kind.as_str().to_string(),
         window_start: r.window_start,
         window_end: r.window_end,
         stream_id: r.stream_id,
@@ -265,7 +257,7 @@ pub fn into_protobuf(r: StreamRollup) -> Rollup {
 /// The rollup from its protobuf message.
 pub fn from_protobuf(r: Rollup) -> StreamRollup {
     StreamRollup {
-        kind: if r.kind == "window" {
+        kind: if r.kind == RollupKind::Window.as_str() {
             RollupKind::Window
         } else {
             RollupKind::Cumulative
