@@ -289,6 +289,16 @@ struct WindowPresence {
 }
 
 impl WindowPresence {
+    /// `concurrent` viewers present, the highest count so far, when it was
+    /// is not known.
+    fn at(concurrent: u64) -> WindowPresence {
+        WindowPresence {
+            concurrent,
+            peak: concurrent,
+            span: PeakSpan::UNKNOWN,
+        }
+    }
+
     /// Played again from the window's start, where `concurrent` viewers
     /// were present (at the instant just before it): the peak starts over.
     fn starting(concurrent: u64, start: EventTime) -> WindowPresence {

@@ -27,7 +27,7 @@ use hashbrown::{HashMap, HashSet};
 
 use super::blocks::{count_before, play_events, Blocks, INDEXED_FROM};
 use super::piece_log::PieceLog;
-use super::{Forgotten, PeakSpan, Viewer, WindowPresence};
+use super::{Forgotten, Viewer, WindowPresence};
 use crate::changelog::{PieceKind, Record};
 use crate::event::EventTime;
 
@@ -203,23 +203,14 @@ impl History {
         if instant >= until {
             return 0;
         }
-        let presence = self.play(instant, until, now, |before| WindowPresence {
-            concurrent: before,
-            peak: before,
-            span: PeakSpan::UNKNOWN,
-        });
-        presence.peak
+        self.play(instant, until, now, WindowPresence::at).peak
     }
 
     /// The count of viewers present just before `instant` (from
     /// [`Self::from`] on), from the count `now` after every settled event.
     pub(super) fn present_before(&mut self, instant: EventTime, now: u64) -> u64 {
-        let presence = self.play(instant, instant, now, |before| WindowPresence {
-            concurrent: before,
-            peak: before,
-            span: PeakSpan::UNKNOWN,
-        });
-        presence.concurrent
+        self.play(instant, instant, now, WindowPresence::at)
+            .concurrent
     }
 
     /// Plays each instant with events from `instant` until just before
