@@ -27,6 +27,10 @@ use serde::Serialize;
 use config::Guarantee;
 use livetally_sink::RollupFormat;
 
+/// mimalloc, for Rust's allocations and (its `override` feature) for
+/// librdkafka's `malloc`/`free` as well: catching up, librdkafka allocates
+/// and frees several blocks per record, and glibc's arenas took a lock for
+/// each (docs/BENCHMARKS.md, "29 November, morning").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
