@@ -217,3 +217,45 @@ pub fn partition_count(
         .unwrap_or(0);
     Ok(count)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a managed cluster asks of its clients, given under `[kafka]`:
+    /// each must be accepted (librdkafka built with OpenSSL and zstd), so
+    /// the lookup fails only for want of a broker.
+    #[test]
+    fn clients_take_tls_sasl_and_zstd_settings() {
+        let settings: &[&[(&str, &str)]] = &[
+            &[("security.protocol", "SSL")],
+            &[
+                ("security.protocol", "SASL_SSL"),
+                ("sasl.mechanism", "SCRAM-SHA-512"),
+                ("sasl.username", "livetally"),
+                ("sasl.password", "secret"),
+            ],
+            &[
+                ("security.protocol", "SASL_SSL"),
+                ("sasl.mechanism", "PLAIN"),
+                ("sasl.username", "key"),
+                ("sasl.password", "secret"),
+            ],
+            &[("compression.type", "zstd")],
+        ];
+        for extra in settings {
+            let extra: Vec<(String, String)> = extra
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            // Port 1: nothing listens, so the lookup times out.
+            match partition_count("127.0.0.1:1", "t", &extra, Duration::from_millis(200)) {
+                Err(error @ (KafkaError::ClientConfig(..) | KafkaError::ClientCreation(_))) => {
+                    panic!("{extra:?} refused: {error}")
+                }
+                Err(_) => {}
+                Ok(n) => panic!("{extra:?}: {n} partitions without a broker"),
+            }
+        }
+    }
+}

@@ -276,12 +276,20 @@ impl From<&Record> for Outgoing {
 
 /// Produces `records` in order (idempotent producer) and waits for every acknowledgement.
 pub fn produce(brokers: &str, topic: &str, records: &[Outgoing]) {
-    let producer: FutureProducer = ClientConfig::new()
+    produce_with(brokers, topic, records, &[]);
+}
+
+/// [`produce`] with more producer `settings` (librdkafka properties).
+pub fn produce_with(brokers: &str, topic: &str, records: &[Outgoing], settings: &[(&str, &str)]) {
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", brokers)
         .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        .create()
-        .expect("create the producer");
+        .set("linger.ms", "5");
+    for (key, value) in settings {
+        config.set(*key, *value);
+    }
+    let producer: FutureProducer = config.create().expect("create the producer");
     let mut deliveries = Vec::with_capacity(records.len());
     for r in records {
         let mut headers = OwnedHeaders::new();
