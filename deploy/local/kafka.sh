@@ -71,6 +71,10 @@ Environment:
   LIVETALLY_KAFKA_STOP_TIMEOUT   seconds before SIGKILL on stop (default 30)
   LIVETALLY_KAFKA_HEAP_OPTS      broker heap (default "-Xms256m -Xmx768m")
   LIVETALLY_KAFKA_JVM_OPTS       extra broker JVM options
+  LIVETALLY_KAFKA_SASL_SSL       set at a DIR's first start: a second listener
+                                 with TLS and SCRAM-SHA-512; its address is in
+                                 DIR/bootstrap-sasl-ssl, the client settings
+                                 in DIR/sasl-ssl.toml (a --config file)
   JAVA_HOME                      java to use (default: java on PATH)
 EOF
 }
@@ -262,7 +266,15 @@ broker_pid() {
 }
 
 write_server_properties() {
-  local dir=$1 port=$2 cport=$3
+  local dir=$1 port=$2 cport=$3 sport=${4:-}
+  local listeners="PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport"
+  local advertised="PLAINTEXT://127.0.0.1:$port"
+  local map="PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+  if [[ -n $sport ]]; then
+    listeners+=",SASL_SSL://127.0.0.1:$sport"
+    advertised+=",SASL_SSL://127.0.0.1:$sport"
+    map+=",SASL_SSL:SASL_SSL"
+  fi
   cat >"$dir/server.properties" <<EOF
 # Written by deploy/local/kafka.sh: single-node KRaft broker+controller for
 # local tests. The ports are fixed once chosen: the controller endpoint is
@@ -270,9 +282,9 @@ write_server_properties() {
 # that bounce the broker expect the same bootstrap address afterwards.
 node.id=1
 process.roles=broker,controller
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listeners=$listeners
+advertised.listeners=$advertised
+listener.security.protocol.map=$map
 inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
 controller.quorum.bootstrap.servers=127.0.0.1:$cport
@@ -302,6 +314,50 @@ num.partitions=1
 # should not wait for the default 15 s between log cleaner passes.
 log.cleaner.backoff.ms=1000
 EOF
+  if [[ -n $sport ]]; then
+    write_sasl_ssl "$dir" "$sport"
+  fi
+}
+
+# With LIVETALLY_KAFKA_SASL_SSL set at the first start: a second listener,
+# SASL_SSL on 127.0.0.1:$2, as a managed cluster has. TLS with a self-signed
+# certificate for 127.0.0.1 (DIR/ca.pem), and SCRAM-SHA-512 for the user
+# `livetally` (added when the storage is formatted). DIR/sasl-ssl.toml holds
+# the client settings, as a `--config` file's `[kafka]` table;
+# DIR/bootstrap-sasl-ssl the listener's address.
+write_sasl_ssl() {
+  local dir=$1 sport=$2 keytool=${JAVA_HOME:+$JAVA_HOME/bin/}keytool
+  need_cmd "$keytool" "the JDK's keytool makes the broker's TLS certificate"
+  local secret
+  secret=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
+  echo "$secret" >"$dir/sasl-ssl.secret"
+  rm -f "$dir/broker.p12" "$dir/ca.pem"
+  "$keytool" -genkeypair -alias broker -keyalg RSA -keysize 2048 -validity 3650 \
+    -dname CN=127.0.0.1 -ext SAN=ip:127.0.0.1,dns:localhost \
+    -keystore "$dir/broker.p12" -storetype PKCS12 -storepass "$secret" -keypass "$secret" \
+    >/dev/null 2>&1 || die "keytool could not make the broker's certificate"
+  "$keytool" -exportcert -rfc -alias broker -keystore "$dir/broker.p12" \
+    -storetype PKCS12 -storepass "$secret" -file "$dir/ca.pem" >/dev/null 2>&1 ||
+    die "keytool could not export the broker's certificate"
+  cat >>"$dir/server.properties" <<EOF
+
+# LIVETALLY_KAFKA_SASL_SSL: TLS and SCRAM-SHA-512 on the SASL_SSL listener.
+sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+ssl.keystore.location=$dir/broker.p12
+ssl.keystore.type=PKCS12
+ssl.keystore.password=$secret
+ssl.key.password=$secret
+EOF
+  cat >"$dir/sasl-ssl.toml" <<EOF
+[kafka]
+"security.protocol" = "SASL_SSL"
+"sasl.mechanism" = "SCRAM-SHA-512"
+"sasl.username" = "livetally"
+"sasl.password" = "$secret"
+"ssl.ca.location" = "$dir/ca.pem"
+EOF
+  echo "127.0.0.1:$sport" >"$dir/bootstrap-sasl-ssl"
 }
 
 # Starts java for DIR in the background and records its pid. Returns at once.
@@ -418,18 +474,22 @@ fail_start() {
 # First start of DIR: pick ports, write config, format, launch. Retries with
 # new ports if another process grabbed one in between (rare but possible).
 start_fresh() {
-  local dir=$1 attempt port cport ports cluster_id rc
+  local dir=$1 attempt port cport sport cluster_id rc
   for attempt in 1 2 3; do
     rm -rf "$dir/data"
-    ports=$(free_ports 2)
-    port=${ports% *}
-    cport=${ports#* }
-    write_server_properties "$dir" "$port" "$cport"
+    read -r port cport sport <<<"$(free_ports 3)"
+    local scram=()
+    if [[ -n ${LIVETALLY_KAFKA_SASL_SSL:-} ]]; then
+      write_server_properties "$dir" "$port" "$cport" "$sport"
+      scram=(--add-scram "SCRAM-SHA-512=[name=livetally,password=$(cat "$dir/sasl-ssl.secret")]")
+    else
+      write_server_properties "$dir" "$port" "$cport"
+    fi
     cluster_id=$(new_cluster_id)
     # --standalone: a single-voter dynamic KRaft quorum (KIP-853), the 4.x
     # way; it needs controller.quorum.bootstrap.servers, not .voters.
     if ! run_tool "$STORAGE_MAIN" format --standalone \
-        --cluster-id "$cluster_id" --config "$dir/server.properties" \
+        --cluster-id "$cluster_id" --config "$dir/server.properties" "${scram[@]}" \
         >"$dir/format.log" 2>&1; then
       sed 's/^/    /' "$dir/format.log" >&2
       die "formatting storage in $dir/data failed"
@@ -451,8 +511,8 @@ start_fresh() {
 start_existing() {
   local dir=$1 port rc=0
   [[ -f $dir/server.properties ]] || die "$dir/data is formatted but $dir/server.properties is missing"
-  port=$(read_prop "$dir/server.properties" advertised.listeners)
-  port=${port##*:}
+  port=$(read_prop "$dir/server.properties" advertised.listeners | tr ',' '\n' |
+    sed -n 's|^PLAINTEXT://.*:||p')
   [[ $port =~ ^[0-9]+$ ]] || die "cannot read the broker port from $dir/server.properties"
   echo "127.0.0.1:$port" >"$dir/bootstrap"
   log "restarting broker in $dir on 127.0.0.1:$port (data kept)"

@@ -15,6 +15,7 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::stream_consumer::{StreamConsumer, StreamPartitionQueue};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
@@ -194,6 +195,37 @@ pub fn subscribe(
     Ok(consumer)
 }
 
+/// Why the cluster's metadata could not be read: librdkafka's error, and
+/// what it reported meanwhile, such as a refused password or certificate
+/// (its own error says only "broker transport failure").
+#[derive(Debug, thiserror::Error)]
+#[error("{error}{}", reported.iter().map(|r| format!("; {r}")).collect::<String>())]
+pub struct MetadataError {
+    /// librdkafka's error.
+    pub error: KafkaError,
+    /// Errors librdkafka reported on the way, newest last, without repeats.
+    pub reported: Vec<String>,
+}
+
+/// Collects what a short-lived client logs as an error (a refused password
+/// or certificate), for [`MetadataError`].
+#[derive(Default)]
+struct Reported(std::sync::Mutex<Vec<String>>);
+
+impl ClientContext for Reported {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        tracing::debug!(target: "librdkafka", facility, message);
+        if (level as i32) <= (RDKafkaLogLevel::Error as i32) {
+            let mut reported = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            if !reported.iter().any(|r| r == message) {
+                reported.push(message.to_owned());
+            }
+        }
+    }
+}
+
+impl ConsumerContext for Reported {}
+
 /// Number of partitions of `topic` (0 when it does not exist), from the
 /// cluster's metadata; `extra` are librdkafka properties (security, …).
 pub fn partition_count(
@@ -201,14 +233,31 @@ pub fn partition_count(
     topic: &str,
     extra: &[(String, String)],
     timeout: Duration,
-) -> KafkaResult<usize> {
+) -> Result<usize, MetadataError> {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", brokers);
     for (k, v) in extra {
         config.set(k, v);
     }
-    let client: BaseConsumer = config.create()?;
-    let metadata = client.fetch_metadata(Some(topic), timeout)?;
+    let failed = |error| MetadataError {
+        error,
+        reported: Vec::new(),
+    };
+    // Errors are what `Reported` keeps, whatever the process logs.
+    config.set_log_level(RDKafkaLogLevel::Error);
+    let client: BaseConsumer<Reported> = config
+        .create_with_context(Reported::default())
+        .map_err(failed)?;
+    let metadata = match client.fetch_metadata(Some(topic), timeout) {
+        Ok(metadata) => metadata,
+        Err(error) => {
+            // librdkafka queues its logs for a poll to hand over.
+            while client.poll(Duration::ZERO).is_some() {}
+            let reported =
+                std::mem::take(&mut *client.context().0.lock().unwrap_or_else(|e| e.into_inner()));
+            return Err(MetadataError { error, reported });
+        }
+    };
     let count = metadata
         .topics()
         .iter()
@@ -250,9 +299,10 @@ mod tests {
                 .collect();
             // Port 1: nothing listens, so the lookup times out.
             match partition_count("127.0.0.1:1", "t", &extra, Duration::from_millis(200)) {
-                Err(error @ (KafkaError::ClientConfig(..) | KafkaError::ClientCreation(_))) => {
-                    panic!("{extra:?} refused: {error}")
-                }
+                Err(MetadataError {
+                    error: error @ (KafkaError::ClientConfig(..) | KafkaError::ClientCreation(_)),
+                    ..
+                }) => panic!("{extra:?} refused: {error}"),
                 Err(_) => {}
                 Ok(n) => panic!("{extra:?}: {n} partitions without a broker"),
             }

@@ -6,66 +6,9 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-
-/// A broker of this test's own, stopped and forgotten on drop.
-struct OwnBroker {
-    dir: PathBuf,
-}
-
-impl OwnBroker {
-    fn script() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/local/kafka.sh")
-    }
-
-    fn start(dir: PathBuf) -> (OwnBroker, String) {
-        let broker = OwnBroker { dir };
-        let address = broker.up();
-        (broker, address)
-    }
-
-    fn up(&self) -> String {
-        let output = Command::new(Self::script())
-            .arg("start")
-            .arg(&self.dir)
-            .output()
-            .expect("run kafka.sh start");
-        assert!(
-            output.status.success(),
-            "kafka.sh start: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .last()
-            .unwrap_or_default()
-            .trim()
-            .to_string()
-    }
-
-    fn down(&self) {
-        let status = Command::new(Self::script())
-            .arg("stop")
-            .arg(&self.dir)
-            .status()
-            .expect("run kafka.sh stop");
-        assert!(status.success(), "kafka.sh stop");
-    }
-}
-
-impl Drop for OwnBroker {
-    fn drop(&mut self) {
-        let _ = Command::new(Self::script())
-            .arg("stop")
-            .arg(&self.dir)
-            .status();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 #[test]
 fn the_engine_rides_out_a_broker_bounce() {

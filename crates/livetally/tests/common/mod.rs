@@ -17,7 +17,7 @@ pub mod reference;
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -957,4 +957,81 @@ pub fn assert_no_problems(what: &str, problems: &[String]) {
             .collect::<Vec<_>>()
             .join("\n  ")
     );
+}
+
+/// A broker of a test's own (`deploy/local/kafka.sh`), stopped and forgotten
+/// on drop: for a test that stops it, or that needs other listeners.
+pub struct OwnBroker {
+    dir: PathBuf,
+}
+
+impl OwnBroker {
+    fn script() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/local/kafka.sh")
+    }
+
+    /// A broker in `dir`, and its address.
+    pub fn start(dir: PathBuf) -> (OwnBroker, String) {
+        let broker = OwnBroker { dir };
+        let address = broker.up();
+        (broker, address)
+    }
+
+    /// A broker in `dir` with a second listener, TLS and SCRAM-SHA-512, as
+    /// managed clusters have: its plaintext address, its SASL_SSL address,
+    /// and a `--config` file with the client settings for that one.
+    pub fn start_sasl_ssl(dir: PathBuf) -> (OwnBroker, String, String, PathBuf) {
+        std::fs::create_dir_all(&dir).expect("make the broker's directory");
+        let broker = OwnBroker { dir };
+        let address = broker.run_script("start", Some(("LIVETALLY_KAFKA_SASL_SSL", "1")));
+        let secure = std::fs::read_to_string(broker.dir.join("bootstrap-sasl-ssl"))
+            .expect("kafka.sh wrote the SASL_SSL address");
+        let config = broker.dir.join("sasl-ssl.toml");
+        (broker, address, secure.trim().to_string(), config)
+    }
+
+    /// Starts the broker again (same address); returns its address.
+    pub fn up(&self) -> String {
+        self.run_script("start", None)
+    }
+
+    fn run_script(&self, command: &str, env: Option<(&str, &str)>) -> String {
+        let mut script = Command::new(Self::script());
+        script.arg(command).arg(&self.dir);
+        if let Some((key, value)) = env {
+            script.env(key, value);
+        }
+        let output = script.output().expect("run kafka.sh");
+        assert!(
+            output.status.success(),
+            "kafka.sh {command}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    }
+
+    /// Stops the broker, keeping its data.
+    pub fn down(&self) {
+        let status = Command::new(Self::script())
+            .arg("stop")
+            .arg(&self.dir)
+            .status()
+            .expect("run kafka.sh stop");
+        assert!(status.success(), "kafka.sh stop");
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        let _ = Command::new(Self::script())
+            .arg("stop")
+            .arg(&self.dir)
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
