@@ -214,6 +214,14 @@ impl Settings {
         })
     }
 
+    /// The decoder's limits.
+    pub fn decoding(&self) -> livetally_ingest::DecodeConfig {
+        livetally_ingest::DecodeConfig {
+            max_event_bytes: self.max_event_bytes,
+            max_future_skew_ms: self.max_clock_skew_ms,
+        }
+    }
+
     /// The parsed commission rate.
     pub fn commission(&self) -> anyhow::Result<livetally_aggregator::CommissionRate> {
         self.commission_rate

@@ -112,6 +112,24 @@ struct RunArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     checkpoint_interval_ms: Option<u64>,
+    /// The aggregation's settings, shared with `replay`.
+    #[command(flatten)]
+    #[serde(flatten)]
+    aggregation: AggregationArgs,
+    /// Quiet time after which a partition's watermark follows the wall clock, milliseconds.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    idle_partition_ms: Option<u64>,
+    /// Re-key input not keyed by stream_id through an internal topic first.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    repartition: Option<bool>,
+}
+
+/// Flags of the aggregation, for `run` and `replay` alike; each overrides
+/// the config file and the environment.
+#[derive(Args, Serialize, Default)]
+struct AggregationArgs {
     /// Commission rate (`0.1`, `10%`).
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -140,14 +158,6 @@ struct RunArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     idle_timeout_ms: Option<i64>,
-    /// Quiet time after which a partition's watermark follows the wall clock, milliseconds.
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    idle_partition_ms: Option<u64>,
-    /// Re-key input not keyed by stream_id through an internal topic first.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    repartition: Option<bool>,
 }
 
 fn parse_format(raw: &str) -> Result<RollupFormat, String> {
@@ -172,17 +182,25 @@ struct DemoArgs {
     streams: usize,
 }
 
-/// Flags of `replay`.
-#[derive(Args)]
+/// Flags of `replay`. Its settings come from the same places as `run`'s:
+/// flags, `LIVETALLY_*` variables, the `--config` file (whose other keys it
+/// ignores), so that a replay of `run`'s input counts as `run` did.
+#[derive(Args, Serialize)]
 struct ReplayArgs {
     /// NDJSON file of events, or `-` for standard input.
+    #[serde(skip)]
     input: String,
-    /// Commission rate (`0.1`, `10%`).
-    #[arg(long, default_value = "10%")]
-    commission_rate: String,
+    /// TOML config file (`run`'s; replay uses its aggregation keys).
+    #[arg(long)]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    aggregation: AggregationArgs,
     /// Guard event times against this wall clock (epoch ms) as `run` does;
     /// `now` for the current time. Off by default.
     #[arg(long)]
+    #[serde(skip)]
     now: Option<String>,
 }
 
@@ -234,14 +252,8 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn replay_command(args: ReplayArgs) -> anyhow::Result<()> {
-    let commission = args
-        .commission_rate
-        .parse()
-        .map_err(|e| anyhow::anyhow!("--commission-rate: {e}"))?;
-    let aggregator = livetally_aggregator::AggregatorConfig {
-        commission,
-        ..Default::default()
-    };
+    let settings = config::Settings::load(args.config.as_deref(), &args)?;
+    let aggregator = settings.aggregator()?;
     let now_ms = match args.now.as_deref() {
         None => None,
         Some("now") => Some(wall_clock_ms()),
@@ -255,7 +267,7 @@ fn replay_command(args: ReplayArgs) -> anyhow::Result<()> {
     } else {
         Box::new(std::fs::File::open(&args.input).with_context(|| format!("open {}", args.input))?)
     };
-    let decoding = livetally_ingest::DecodeConfig::default();
+    let decoding = settings.decoding();
     let (rollups, summary) = replay::aggregate(
         BufReader::with_capacity(1 << 20, input),
         aggregator,

@@ -6,7 +6,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use livetally_ingest::consumer::ConsumerSettings;
-use livetally_ingest::DecodeConfig;
 use livetally_sink::http::{self, ApiState};
 use livetally_sink::{PublisherConfig, ReadModel};
 use tokio::sync::watch;
@@ -131,10 +130,7 @@ pub fn engine_config(settings: &Settings) -> anyhow::Result<EngineConfig> {
             instance_id: instance_id(),
         },
         aggregator: settings.aggregator()?,
-        decode: DecodeConfig {
-            max_event_bytes: settings.max_event_bytes,
-            max_future_skew_ms: settings.max_clock_skew_ms,
-        },
+        decode: settings.decoding(),
         publish_interval: Duration::from_millis(settings.publish_interval_ms.max(1)),
         live_interval: Duration::from_millis(
             settings
