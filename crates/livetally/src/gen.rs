@@ -2,6 +2,7 @@
 
 use std::collections::VecDeque;
 use std::io::Write;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -11,18 +12,24 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
+use serde::Serialize;
 
 use crate::traffic::{Format, Traffic, TrafficConfig};
 
 /// Flags of `gen`.
 #[derive(Args, Debug, Clone)]
 pub struct GenArgs {
-    /// Kafka bootstrap servers.
-    #[arg(long, default_value = "127.0.0.1:9092")]
-    pub brokers: String,
-    /// Topic to produce to; created with `--partitions` when missing.
-    #[arg(long, default_value = "livetally.events")]
-    pub topic: String,
+    /// TOML config file (`run`'s: gen uses its `brokers`, `topic` and `[kafka]`).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Kafka bootstrap servers [default: 127.0.0.1:9092, or the config
+    /// file's, or `LIVETALLY_BROKERS`].
+    #[arg(long)]
+    pub brokers: Option<String>,
+    /// Topic to produce to; created with `--partitions` when missing
+    /// [default: livetally.events, or the config file's, or `LIVETALLY_TOPIC`].
+    #[arg(long)]
+    pub topic: Option<String>,
     /// Number of records to produce (default when neither this nor --rate is given: 100000).
     #[arg(long, conflicts_with = "rate")]
     pub events: Option<u64>,
@@ -110,6 +117,47 @@ impl GenArgs {
 }
 
 /// Runs `gen`.
+/// Where gen writes, as `run` reads its settings: flags over `LIVETALLY_*`
+/// variables over the config file over the defaults.
+struct Target {
+    brokers: String,
+    topic: String,
+    /// Extra librdkafka properties (`[kafka]`: TLS, SASL, …).
+    kafka: Vec<(String, String)>,
+}
+
+impl Target {
+    fn of(args: &GenArgs) -> anyhow::Result<Target> {
+        #[derive(Serialize)]
+        struct Flags<'a> {
+            #[serde(skip_serializing_if = "Option::is_none")]
+            brokers: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            topic: Option<&'a str>,
+        }
+        let flags = Flags {
+            brokers: args.brokers.as_deref(),
+            topic: args.topic.as_deref(),
+        };
+        let settings = crate::config::Settings::load(args.config.as_deref(), &flags)?;
+        Ok(Target {
+            kafka: settings.kafka_extra(),
+            brokers: settings.brokers,
+            topic: settings.topic,
+        })
+    }
+
+    /// A client configuration for the target cluster.
+    fn client(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.brokers);
+        for (key, value) in &self.kafka {
+            config.set(key, value);
+        }
+        config
+    }
+}
+
 pub async fn run(args: GenArgs) -> anyhow::Result<()> {
     if !(0.0..=1.0).contains(&args.duplicate_rate) || !(0.0..=1.0).contains(&args.invalid_rate) {
         bail!("--duplicate-rate and --invalid-rate are fractions from 0 to 1");
@@ -132,13 +180,14 @@ pub async fn run(args: GenArgs) -> anyhow::Result<()> {
         out.flush()?;
         return Ok(());
     }
-    ensure_topic(&args).await?;
+    let target = Target::of(&args)?;
+    ensure_topic(&target, args.partitions).await?;
     // Paced, gen stands in for live producers: librdkafka's default linger
     // (5 ms), so that batching adds no more delay than a real client's. A
     // bulk load batches longer, for throughput.
     let linger_ms = if args.rate.is_some() { "5" } else { "20" };
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &args.brokers)
+    let producer: FutureProducer = target
+        .client()
         .set("enable.idempotence", "true")
         .set("linger.ms", linger_ms)
         .set("batch.size", "1000000")
@@ -156,11 +205,11 @@ pub async fn run(args: GenArgs) -> anyhow::Result<()> {
         per_second: rate,
         from: clock_started,
     });
-    let sent = produce(&producer, &args.topic, traffic, pace).await?;
+    let sent = produce(&producer, &target.topic, traffic, pace).await?;
     let seconds = clock_started.elapsed().as_secs_f64();
     eprintln!(
         "{}",
-        serde_json::json!({"produced": sent, "topic": args.topic, "seconds": seconds, "records_per_second": (sent as f64 / seconds.max(1e-9)) as u64})
+        serde_json::json!({"produced": sent, "topic": target.topic, "seconds": seconds, "records_per_second": (sent as f64 / seconds.max(1e-9)) as u64})
     );
     Ok(())
 }
@@ -290,22 +339,20 @@ fn delivered(result: <DeliveryFuture as std::future::Future>::Output) -> anyhow:
     }
 }
 
-async fn ensure_topic(args: &GenArgs) -> anyhow::Result<()> {
+async fn ensure_topic(target: &Target, partitions: i32) -> anyhow::Result<()> {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     let existing = livetally_ingest::consumer::partition_count(
-        &args.brokers,
-        &args.topic,
-        &[],
+        &target.brokers,
+        &target.topic,
+        &target.kafka,
         Duration::from_secs(10),
     )
-    .with_context(|| format!("read metadata from {}", args.brokers))?;
+    .with_context(|| format!("read metadata from {}", target.brokers))?;
     if existing > 0 {
         return Ok(());
     }
-    let admin: AdminClient<_> = ClientConfig::new()
-        .set("bootstrap.servers", &args.brokers)
-        .create()?;
-    let topic = NewTopic::new(&args.topic, args.partitions, TopicReplication::Fixed(-1));
+    let admin: AdminClient<_> = target.client().create()?;
+    let topic = NewTopic::new(&target.topic, partitions, TopicReplication::Fixed(-1));
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     for result in admin.create_topics([&topic], &options).await? {
         match result {

@@ -168,17 +168,26 @@ fn parse_format(raw: &str) -> Result<RollupFormat, String> {
     }
 }
 
-/// Flags of `demo`.
-#[derive(Args)]
+/// Flags of `demo`. Its engine takes `run`'s settings from the config file
+/// and `LIVETALLY_*` variables too, but for the brokers and `[kafka]` (its
+/// own embedded cluster), the group and the publish interval.
+#[derive(Args, Serialize)]
 struct DemoArgs {
-    /// HTTP listen address of the dashboard.
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    http: SocketAddr,
+    /// TOML config file (`run`'s).
+    #[arg(long)]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+    /// HTTP listen address of the dashboard [default: 127.0.0.1:8080].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    http: Option<SocketAddr>,
     /// Synthetic events per second.
     #[arg(long, default_value_t = 2000)]
+    #[serde(skip)]
     rate: u64,
     /// Live streams in the synthetic traffic.
     #[arg(long, default_value_t = 40)]
+    #[serde(skip)]
     streams: usize,
 }
 
@@ -230,7 +239,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             runtime()?.block_on(service::run(settings))
         }
         Command::Demo(args) => {
-            runtime()?.block_on(service::demo(args.http, args.rate, args.streams))
+            let settings = config::Settings::load(args.config.as_deref(), &args)?;
+            runtime()?.block_on(service::demo(settings, args.rate, args.streams))
         }
         Command::Gen(args) => runtime()?.block_on(gen::run(args)),
     }

@@ -228,17 +228,18 @@ async fn shutdown_signal() {
 
 /// `demo`: librdkafka's in-process mock cluster, the traffic generator at
 /// `rate` events/s over `streams` streams, the engine and the dashboard.
-pub async fn demo(http_addr: SocketAddr, rate: u64, streams: usize) -> anyhow::Result<()> {
+pub async fn demo(settings: Settings, rate: u64, streams: usize) -> anyhow::Result<()> {
     let cluster =
         rdkafka::mocking::MockCluster::new(1).context("start the embedded Kafka cluster")?;
     let brokers = cluster.bootstrap_servers();
-    let mut settings = Settings {
+    let settings = Settings {
         brokers: brokers.clone(),
-        http: http_addr,
+        group: "livetally-demo".into(),
         publish_interval_ms: 500,
-        ..Settings::default()
+        // The embedded cluster takes plaintext, whatever a real one needs.
+        kafka: Default::default(),
+        ..settings
     };
-    settings.group = "livetally-demo".into();
     const PARTITIONS: i32 = 4;
     for topic in [
         &settings.topic,
@@ -257,6 +258,7 @@ pub async fn demo(http_addr: SocketAddr, rate: u64, streams: usize) -> anyhow::R
     let server = tokio::spawn(server);
     let engine = Engine::start(engine_config(&settings)?, model)?;
     let generator = tokio::spawn(demo_traffic(brokers, settings.topic.clone(), rate, streams));
+    eprintln!("livetally: serving http://{addr}/");
     println!("livetally demo: open http://{addr}/  (Ctrl-C to stop)");
     shutdown_signal().await;
     generator.abort();

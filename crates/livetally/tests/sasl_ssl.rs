@@ -1,7 +1,8 @@
 //! A cluster as managed services run them: TLS, and SCRAM-SHA-512 logins.
-//! livetally's every client (consumer, producers, admin) goes through the
-//! broker's SASL_SSL listener with the settings of a `--config` file's
-//! `[kafka]` table, and counts exactly; a wrong password is a clear error.
+//! livetally's every client (consumer, producers, admin, and `gen`'s) goes
+//! through the broker's SASL_SSL listener with the settings of a `--config`
+//! file's `[kafka]` table, and counts exactly; a wrong password is a clear
+//! error.
 //!
 //! This test starts a broker of its own (`deploy/local/kafka.sh` with
 //! `LIVETALLY_KAFKA_SASL_SSL`): the shared one has no such listener.
@@ -20,27 +21,28 @@ fn tls_and_scram_logins_count_exactly() {
     let dir = std::env::temp_dir().join(unique("lt-sasl-ssl-broker"));
     let (_broker, plain, secure, config) = OwnBroker::start_sasl_ssl(dir.clone());
     let names = Names::new("sasl-ssl");
-    // The test's own reads and writes use the plaintext listener.
+    // The test's own reads use the plaintext listener.
     create_topic(&plain, &names.topic, 2);
     let start_ts = (now_ms() - 10 * 60_000).to_string();
-    gen(
-        &plain,
-        &names.topic,
-        &[
-            "--events",
-            &EVENTS.to_string(),
-            "--streams",
-            "6",
-            "--seed",
-            "41",
-            "--start-ts",
-            &start_ts,
-        ],
+    let config_arg = config.to_string_lossy().into_owned();
+    // gen too: the cluster's settings from the file, the topic from the
+    // environment.
+    let output = livetally()
+        .args(["gen", "--config", &config_arg, "--brokers", &secure])
+        .args(["--events", &EVENTS.to_string(), "--streams", "6"])
+        .args(["--seed", "41", "--start-ts", &start_ts])
+        .env("LIVETALLY_TOPIC", &names.topic)
+        .output()
+        .expect("run livetally gen");
+    assert!(
+        output.status.success(),
+        "gen through SASL_SSL: {}",
+        String::from_utf8_lossy(&output.stderr)
     );
     let input = read_topic(&plain, &names.topic);
+    assert_eq!(input.len(), EVENTS, "records gen wrote to LIVETALLY_TOPIC");
     let reference = reference_of(&input);
 
-    let config_arg = config.to_string_lossy().into_owned();
     let mut engine = Livetally::run_with(&secure, &names, &["--config", &config_arg]);
     let listed = engine.wait_caught_up(EVENTS as u64);
     assert_no_problems(
