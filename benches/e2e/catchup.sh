@@ -29,8 +29,10 @@ LOG=${TMPDIR:-/tmp}/catchup-$TAG.log
 PID=$!
 trap 'kill -KILL $PID 2>/dev/null || true' EXIT
 T0=$(date +%s.%N)
+DEADLINE=$((SECONDS + ${CATCHUP_TIMEOUT:-600}))
 while :; do
   sleep 0.2
+  ((SECONDS < DEADLINE)) || { echo "$TAG: not caught up after ${CATCHUP_TIMEOUT:-600} s; see $LOG" >&2; exit 1; }
   kill -0 $PID 2>/dev/null || { echo "$TAG: livetally exited; see $LOG" >&2; exit 1; }
   C=$( (curl -s "127.0.0.1:$PORT/metrics" || true) | awk '/^livetally_events_consumed_total /{print $2}')
   [[ -n $C ]] && python3 -c "import sys; sys.exit(0 if float('$C') >= $N else 1)" && break

@@ -42,7 +42,7 @@ Kafka's jars on Maven Central (see deploy/local/pom.xml), with the machine's jav
 Commands:
   fetch                    Resolve the Kafka jars into \$LIBS (idempotent).
   start DIR                Start a broker whose state lives in DIR (created if
-                           needed). A fresh DIR gets two free ports, a new
+                           needed). A fresh DIR gets free ports, a new
                            cluster id and formatted storage; a DIR that already
                            holds a formatted broker is restarted on the SAME
                            ports with its data kept. Waits until the broker
@@ -62,7 +62,9 @@ Commands:
   help                     This text.
 
 Files in DIR: server.properties, data/ (log.dirs), broker.log, broker.pid,
-bootstrap. Progress messages go to stderr; only results go to stdout.
+bootstrap; with LIVETALLY_KAFKA_SASL_SSL also bootstrap-sasl-ssl,
+sasl-ssl.toml, sasl-ssl.secret, broker.p12 and ca.pem (readable by the
+owner only). Progress messages go to stderr; only results go to stdout.
 
 Environment:
   LIVETALLY_KAFKA_HOME           jar cache root (default: <repo>/target/kafka);
@@ -328,6 +330,9 @@ EOF
 write_sasl_ssl() {
   local dir=$1 sport=$2 keytool=${JAVA_HOME:+$JAVA_HOME/bin/}keytool
   need_cmd "$keytool" "the JDK's keytool makes the broker's TLS certificate"
+  # The password is in these files (and server.properties): the owner's only.
+  umask 077
+  chmod 600 "$dir/server.properties"
   local secret
   secret=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
   echo "$secret" >"$dir/sasl-ssl.secret"
@@ -516,6 +521,9 @@ start_existing() {
   [[ $port =~ ^[0-9]+$ ]] || die "cannot read the broker port from $dir/server.properties"
   echo "127.0.0.1:$port" >"$dir/bootstrap"
   log "restarting broker in $dir on 127.0.0.1:$port (data kept)"
+  if [[ -n ${LIVETALLY_KAFKA_SASL_SSL:-} && ! -f $dir/sasl-ssl.toml ]]; then
+    log "warning: LIVETALLY_KAFKA_SASL_SSL is read at a DIR's first start only; $dir has no SASL_SSL listener"
+  fi
   launch_and_wait "$dir" "$port" || rc=$?
   ((rc == 0)) || fail_start "$dir"
 }

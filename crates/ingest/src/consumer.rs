@@ -212,15 +212,25 @@ pub struct MetadataError {
 #[derive(Default)]
 struct Reported(std::sync::Mutex<Vec<String>>);
 
+impl Reported {
+    fn keep(&self, text: &str) {
+        let mut reported = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if !reported.iter().any(|r| r == text) {
+            reported.push(text.to_owned());
+        }
+    }
+}
+
 impl ClientContext for Reported {
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
         tracing::debug!(target: "librdkafka", facility, message);
         if (level as i32) <= (RDKafkaLogLevel::Error as i32) {
-            let mut reported = self.0.lock().unwrap_or_else(|e| e.into_inner());
-            if !reported.iter().any(|r| r == message) {
-                reported.push(message.to_owned());
-            }
+            self.keep(message);
         }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.keep(&format!("{reason} ({error})"));
     }
 }
 
@@ -251,8 +261,11 @@ pub fn partition_count(
     let metadata = match client.fetch_metadata(Some(topic), timeout) {
         Ok(metadata) => metadata,
         Err(error) => {
-            // librdkafka queues its logs for a poll to hand over.
-            while client.poll(Duration::ZERO).is_some() {}
+            // librdkafka queues its logs and errors for polls to hand over,
+            // one event a poll (a handled one reads as no message).
+            for _ in 0..256 {
+                let _ = client.poll(Duration::ZERO);
+            }
             let reported =
                 std::mem::take(&mut *client.context().0.lock().unwrap_or_else(|e| e.into_inner()));
             return Err(MetadataError { error, reported });

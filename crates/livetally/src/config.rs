@@ -229,6 +229,16 @@ impl Settings {
             .map_err(|e| anyhow::anyhow!("commission_rate {:?}: {e}", self.commission_rate))
     }
 
+    /// A client configuration for the cluster: the brokers and `[kafka]`.
+    pub fn client(&self) -> rdkafka::ClientConfig {
+        let mut config = rdkafka::ClientConfig::new();
+        config.set("bootstrap.servers", &self.brokers);
+        for (key, value) in &self.kafka {
+            config.set(key, value);
+        }
+        config
+    }
+
     /// Extra librdkafka properties as pairs.
     pub fn kafka_extra(&self) -> Vec<(String, String)> {
         self.kafka

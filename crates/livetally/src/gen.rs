@@ -11,9 +11,9 @@ use futures::FutureExt;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::ClientConfig;
 use serde::Serialize;
 
+use crate::config::Settings;
 use crate::traffic::{Format, Traffic, TrafficConfig};
 
 /// Flags of `gen`.
@@ -22,12 +22,12 @@ pub struct GenArgs {
     /// TOML config file (`run`'s: gen uses its `brokers`, `topic` and `[kafka]`).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Kafka bootstrap servers [default: 127.0.0.1:9092, or the config
-    /// file's, or `LIVETALLY_BROKERS`].
+    /// Kafka bootstrap servers [default: $LIVETALLY_BROKERS, else the config
+    /// file's, else 127.0.0.1:9092].
     #[arg(long)]
     pub brokers: Option<String>,
     /// Topic to produce to; created with `--partitions` when missing
-    /// [default: livetally.events, or the config file's, or `LIVETALLY_TOPIC`].
+    /// [default: $LIVETALLY_TOPIC, else the config file's, else livetally.events].
     #[arg(long)]
     pub topic: Option<String>,
     /// Number of records to produce (default when neither this nor --rate is given: 100000).
@@ -116,48 +116,25 @@ impl GenArgs {
     }
 }
 
+/// Where gen writes (`brokers`, `topic`, `[kafka]`), from its flags and
+/// `run`'s settings: flags over `LIVETALLY_*` variables over the config file
+/// over the defaults.
+fn target(args: &GenArgs) -> anyhow::Result<Settings> {
+    #[derive(Serialize)]
+    struct Flags<'a> {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        brokers: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        topic: Option<&'a str>,
+    }
+    let flags = Flags {
+        brokers: args.brokers.as_deref(),
+        topic: args.topic.as_deref(),
+    };
+    Settings::load(args.config.as_deref(), &flags)
+}
+
 /// Runs `gen`.
-/// Where gen writes, as `run` reads its settings: flags over `LIVETALLY_*`
-/// variables over the config file over the defaults.
-struct Target {
-    brokers: String,
-    topic: String,
-    /// Extra librdkafka properties (`[kafka]`: TLS, SASL, …).
-    kafka: Vec<(String, String)>,
-}
-
-impl Target {
-    fn of(args: &GenArgs) -> anyhow::Result<Target> {
-        #[derive(Serialize)]
-        struct Flags<'a> {
-            #[serde(skip_serializing_if = "Option::is_none")]
-            brokers: Option<&'a str>,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            topic: Option<&'a str>,
-        }
-        let flags = Flags {
-            brokers: args.brokers.as_deref(),
-            topic: args.topic.as_deref(),
-        };
-        let settings = crate::config::Settings::load(args.config.as_deref(), &flags)?;
-        Ok(Target {
-            kafka: settings.kafka_extra(),
-            brokers: settings.brokers,
-            topic: settings.topic,
-        })
-    }
-
-    /// A client configuration for the target cluster.
-    fn client(&self) -> ClientConfig {
-        let mut config = ClientConfig::new();
-        config.set("bootstrap.servers", &self.brokers);
-        for (key, value) in &self.kafka {
-            config.set(key, value);
-        }
-        config
-    }
-}
-
 pub async fn run(args: GenArgs) -> anyhow::Result<()> {
     if !(0.0..=1.0).contains(&args.duplicate_rate) || !(0.0..=1.0).contains(&args.invalid_rate) {
         bail!("--duplicate-rate and --invalid-rate are fractions from 0 to 1");
@@ -180,7 +157,7 @@ pub async fn run(args: GenArgs) -> anyhow::Result<()> {
         out.flush()?;
         return Ok(());
     }
-    let target = Target::of(&args)?;
+    let target = target(&args)?;
     ensure_topic(&target, args.partitions).await?;
     // Paced, gen stands in for live producers: librdkafka's default linger
     // (5 ms), so that batching adds no more delay than a real client's. A
@@ -339,12 +316,12 @@ fn delivered(result: <DeliveryFuture as std::future::Future>::Output) -> anyhow:
     }
 }
 
-async fn ensure_topic(target: &Target, partitions: i32) -> anyhow::Result<()> {
+async fn ensure_topic(target: &Settings, partitions: i32) -> anyhow::Result<()> {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     let existing = livetally_ingest::consumer::partition_count(
         &target.brokers,
         &target.topic,
-        &target.kafka,
+        &target.kafka_extra(),
         Duration::from_secs(10),
     )
     .with_context(|| format!("read metadata from {}", target.brokers))?;
@@ -366,6 +343,7 @@ async fn ensure_topic(target: &Target, partitions: i32) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rdkafka::ClientConfig;
 
     #[test]
     fn a_paced_record_waits_until_it_is_due_and_never_goes_early() {

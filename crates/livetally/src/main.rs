@@ -130,7 +130,7 @@ struct RunArgs {
 /// the config file and the environment.
 #[derive(Args, Serialize, Default)]
 struct AggregationArgs {
-    /// Commission rate (`0.1`, `10%`).
+    /// Commission rate (`0.1`, `10%`) [default: 10%].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     commission_rate: Option<String>,
@@ -177,7 +177,8 @@ struct DemoArgs {
     #[arg(long)]
     #[serde(skip)]
     config: Option<PathBuf>,
-    /// HTTP listen address of the dashboard [default: 127.0.0.1:8080].
+    /// HTTP listen address of the dashboard [default: $LIVETALLY_HTTP, else
+    /// the config file's, else 127.0.0.1:8080].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     http: Option<SocketAddr>,

@@ -3,8 +3,9 @@
 //! over the defaults, so that replaying `run`'s input counts as `run` did.
 //! No broker needed.
 
-use std::process::Command;
+mod common;
 
+use common::livetally;
 use serde_json::Value;
 
 const T: i64 = 1_764_120_000_000;
@@ -33,13 +34,7 @@ fn events() -> String {
 /// `livetally replay FILE ARGS` with `env`: s1's commission and the number
 /// of `too_large` records.
 fn replay(file: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> (i64, u64) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_livetally"));
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("LIVETALLY_") {
-            command.env_remove(&key);
-        }
-    }
-    let output = command
+    let output = livetally()
         .arg("replay")
         .args(args)
         .arg(file)

@@ -58,7 +58,8 @@ fn tls_and_scram_logins_count_exactly() {
         &reference.diff_streams(&latest),
     );
 
-    // A wrong password: livetally stops at once and says why.
+    // A wrong password: livetally stops within its metadata timeout (10 s)
+    // and says why.
     let settings = std::fs::read_to_string(&config).expect("read the client settings");
     let wrong: String = settings
         .lines()

@@ -5,7 +5,6 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
 
 use crate::config::Settings;
 
@@ -52,13 +51,10 @@ pub async fn ensure(settings: &Settings, create: bool) -> anyhow::Result<usize> 
         let names: Vec<&str> = missing.iter().map(|(n, _)| n.as_str()).collect();
         bail!("missing topics {names:?} (create them, or allow create_topics)");
     }
-    let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", &settings.brokers);
-    for (k, v) in &extra {
-        config.set(k, v);
-    }
-    let admin: AdminClient<DefaultClientContext> =
-        config.create().context("create the admin client")?;
+    let admin: AdminClient<DefaultClientContext> = settings
+        .client()
+        .create()
+        .context("create the admin client")?;
     let new: Vec<NewTopic<'_>> = missing
         .iter()
         .map(|(name, compact)| {
