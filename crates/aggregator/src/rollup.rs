@@ -108,6 +108,72 @@ pub struct StreamRollup {
     pub top_products: Vec<ProductRollup>,
 }
 
+/// The figures a rollup derives from its others (spec §2): `net_gmv` and
+/// the ratios. One definition for the aggregator, which fills them in, and
+/// for a reader that keeps rollups without them and works them out again.
+#[derive(Clone, Copy, Debug)]
+pub struct Derived {
+    /// `gmv − refunds`, saturating.
+    pub net_gmv: i64,
+    /// `clicks / impressions`.
+    pub ctr: Option<f64>,
+    /// `orders / clicks`.
+    pub click_to_order_rate: Option<f64>,
+    /// `unique_buyers / unique_viewers`.
+    pub conversion_rate: Option<f64>,
+    /// `gmv × 1000 / views`, rounded half away from zero.
+    pub gpm: Option<i64>,
+    /// `gmv / orders`, rounded half away from zero.
+    pub aov: Option<i64>,
+}
+
+impl Derived {
+    /// The derived figures of `rollup`'s counts and money.
+    pub fn of(rollup: &StreamRollup) -> Derived {
+        Derived {
+            net_gmv: rollup.gmv.saturating_sub(rollup.refunds),
+            ctr: ratio(rollup.clicks, rollup.impressions),
+            click_to_order_rate: ratio(rollup.orders, rollup.clicks),
+            conversion_rate: ratio(rollup.unique_buyers, rollup.unique_viewers),
+            gpm: money_ratio(i128::from(rollup.gmv) * 1000, rollup.views),
+            aov: money_ratio(i128::from(rollup.gmv), rollup.orders),
+        }
+    }
+
+    /// Sets them in `rollup`.
+    pub fn set(self, rollup: &mut StreamRollup) {
+        rollup.net_gmv = self.net_gmv;
+        rollup.ctr = self.ctr;
+        rollup.click_to_order_rate = self.click_to_order_rate;
+        rollup.conversion_rate = self.conversion_rate;
+        rollup.gpm = self.gpm;
+        rollup.aov = self.aov;
+    }
+
+    /// Whether `rollup` holds exactly these, bit for bit.
+    pub fn are_in(&self, rollup: &StreamRollup) -> bool {
+        let bits = |r: Option<f64>| r.map(f64::to_bits);
+        self.net_gmv == rollup.net_gmv
+            && bits(self.ctr) == bits(rollup.ctr)
+            && bits(self.click_to_order_rate) == bits(rollup.click_to_order_rate)
+            && bits(self.conversion_rate) == bits(rollup.conversion_rate)
+            && self.gpm == rollup.gpm
+            && self.aov == rollup.aov
+    }
+}
+
+/// `numerator / denominator` as an f64; `None` (JSON `null`) for a zero denominator.
+fn ratio(numerator: u64, denominator: u64) -> Option<f64> {
+    (denominator != 0).then(|| numerator as f64 / denominator as f64)
+}
+
+/// A money ratio in minor units, rounded half away from zero, saturating at
+/// the bounds of `i64`; `None` for a zero denominator.
+fn money_ratio(numerator: i128, denominator: u64) -> Option<i64> {
+    let rounded = crate::commission::div_round(numerator, i128::from(denominator))?;
+    Some(i64::try_from(rounded).unwrap_or(if rounded < 0 { i64::MIN } else { i64::MAX }))
+}
+
 /// How many products a cumulative rollup carries.
 pub const TOP_PRODUCTS: usize = 10;
 

@@ -17,13 +17,13 @@ use std::fmt;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::changelog::{piece_key, PieceKind, Record};
-use crate::commission::{div_round, CommissionRate};
+use crate::commission::CommissionRate;
 use crate::distinct::DistinctCount;
 use crate::event::{Action, Currency, Event, EventTime, EventType, OrderLine};
 use crate::ids::{deserialize_blob, fixed_records, id_hash, CompactMap, IdSet};
 use crate::partition::Outcome;
 use crate::reason::InvalidReason;
-use crate::rollup::{ProductRollup, RollupKind, StreamRollup, TOP_PRODUCTS};
+use crate::rollup::{Derived, ProductRollup, RollupKind, StreamRollup, TOP_PRODUCTS};
 
 mod blocks;
 mod history;
@@ -173,14 +173,7 @@ impl Figures {
         rate: CommissionRate,
         revision: u64,
     ) -> StreamRollup {
-        let views = self.count_of(EventType::View);
-        let impressions = self.count_of(EventType::Impression);
-        let clicks = self.count_of(EventType::Click);
-        let orders = self.orders.count();
-        let unique_viewers = self.viewers.count();
-        let unique_buyers = self.buyers.count();
-        let net_gmv = self.gmv.saturating_sub(self.refunds);
-        StreamRollup {
+        let mut rollup = StreamRollup {
             kind: RollupKind::Cumulative,
             window_start: None,
             window_end: None,
@@ -189,33 +182,37 @@ impl Figures {
             currency: stream.currency.map(|c| c.as_str().to_owned()),
             first_event_ts: self.first_event_ts,
             last_event_ts: self.last_event_ts,
-            views,
-            unique_viewers,
+            views: self.count_of(EventType::View),
+            unique_viewers: self.viewers.count(),
             concurrent_viewers: self.concurrent,
             peak_concurrent_viewers: self.peak,
-            impressions,
-            clicks,
+            impressions: self.count_of(EventType::Impression),
+            clicks: self.count_of(EventType::Click),
             add_to_carts: self.count_of(EventType::AddToCart),
             likes: self.count_of(EventType::Like),
             comments: self.count_of(EventType::Comment),
             shares: self.count_of(EventType::Share),
             follows: self.count_of(EventType::Follow),
-            orders,
+            orders: self.orders.count(),
             items_sold: self.items_sold,
             gmv: self.gmv,
             refunds: self.refunds,
-            net_gmv,
-            commission: rate.apply(net_gmv),
-            unique_buyers,
-            ctr: ratio(clicks, impressions),
-            click_to_order_rate: ratio(orders, clicks),
-            conversion_rate: ratio(unique_buyers, unique_viewers),
-            gpm: money_ratio(i128::from(self.gmv) * 1000, views),
-            aov: money_ratio(i128::from(self.gmv), orders),
+            unique_buyers: self.buyers.count(),
             revision,
             is_final: stream.finalized,
             top_products: Vec::new(),
-        }
+            // Set below from the figures above.
+            net_gmv: 0,
+            commission: 0,
+            ctr: None,
+            click_to_order_rate: None,
+            conversion_rate: None,
+            gpm: None,
+            aov: None,
+        };
+        Derived::of(&rollup).set(&mut rollup);
+        rollup.commission = rate.apply(rollup.net_gmv);
+        rollup
     }
 
     fn heap_bytes(&self) -> usize {
@@ -1717,18 +1714,6 @@ impl StateBytes {
             ("products", self.products),
         ]
     }
-}
-
-/// `numerator / denominator` as an f64; `None` (JSON `null`) for a zero denominator.
-fn ratio(numerator: u64, denominator: u64) -> Option<f64> {
-    (denominator != 0).then(|| numerator as f64 / denominator as f64)
-}
-
-/// A money ratio in minor units, rounded half away from zero, saturating at
-/// the bounds of `i64`; `None` for a zero denominator.
-fn money_ratio(numerator: i128, denominator: u64) -> Option<i64> {
-    let rounded = div_round(numerator, i128::from(denominator))?;
-    Some(i64::try_from(rounded).unwrap_or(if rounded < 0 { i64::MIN } else { i64::MAX }))
 }
 
 /// Per-product figures of a stream, sorted by `product_id`: a stream shows

@@ -311,7 +311,7 @@ pub fn from_protobuf(r: Rollup) -> StreamRollup {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use proptest::prelude::*;
 
     use super::*;
@@ -351,7 +351,8 @@ mod tests {
         })
     }
 
-    fn rollup() -> impl Strategy<Value = StreamRollup> {
+    /// Arbitrary rollups, derived figures included (rarely what the counts give).
+    pub(crate) fn rollup() -> impl Strategy<Value = StreamRollup> {
         (
             (any::<bool>(), any::<Option<i64>>(), any::<Option<i64>>()),
             (text(), prop::option::of(text()), prop::option::of(text())),

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use dashmap::mapref::entry::Entry as Slot;
 use dashmap::DashMap;
-use livetally_aggregator::{ProductRollup, Publication, RollupKind, StreamRollup};
+use livetally_aggregator::{Derived, ProductRollup, Publication, RollupKind, StreamRollup};
 use livetally_proto::v1::Rollup;
 use prost::Message;
 use tokio::sync::broadcast;
@@ -69,36 +69,65 @@ struct Window {
 }
 
 /// A rollup without its stream id (the map's key) and kind (where it is
-/// kept), as its protobuf encoding.
+/// kept), as its protobuf encoding after one byte: [`Packed::DERIVED`] when
+/// `net_gmv` and the ratios are left out, to be worked out again from the
+/// counts ([`Derived`]: a third of a small window's bytes), 0 when they are
+/// kept because they are not what the counts give.
 #[derive(Debug, Default)]
 struct Packed(Box<[u8]>);
 
 impl Packed {
+    const DERIVED: u8 = 1;
+
     /// Packs `rollup` and gives it back: its strings move into the message
     /// and back out, so that packing copies none of them.
     fn new(rollup: StreamRollup) -> (Packed, StreamRollup) {
         let kind = rollup.kind;
+        let derived = Derived::of(&rollup);
+        let leave_out = derived.are_in(&rollup);
         let mut message = into_protobuf(rollup);
         let stream_id = std::mem::take(&mut message.stream_id);
         message.kind.clear();
-        let packed = Packed(message.encode_to_vec().into_boxed_slice());
+        if leave_out {
+            message.net_gmv = 0;
+            (
+                message.ctr,
+                message.click_to_order_rate,
+                message.conversion_rate,
+            ) = (None, None, None);
+            (message.gpm, message.aov) = (None, None);
+        }
+        let mut bytes = Vec::with_capacity(1 + message.encoded_len());
+        bytes.push(if leave_out { Self::DERIVED } else { 0 });
+        message
+            .encode(&mut bytes)
+            .expect("a Vec grows to take any message");
         message.stream_id = stream_id;
-        (
-            packed,
-            StreamRollup {
-                kind,
-                ..from_protobuf(message)
-            },
-        )
+        let mut rollup = StreamRollup {
+            kind,
+            ..from_protobuf(message)
+        };
+        if leave_out {
+            derived.set(&mut rollup);
+        }
+        (Packed(bytes.into_boxed_slice()), rollup)
     }
 
     fn unpack(&self, stream_id: &str, kind: RollupKind) -> StreamRollup {
-        let message = Rollup::decode(&*self.0).expect("bytes Packed::new encoded");
-        StreamRollup {
+        let (&flags, bytes) = self
+            .0
+            .split_first()
+            .expect("Packed::new wrote a flags byte");
+        let message = Rollup::decode(bytes).expect("bytes Packed::new encoded");
+        let mut rollup = StreamRollup {
             kind,
             stream_id: stream_id.to_owned(),
             ..from_protobuf(message)
+        };
+        if flags == Self::DERIVED {
+            Derived::of(&rollup).set(&mut rollup);
         }
+        rollup
     }
 }
 
@@ -509,6 +538,31 @@ mod tests {
             }
         }
         agg.publish()
+    }
+
+    proptest::proptest! {
+        /// Any rollup comes back as it went in, with its derived figures
+        /// left out and worked out again when the counts give them, kept
+        /// when they do not.
+        #[test]
+        fn a_packed_rollup_unpacks_to_itself(
+            rollup in crate::encode::tests::rollup(),
+            derive in proptest::prelude::any::<bool>(),
+        ) {
+            let mut rollup = rollup;
+            if derive {
+                Derived::of(&rollup).set(&mut rollup);
+            }
+            let (packed, back) = Packed::new(rollup.clone());
+            // Debug, not ==: NaN ratios are not equal to themselves.
+            let same = |other: &StreamRollup| format!("{other:?}") == format!("{rollup:?}");
+            proptest::prop_assert!(same(&back), "given back: {back:?}");
+            let unpacked = packed.unpack(&rollup.stream_id, rollup.kind);
+            proptest::prop_assert!(same(&unpacked), "unpacked: {unpacked:?}");
+            let left_out = Derived::of(&rollup).are_in(&rollup);
+            proptest::prop_assert_eq!(packed.0[0] == Packed::DERIVED, left_out);
+            proptest::prop_assert!(left_out || !derive);
+        }
     }
 
     #[test]
