@@ -249,15 +249,15 @@ pub fn partition_count(
     for (k, v) in extra {
         config.set(k, v);
     }
-    let failed = |error| MetadataError {
-        error,
-        reported: Vec::new(),
-    };
     // Errors are what `Reported` keeps, whatever the process logs.
     config.set_log_level(RDKafkaLogLevel::Error);
-    let client: BaseConsumer<Reported> = config
-        .create_with_context(Reported::default())
-        .map_err(failed)?;
+    let client: BaseConsumer<Reported> =
+        config
+            .create_with_context(Reported::default())
+            .map_err(|error| MetadataError {
+                error,
+                reported: Vec::new(),
+            })?;
     let metadata = match client.fetch_metadata(Some(topic), timeout) {
         Ok(metadata) => metadata,
         Err(error) => {

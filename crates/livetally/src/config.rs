@@ -229,10 +229,15 @@ impl Settings {
             .map_err(|e| anyhow::anyhow!("commission_rate {:?}: {e}", self.commission_rate))
     }
 
-    /// A client configuration for the cluster: the brokers and `[kafka]`.
-    pub fn client(&self) -> rdkafka::ClientConfig {
+    /// A client configuration for the cluster: the brokers, the client's
+    /// own `properties`, then `[kafka]`, which overrides them as it does
+    /// for every client.
+    pub fn client(&self, properties: &[(&str, &str)]) -> rdkafka::ClientConfig {
         let mut config = rdkafka::ClientConfig::new();
         config.set("bootstrap.servers", &self.brokers);
+        for (key, value) in properties {
+            config.set(*key, *value);
+        }
         for (key, value) in &self.kafka {
             config.set(key, value);
         }
@@ -317,5 +322,18 @@ mod tests {
         });
         let missing = Settings::load(Some(Path::new("/nonexistent/livetally.toml")), &NoFlags {});
         assert!(missing.unwrap_err().to_string().contains("does not exist"));
+    }
+
+    #[test]
+    fn kafka_table_overrides_a_clients_own_properties() {
+        let settings = Settings {
+            brokers: "kafka-1:9092".into(),
+            kafka: [("linger.ms".to_string(), "50".to_string())].into(),
+            ..Settings::default()
+        };
+        let config = settings.client(&[("linger.ms", "5"), ("batch.size", "1000")]);
+        assert_eq!(config.get("bootstrap.servers"), Some("kafka-1:9092"));
+        assert_eq!(config.get("linger.ms"), Some("50"), "[kafka] comes last");
+        assert_eq!(config.get("batch.size"), Some("1000"));
     }
 }

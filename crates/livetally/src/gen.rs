@@ -164,12 +164,13 @@ pub async fn run(args: GenArgs) -> anyhow::Result<()> {
     // bulk load batches longer, for throughput.
     let linger_ms = if args.rate.is_some() { "5" } else { "20" };
     let producer: FutureProducer = target
-        .client()
-        .set("enable.idempotence", "true")
-        .set("linger.ms", linger_ms)
-        .set("batch.size", "1000000")
-        .set("compression.type", "lz4")
-        .set("queue.buffering.max.messages", "500000")
+        .client(&[
+            ("enable.idempotence", "true"),
+            ("linger.ms", linger_ms),
+            ("batch.size", "1000000"),
+            ("compression.type", "lz4"),
+            ("queue.buffering.max.messages", "500000"),
+        ])
         .create()
         .context("create the producer")?;
     // The event clock starts now, not before the topic check and the
@@ -328,7 +329,7 @@ async fn ensure_topic(target: &Settings, partitions: i32) -> anyhow::Result<()> 
     if existing > 0 {
         return Ok(());
     }
-    let admin: AdminClient<_> = target.client().create()?;
+    let admin: AdminClient<_> = target.client(&[]).create()?;
     let topic = NewTopic::new(&target.topic, partitions, TopicReplication::Fixed(-1));
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     for result in admin.create_topics([&topic], &options).await? {

@@ -52,7 +52,7 @@ pub async fn ensure(settings: &Settings, create: bool) -> anyhow::Result<usize> 
         bail!("missing topics {names:?} (create them, or allow create_topics)");
     }
     let admin: AdminClient<DefaultClientContext> = settings
-        .client()
+        .client(&[])
         .create()
         .context("create the admin client")?;
     let new: Vec<NewTopic<'_>> = missing
