@@ -5,8 +5,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use anyhow::Context;
-use figment::providers::{Env, Format, Serialized, Toml};
-use figment::Figment;
+use figment::providers::{Format, Serialized, Toml};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
 use livetally_sink::RollupFormat;
 use serde::{Deserialize, Serialize};
 
@@ -58,6 +59,7 @@ pub struct Settings {
     /// exactly-once ([`Settings::checkpoint_interval_ms()`]).
     pub checkpoint_interval_ms: Option<u64>,
     /// Commission rate: `0.1`, `10%`, `12.5%`.
+    #[serde(deserialize_with = "text_or_number")]
     pub commission_rate: String,
     /// Largest accepted record value, bytes; larger ones are `too_large`.
     pub max_event_bytes: usize,
@@ -172,14 +174,11 @@ impl Settings {
             );
             figment = figment.merge(Toml::file(path));
         }
+        // Lossy: a number or a boolean may come as text (the variables').
         let settings: Settings = figment
-            .merge(Env::prefixed("LIVETALLY_").filter(|key| {
-                Settings::KEYS
-                    .iter()
-                    .any(|k| key.as_str().eq_ignore_ascii_case(k))
-            }))
+            .merge(Variables)
             .merge(Serialized::defaults(overrides))
-            .extract()
+            .extract_lossy()
             .context("invalid configuration")?;
         settings.aggregator()?;
         Ok(settings)
@@ -253,6 +252,82 @@ impl Settings {
     }
 }
 
+/// The `LIVETALLY_<KEY>` variables of [`Settings::KEYS`], each value the
+/// text as given. figment's own `Env` reads `42` as a number and `true` as
+/// a boolean, which a text setting then refuses (`LIVETALLY_GROUP=42`,
+/// `LIVETALLY_COMMISSION_RATE=0.1`) and `1.50` would lose its zero; the
+/// numeric and boolean settings take the text through `extract_lossy`.
+struct Variables;
+
+const PREFIX: &str = "LIVETALLY_";
+
+impl Provider for Variables {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(format!("`{PREFIX}` environment variable(s)")).interpolater(
+            |_: &Profile, keys: &[&str]| {
+                let keys: Vec<String> = keys.iter().map(|k| k.to_ascii_uppercase()).collect();
+                format!("{PREFIX}{}", keys.join("."))
+            },
+        )
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let mut dict = Dict::new();
+        for (name, value) in std::env::vars_os() {
+            let Some(key) = name
+                .to_str()
+                .filter(|n| n.len() > PREFIX.len() && n.is_char_boundary(PREFIX.len()))
+                .and_then(|n| {
+                    let (prefix, key) = n.split_at(PREFIX.len());
+                    prefix
+                        .eq_ignore_ascii_case(PREFIX)
+                        .then(|| key.to_ascii_lowercase())
+                })
+                .filter(|key| Settings::KEYS.contains(&key.as_str()))
+            else {
+                continue;
+            };
+            let value = value.into_string().map_err(|_| {
+                figment::Error::from(format!("{} is not UTF-8", name.to_string_lossy()))
+            })?;
+            dict.insert(key, Value::from(value));
+        }
+        Ok(Profile::Default.collect(dict))
+    }
+}
+
+/// A text setting that may also be written as a bare number in TOML
+/// (`commission_rate = 0.1`): a float becomes its shortest decimal text.
+fn text_or_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    struct Text;
+
+    impl serde::de::Visitor<'_> for Text {
+        type Value = String;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("text or a number")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
+            Ok(v.to_owned())
+        }
+
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+    }
+
+    deserializer.deserialize_any(Text)
+}
+
 #[cfg(test)]
 // figment's Jail returns its own large error type; that is its API.
 #[allow(clippy::result_large_err)]
@@ -313,11 +388,48 @@ mod tests {
     }
 
     #[test]
+    fn variables_are_text_as_given_and_numbers_where_one_is_due() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("LIVETALLY_COMMISSION_RATE", "0.125");
+            jail.set_env("LIVETALLY_TOPIC", "2026");
+            jail.set_env("LIVETALLY_GROUP", "1.50");
+            jail.set_env("LIVETALLY_BROKERS", "true");
+            jail.set_env("livetally_publish_interval_ms", "250");
+            jail.set_env("LIVETALLY_CREATE_TOPICS", "false");
+            jail.set_env("LIVETALLY_LIVE_INTERVAL_MS", "20");
+            let settings = Settings::load(None, &NoFlags {}).map_err(|e| format!("{e:#}"))?;
+            assert_eq!(settings.commission().unwrap().to_string(), "12.5%");
+            assert_eq!(settings.topic, "2026");
+            assert_eq!(settings.group, "1.50", "the text, not a float's");
+            assert_eq!(settings.brokers, "true");
+            assert_eq!(settings.publish_interval_ms, 250);
+            assert!(!settings.create_topics);
+            assert_eq!(settings.live_interval_ms, Some(20));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_bare_number_is_a_commission_rate_in_the_file() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("livetally.toml", "commission_rate = 0.1\n")?;
+            let settings = Settings::load(Some(Path::new("livetally.toml")), &NoFlags {})
+                .map_err(|e| format!("{e:#}"))?;
+            assert_eq!(settings.commission().unwrap().to_string(), "10%");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn bad_settings_are_refused_with_their_name() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("LIVETALLY_COMMISSION_RATE", "150%");
             let error = Settings::load(None, &NoFlags {}).unwrap_err().to_string();
             assert!(error.contains("commission_rate"), "{error}");
+            jail.set_env("LIVETALLY_COMMISSION_RATE", "10%");
+            jail.set_env("LIVETALLY_PUBLISH_INTERVAL_MS", "soon");
+            let error = format!("{:#}", Settings::load(None, &NoFlags {}).unwrap_err());
+            assert!(error.contains("LIVETALLY_PUBLISH_INTERVAL_MS"), "{error}");
             Ok(())
         });
         let missing = Settings::load(Some(Path::new("/nonexistent/livetally.toml")), &NoFlags {});
