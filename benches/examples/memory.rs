@@ -16,6 +16,7 @@
 //! | `--partitions P` | 1 | `PartitionAggregator`s the streams are spread over (a real instance owns one per assigned Kafka partition) |
 //! | `--stream-minutes M` | 3 | event-time span of one stream's events |
 //! | `--publish-every E` | 50,000 | events between two `publish()` calls of every partition |
+//! | `--checkpoint-every C` | 5 | publications between two full `checkpoints()`, with `first_checkpoints()` at the others, as the engine's 5 s checkpoints and 1 s publications; `0`: none (the benchmark before 29 November) |
 //! | `--seed S` | 1 | seed of the deterministic event generator |
 //! | `--malloc-trim` | off | after the ended phase, also call glibc's `malloc_trim(0)` and measure again |
 //! | `--no-read-model` | off | measure the aggregators' state alone, without the read model |
@@ -34,7 +35,10 @@
 //! (as the engine hands the aggregator events borrowed from Kafka records)
 //! and is applied, and every partition publishes every `--publish-every`
 //! events, as the engine's publish tick would: the dirty lists and the
-//! publications are as large as live traffic makes them. The publications go
+//! publications are as large as live traffic makes them. Checkpoints are
+//! taken as the engine takes them (their records dropped): a stream's
+//! duplicate filter keeps the ids added since its last piece, and an ended
+//! stream is packed only once its final rollup is checkpointed. The publications go
 //! to a [`ReadModel`], as the engine's do (for the HTTP API), unless
 //! `--no-read-model`: an instance holds both. Then, for `ended`, the watermark is
 //! pushed past the idle timeout minute by minute so every stream ends, and
@@ -357,6 +361,7 @@ struct Settings {
     partitions: usize,
     stream_ms: i64,
     publish_every: u64,
+    checkpoint_every: u64,
     seed: u64,
     malloc_trim: bool,
     read_model: bool,
@@ -592,6 +597,8 @@ struct Bench {
     /// Per partition: the next input position (the Kafka offset).
     positions: Vec<u64>,
     since_publish: u64,
+    /// Publications of every partition so far, for the checkpoint turn.
+    publish_rounds: u64,
     publications: u64,
     finals: u64,
     /// Time spent in `publish()`, seconds.
@@ -602,6 +609,8 @@ struct Bench {
 impl Bench {
     fn publish_all(&mut self) {
         let started = Instant::now();
+        self.publish_rounds += 1;
+        let every = self.settings.checkpoint_every;
         for aggregator in &mut self.aggregators {
             let publications = aggregator.publish();
             self.publications += publications.len() as u64;
@@ -609,6 +618,13 @@ impl Bench {
             if let Some(model) = &self.model {
                 // Nobody watches the live feed: nothing is encoded for it.
                 drop(model.show(publications));
+            }
+            if every > 0 {
+                if self.publish_rounds.is_multiple_of(every) {
+                    drop(aggregator.checkpoints());
+                } else {
+                    drop(aggregator.first_checkpoints());
+                }
             }
         }
         self.since_publish = 0;
@@ -693,6 +709,7 @@ fn parse_args() -> Result<Settings, String> {
         partitions: 1,
         stream_ms: 3 * 60_000,
         publish_every: 50_000,
+        checkpoint_every: 5,
         seed: 1,
         malloc_trim: false,
         read_model: true,
@@ -734,6 +751,7 @@ fn parse_args() -> Result<Settings, String> {
             "--partitions" => settings.partitions = (number()? as usize).max(1),
             "--stream-minutes" => settings.stream_ms = (number()? as i64).max(1) * 60_000,
             "--publish-every" => settings.publish_every = number()?.max(1),
+            "--checkpoint-every" => settings.checkpoint_every = number()?,
             "--seed" => settings.seed = number()?,
             other => return Err(format!("unknown flag {other}")),
         }
@@ -811,6 +829,7 @@ fn main() {
         positions: vec![0; settings.partitions],
         model: settings.read_model.then(ReadModel::new),
         since_publish: 0,
+        publish_rounds: 0,
         publications: 0,
         finals: 0,
         publish_secs: 0.0,
@@ -886,9 +905,15 @@ fn main() {
             watermark += 60_000;
         }
         samples.push(bench.sample("ended (finalised, windows still retained)"));
-        // Past window retention: the windows expire too.
-        bench.advance_watermark(max_ts + config.window_ms + config.window_retention_ms + 60_000);
-        bench.advance_watermark(max_ts + config.window_ms + config.window_retention_ms + 120_000);
+        // Past window retention, a minute at a time again (checkpoints
+        // taken in between, as an hour of the engine's would): the windows
+        // expire too. A stream whose windows had a piece in the changelog
+        // is packed once a checkpoint has tombstoned it: a few minutes on.
+        let past = max_ts + config.window_ms + config.window_retention_ms + 8 * 60_000;
+        while watermark < past {
+            watermark = (watermark + 60_000).min(past);
+            bench.advance_watermark(watermark);
+        }
         samples.push(bench.sample("ended + window retention passed"));
         histogram.fill();
         ended_allocations = Some(histogram.diff(&base_histogram));
@@ -910,10 +935,11 @@ fn main() {
     println!("## Run");
     println!("allocator: {}", backend_name());
     println!(
-        "streams {n}, viewers/stream {viewers}, partitions {}, stream span {} min, publish every {} events, seed {}, {}",
+        "streams {n}, viewers/stream {viewers}, partitions {}, stream span {} min, publish every {} events, checkpoint every {} publications, seed {}, {}",
         s.partitions,
         s.stream_ms / 60_000,
         s.publish_every,
+        s.checkpoint_every,
         s.seed,
         if s.read_model {
             "publications kept in a read model (heap and RSS include it; state_bytes does not)"
@@ -923,7 +949,7 @@ fn main() {
     );
     println!(
         "events {events} ({:.1}/stream): counted {}, duplicate {}, invalid {}, already applied {}; \
-         live phase {live_secs:.1} s ({:.0} events/s incl. generation, of which publish() and the read model {live_publish_secs:.1} s); \
+         live phase {live_secs:.1} s ({:.0} events/s incl. generation, of which publish(), checkpoints and the read model {live_publish_secs:.1} s); \
          publications {}, final {}",
         events as f64 / f64::from(n),
         bench.outcomes[0],

@@ -7,8 +7,10 @@
 //! from any earlier committed offset: events already in the state come back
 //! as [`Outcome::AlreadyApplied`] and change nothing.
 
+use std::borrow::Cow;
 use std::fmt;
 
+use hashbrown::hash_map::EntryRef;
 use hashbrown::HashMap;
 use serde::{Deserialize, Serialize};
 
@@ -17,7 +19,7 @@ use crate::commission::CommissionRate;
 use crate::event::{Event, EventTime};
 use crate::reason::InvalidReason;
 use crate::rollup::{ProductRollup, StreamRollup};
-use crate::stream::{Clock, Forgotten, StateBytes, StreamCheckpoint, StreamState};
+use crate::stream::{Clock, Forgotten, Frozen, StateBytes, StreamCheckpoint, StreamState};
 
 /// How figures are computed; the same for every partition of an instance.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,6 +92,10 @@ pub struct PartitionAggregator {
     /// allocation. States are boxed: a table slot is 24 bytes, not the whole
     /// state, so the table's empty buckets and its growth cost little.
     streams: HashMap<Box<str>, Box<StreamState>>,
+    /// Ended streams holding nothing but what they keep for a later event
+    /// (no windows, presence or event ids), packed ([`Frozen`]) by the idle
+    /// scan; an event for one moves it back to `streams`. Never in both.
+    ended: HashMap<Box<str>, Frozen>,
     /// Streams changed since the last publication, each pushed once when it
     /// turns dirty so that publishing does not scan every stream.
     dirty: Vec<Box<str>>,
@@ -109,6 +115,9 @@ pub struct PartitionAggregator {
     scanned_at: Option<EventTime>,
     /// Counted events too late for any retained window, since the last take.
     late: u64,
+    /// Off for tests that hold the packing to an aggregator without it.
+    #[cfg(test)]
+    packs_ended: bool,
 }
 
 impl PartitionAggregator {
@@ -117,6 +126,7 @@ impl PartitionAggregator {
         PartitionAggregator {
             config,
             streams: HashMap::new(),
+            ended: HashMap::new(),
             dirty: Vec::new(),
             unsaved: Vec::new(),
             never_saved: Vec::new(),
@@ -125,6 +135,8 @@ impl PartitionAggregator {
             pushed_watermark: None,
             scanned_at: None,
             late: 0,
+            #[cfg(test)]
+            packs_ended: true,
         }
     }
 
@@ -141,7 +153,15 @@ impl PartitionAggregator {
         // A stream not yet here has no duplicates, currency or checkpoint, so
         // its first event is always counted: creating it up front is exact.
         let stream_id: &str = &event.stream_id;
-        let state = self.streams.entry_ref(stream_id).or_default();
+        let state = match self.streams.entry_ref(stream_id) {
+            EntryRef::Occupied(entry) => entry.into_mut(),
+            // An ended stream reopens from its figures.
+            EntryRef::Vacant(entry) => entry.insert(Box::new(
+                self.ended
+                    .remove(stream_id)
+                    .map_or_else(StreamState::default, |frozen| frozen.thaw()),
+            )),
+        };
         let applied = state.apply(event, position, &clock);
         if applied.outcome == Outcome::Counted {
             self.max_ts = Some(self.max_ts.map_or(event.ts, |t| t.max(event.ts)));
@@ -196,7 +216,8 @@ impl PartitionAggregator {
 
     /// Ends the streams idle for the idle timeout at the current watermark
     /// (at most one scan per minute of event time), marking them dirty so
-    /// their final rollup is published.
+    /// their final rollup is published, and packs the ended streams that
+    /// have nothing left to publish, checkpoint or expire.
     fn end_idle_streams(&mut self) {
         let Some(watermark) = self.watermark() else {
             return;
@@ -211,7 +232,11 @@ impl PartitionAggregator {
         let clock = self.clock();
         let idle_ms = self.config.idle_timeout_ms;
         let mut forgot = Forgotten::new();
-        for (stream_id, state) in self.streams.iter_mut() {
+        #[cfg(test)]
+        let packs = self.packs_ended;
+        #[cfg(not(test))]
+        let packs = true;
+        let packed = self.streams.extract_if(|stream_id, state| {
             if state.idle(watermark, idle_ms) {
                 state.finalize(clock.window_ms, &mut forgot);
                 self.dirty.push(stream_id.clone());
@@ -227,6 +252,20 @@ impl PartitionAggregator {
                 state.unsaved = true;
                 self.unsaved.push(stream_id.clone());
             }
+            // One that fits is named by nothing: not dirty, not unsaved, so
+            // without pieces to tombstone.
+            let fits = packs && Frozen::fits(state);
+            debug_assert!(!fits || !self.forgotten.contains_key(stream_id));
+            fits
+        });
+        for (stream_id, state) in packed {
+            let frozen = Frozen::of(&state).expect("the scan packs streams that fit");
+            self.ended.insert(stream_id, frozen);
+        }
+        // Streams end in waves (an evening's shows): give the table's room
+        // back once most of it is empty, keeping some for the next ones.
+        if self.streams.len() < self.streams.capacity() / 4 {
+            self.streams.shrink_to(self.streams.len() * 2);
         }
     }
 
@@ -324,11 +363,25 @@ impl PartitionAggregator {
         for state in self.streams.values_mut() {
             state.skip_revisions(n);
         }
+        for frozen in self.ended.values_mut() {
+            let mut state = frozen.thaw();
+            state.skip_revisions(n);
+            *frozen = Frozen::of(&state).expect("moving revisions leaves an ended stream packable");
+        }
+    }
+
+    /// The stream's state, unpacked for the call when it has ended and is
+    /// packed.
+    fn state(&self, stream_id: &str) -> Option<Cow<'_, StreamState>> {
+        match self.streams.get(stream_id) {
+            Some(state) => Some(Cow::Borrowed(&**state)),
+            None => Some(Cow::Owned(self.ended.get(stream_id)?.thaw())),
+        }
     }
 
     /// The stream's retained windows now, oldest first (no new revision).
     pub fn windows(&self, stream_id: &str) -> Option<Vec<StreamRollup>> {
-        let state = self.streams.get(stream_id)?;
+        let state = self.state(stream_id)?;
         Some(state.window_rollups(
             stream_id,
             self.config.commission,
@@ -338,7 +391,7 @@ impl PartitionAggregator {
 
     /// The stream's figures now, at its current revision (no new revision).
     pub fn rollup(&self, stream_id: &str) -> Option<StreamRollup> {
-        let state = self.streams.get(stream_id)?;
+        let state = self.state(stream_id)?;
         Some(state.rollup(stream_id.to_owned(), self.config.commission))
     }
 
@@ -352,25 +405,31 @@ impl PartitionAggregator {
 
     /// The stream's products now, by `gmv` descending then `product_id`.
     pub fn products(&self, stream_id: &str) -> Option<Vec<ProductRollup>> {
-        Some(self.streams.get(stream_id)?.products())
+        Some(self.state(stream_id)?.products())
     }
 
-    /// How many streams this partition holds, for the active-streams gauge.
+    /// How many streams this partition holds, ended ones too, for the
+    /// active-streams gauge.
     pub fn stream_count(&self) -> usize {
-        self.streams.len()
+        self.streams.len() + self.ended.len()
     }
 
     /// Every stream held, sorted.
     pub fn stream_ids(&self) -> Vec<&str> {
-        let mut ids: Vec<&str> = self.streams.keys().map(|id| &**id).collect();
+        let mut ids: Vec<&str> = self
+            .streams
+            .keys()
+            .chain(self.ended.keys())
+            .map(|id| &**id)
+            .collect();
         ids.sort_unstable();
         ids
     }
 
     /// The stream's state now, as a checkpoint (at its current revision).
     pub fn checkpoint(&self, stream_id: &str) -> Option<StreamCheckpoint> {
-        let state = self.streams.get(stream_id)?;
-        Some(StreamCheckpoint::from_state(StreamState::clone(state)))
+        let state = self.state(stream_id)?;
+        Some(StreamCheckpoint::from_state(state.into_owned()))
     }
 
     /// Replaces the stream's state with a checkpoint, as after a restart or
@@ -380,6 +439,7 @@ impl PartitionAggregator {
         state.note_uncovered(&self.clock());
         // The checkpoint lists the pieces the changelog holds for it.
         self.forgotten.remove(stream_id);
+        self.ended.remove(stream_id);
         if state.last_event_ts() != EventTime::MIN {
             let ts = state.last_event_ts();
             self.max_ts = Some(self.max_ts.map_or(ts, |t| t.max(ts)));
@@ -414,6 +474,16 @@ impl PartitionAggregator {
             bytes.streams += id.len();
             state.count_bytes(&mut bytes);
         }
+        let buckets = match self.ended.capacity() {
+            0 => 0,
+            capacity => (capacity * 8 / 7).next_power_of_two(),
+        };
+        bytes.ended_packed = buckets * (std::mem::size_of::<(Box<str>, Frozen)>() + 1)
+            + self
+                .ended
+                .iter()
+                .map(|(id, frozen)| id.len() + frozen.heap_bytes())
+                .sum::<usize>();
         bytes
     }
 
@@ -443,6 +513,7 @@ impl fmt::Debug for PartitionAggregator {
         f.debug_struct("PartitionAggregator")
             .field("config", &self.config)
             .field("streams", &self.streams.len())
+            .field("ended", &self.ended.len())
             .field("dirty", &self.dirty.len())
             .field("unsaved", &self.unsaved.len())
             .field("never_saved", &self.never_saved.len())
@@ -458,3 +529,6 @@ mod properties;
 
 #[cfg(test)]
 mod windows;
+
+#[cfg(test)]
+mod packing;

@@ -26,6 +26,7 @@ use crate::reason::InvalidReason;
 use crate::rollup::{Derived, ProductRollup, RollupKind, StreamRollup, TOP_PRODUCTS};
 
 mod blocks;
+mod frozen;
 mod history;
 mod layout;
 mod piece_log;
@@ -39,6 +40,7 @@ mod sealed_tests;
 mod seen;
 mod window_base;
 
+pub(crate) use frozen::Frozen;
 use history::History;
 pub use history::HistoryError;
 use piece_log::PieceLog;
@@ -1680,6 +1682,8 @@ pub struct StateBytes {
     pub duplicate_filter: usize,
     /// Per-product figures, ids and order sets.
     pub products: usize,
+    /// Ended streams kept packed ([`Frozen`]): their table, ids and bytes.
+    pub ended_packed: usize,
 }
 
 impl StateBytes {
@@ -1691,6 +1695,7 @@ impl StateBytes {
             + self.presence
             + self.duplicate_filter
             + self.products
+            + self.ended_packed
     }
 
     /// Adds another partition's bytes, structure by structure.
@@ -1701,10 +1706,11 @@ impl StateBytes {
         self.presence += other.presence;
         self.duplicate_filter += other.duplicate_filter;
         self.products += other.products;
+        self.ended_packed += other.ended_packed;
     }
 
     /// Each structure with its name, for reports.
-    pub fn parts(&self) -> [(&'static str, usize); 6] {
+    pub fn parts(&self) -> [(&'static str, usize); 7] {
         [
             ("stream table and states", self.streams),
             ("cumulative distinct counts", self.distinct_counts),
@@ -1712,6 +1718,7 @@ impl StateBytes {
             ("presence", self.presence),
             ("duplicate filter", self.duplicate_filter),
             ("products", self.products),
+            ("ended streams, packed", self.ended_packed),
         ]
     }
 }

@@ -114,6 +114,11 @@ impl SeenEvents {
         self.expire(EventTime::MAX, 1, forgotten);
     }
 
+    /// No generation held (a new or ended stream).
+    pub(super) fn is_empty(&self) -> bool {
+        self.generations.is_empty()
+    }
+
     pub(super) fn len(&self) -> u64 {
         self.generations.iter().map(|g| g.ids.len()).sum()
     }
