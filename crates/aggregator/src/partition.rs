@@ -232,10 +232,7 @@ impl PartitionAggregator {
         let clock = self.clock();
         let idle_ms = self.config.idle_timeout_ms;
         let mut forgot = Forgotten::new();
-        #[cfg(test)]
-        let packs = self.packs_ended;
-        #[cfg(not(test))]
-        let packs = true;
+        let packs = self.packs_ended();
         let packed = self.streams.extract_if(|stream_id, state| {
             if state.idle(watermark, idle_ms) {
                 state.finalize(clock.window_ms, &mut forgot);
@@ -267,6 +264,15 @@ impl PartitionAggregator {
         if self.streams.len() < self.streams.capacity() / 4 {
             self.streams.shrink_to(self.streams.len() * 2);
         }
+    }
+
+    /// Whether ended streams are packed: always, but in tests that hold the
+    /// packing to an aggregator without it.
+    fn packs_ended(&self) -> bool {
+        #[cfg(test)]
+        return self.packs_ended;
+        #[cfg(not(test))]
+        true
     }
 
     /// The figures of every stream changed since the last call, each at a new
@@ -360,6 +366,9 @@ impl PartitionAggregator {
     /// a restore, when up to `n` publications may have followed the
     /// checkpoints restored, so that revisions keep increasing per key.
     pub fn skip_revisions(&mut self, n: u64) {
+        if n == 0 {
+            return;
+        }
         for state in self.streams.values_mut() {
             state.skip_revisions(n);
         }
@@ -434,6 +443,7 @@ impl PartitionAggregator {
 
     /// Replaces the stream's state with a checkpoint, as after a restart or
     /// rebalance. Not dirty: nothing new to publish until an event counts.
+    /// An ended stream that holds nothing live is packed at once.
     pub fn restore(&mut self, stream_id: &str, checkpoint: StreamCheckpoint) {
         let mut state = checkpoint.into_state();
         state.note_uncovered(&self.clock());
@@ -443,6 +453,11 @@ impl PartitionAggregator {
         if state.last_event_ts() != EventTime::MIN {
             let ts = state.last_event_ts();
             self.max_ts = Some(self.max_ts.map_or(ts, |t| t.max(ts)));
+        }
+        if let Some(frozen) = Frozen::of(&state).filter(|_| self.packs_ended()) {
+            self.streams.remove(stream_id);
+            self.ended.insert(stream_id.into(), frozen);
+            return;
         }
         match self.streams.get_mut(stream_id) {
             Some(existing) => **existing = state,

@@ -253,10 +253,13 @@ impl Settings {
 }
 
 /// The `LIVETALLY_<KEY>` variables of [`Settings::KEYS`], each value the
-/// text as given. figment's own `Env` reads `42` as a number and `true` as
-/// a boolean, which a text setting then refuses (`LIVETALLY_GROUP=42`,
-/// `LIVETALLY_COMMISSION_RATE=0.1`) and `1.50` would lose its zero; the
-/// numeric and boolean settings take the text through `extract_lossy`.
+/// text as given, trimmed, and without one pair of enclosing double quotes
+/// (`LIVETALLY_GROUP='"42"'`, the way to give figment's `Env` a text it
+/// would read as a number). figment's own `Env` reads `42` as a number and
+/// `true` as a boolean, which a text setting then refuses
+/// (`LIVETALLY_GROUP=42`, `LIVETALLY_COMMISSION_RATE=0.1`), and `1.50`
+/// would lose its zero; the numeric and boolean settings take the text
+/// through `extract_lossy`.
 struct Variables;
 
 const PREFIX: &str = "LIVETALLY_";
@@ -290,7 +293,12 @@ impl Provider for Variables {
             let value = value.into_string().map_err(|_| {
                 figment::Error::from(format!("{} is not UTF-8", name.to_string_lossy()))
             })?;
-            dict.insert(key, Value::from(value));
+            let text = value.trim();
+            let text = text
+                .strip_prefix('"')
+                .and_then(|t| t.strip_suffix('"'))
+                .unwrap_or(text);
+            dict.insert(key, Value::from(text.to_owned()));
         }
         Ok(Profile::Default.collect(dict))
     }
@@ -395,8 +403,9 @@ mod tests {
             jail.set_env("LIVETALLY_GROUP", "1.50");
             jail.set_env("LIVETALLY_BROKERS", "true");
             jail.set_env("livetally_publish_interval_ms", "250");
-            jail.set_env("LIVETALLY_CREATE_TOPICS", "false");
-            jail.set_env("LIVETALLY_LIVE_INTERVAL_MS", "20");
+            jail.set_env("LIVETALLY_CREATE_TOPICS", "false\r");
+            jail.set_env("LIVETALLY_LIVE_INTERVAL_MS", " 20 ");
+            jail.set_env("LIVETALLY_DLQ_TOPIC", "\"7\"");
             let settings = Settings::load(None, &NoFlags {}).map_err(|e| format!("{e:#}"))?;
             assert_eq!(settings.commission().unwrap().to_string(), "12.5%");
             assert_eq!(settings.topic, "2026");
@@ -405,6 +414,7 @@ mod tests {
             assert_eq!(settings.publish_interval_ms, 250);
             assert!(!settings.create_topics);
             assert_eq!(settings.live_interval_ms, Some(20));
+            assert_eq!(settings.dlq_topic, "7", "enclosing quotes go");
             Ok(())
         });
     }
