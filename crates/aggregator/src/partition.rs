@@ -417,6 +417,17 @@ impl PartitionAggregator {
         Some(self.state(stream_id)?.products())
     }
 
+    /// [`Self::rollup`] and [`Self::products`] together, a packed stream
+    /// unpacked once for both (a restore shows every stream it restored).
+    pub fn rollup_and_products(
+        &self,
+        stream_id: &str,
+    ) -> Option<(StreamRollup, Vec<ProductRollup>)> {
+        let state = self.state(stream_id)?;
+        let rollup = state.rollup(stream_id.to_owned(), self.config.commission);
+        Some((rollup, state.products()))
+    }
+
     /// How many streams this partition holds, ended ones too, for the
     /// active-streams gauge.
     pub fn stream_count(&self) -> usize {

@@ -184,6 +184,13 @@ fn revisions_move_and_restores_land_on_packed_streams() {
     other.restore("live-3", f.agg.checkpoint("live-3").unwrap());
     assert!(other.ended.contains_key("live-3") && other.streams.is_empty());
     assert_eq!(other.rollup("live-3"), f.agg.rollup("live-3"));
+    assert_eq!(
+        other.rollup_and_products("live-3"),
+        Some((
+            f.agg.rollup("live-3").unwrap(),
+            f.agg.products("live-3").unwrap()
+        ))
+    );
 
     // One restored over a packed stream replaces it, in one table only: its
     // head still holds windows, so it is unpacked until the next scan.

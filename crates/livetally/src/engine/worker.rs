@@ -445,10 +445,9 @@ impl PartitionWork {
                         self.aggregator.restore(&stream_id, checkpoint);
                     }
                     for stream_id in self.aggregator.stream_ids() {
-                        if let (Some(rollup), Some(products)) = (
-                            self.aggregator.rollup(stream_id),
-                            self.aggregator.products(stream_id),
-                        ) {
+                        if let Some((rollup, products)) =
+                            self.aggregator.rollup_and_products(stream_id)
+                        {
                             self.context.model.store_rollup(rollup, products);
                         }
                     }
