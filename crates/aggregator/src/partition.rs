@@ -434,6 +434,11 @@ impl PartitionAggregator {
         self.streams.len() + self.ended.len()
     }
 
+    /// How many of them are ended streams held packed.
+    pub fn packed_count(&self) -> usize {
+        self.ended.len()
+    }
+
     /// Every stream held, sorted.
     pub fn stream_ids(&self) -> Vec<&str> {
         let mut ids: Vec<&str> = self

@@ -30,6 +30,8 @@ pub const CONSUMER_LAG: &str = "livetally_consumer_lag_records";
 pub const ACTIVE_STREAMS: &str = "livetally_active_streams";
 /// Approximate size of the aggregation state.
 pub const STATE_BYTES: &str = "livetally_state_bytes";
+/// Ended streams held packed, by `partition`.
+pub const STREAMS_PACKED: &str = "livetally_streams_packed";
 /// Rollups published (topic and read model).
 pub const ROLLUPS_PUBLISHED: &str = "livetally_rollups_published_total";
 /// Consumer-group rebalances seen, by `kind` (assign, revoke, error).
@@ -105,6 +107,10 @@ fn describe() {
         STATE_BYTES,
         metrics::Unit::Bytes,
         "Approximate aggregation state size."
+    );
+    metrics::describe_gauge!(
+        STREAMS_PACKED,
+        "Ended streams held packed (figures kept for a later event), by partition."
     );
     metrics::describe_counter!(ROLLUPS_PUBLISHED, "Rollups published.");
     metrics::describe_counter!(REBALANCES, "Consumer-group rebalances, by kind.");

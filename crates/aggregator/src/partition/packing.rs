@@ -68,6 +68,10 @@ fn an_ended_stream_is_packed_once_published_and_checkpointed() {
     assert!(packed.agg.ended.contains_key("live-1"));
     assert!(!packed.agg.streams.contains_key("live-1"));
     assert!(plain.agg.ended.is_empty());
+    assert_eq!(
+        (packed.agg.packed_count(), plain.agg.packed_count()),
+        (100, 0)
+    );
 
     // Readers see it as it was.
     assert!(packed.rollup().is_final);

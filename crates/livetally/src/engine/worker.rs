@@ -968,8 +968,11 @@ impl PartitionWork {
             .is_none_or(|at| at.elapsed() >= Duration::from_secs(1))
         {
             self.state_measured = Some(Instant::now());
-            metrics::gauge!(names::STATE_BYTES, "partition" => self.partition.to_string())
+            let partition = self.partition.to_string();
+            metrics::gauge!(names::STATE_BYTES, "partition" => partition.clone())
                 .set(self.aggregator.state_bytes_estimate() as f64);
+            metrics::gauge!(names::STREAMS_PACKED, "partition" => partition)
+                .set(self.aggregator.packed_count() as f64);
         }
     }
 }

@@ -1,0 +1,257 @@
+//! Streams that end, against a real broker: `run` finalises idle streams,
+//! packs them once their final rollup is checkpointed, reopens them from
+//! their figures when a late event arrives (a refund days later, a viewer
+//! back), and keeps all of that across a SIGKILL and a restore.
+//!
+//! Needs a broker: `make test`, or `LIVETALLY_TEST_BROKERS=127.0.0.1:PORT`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::reference::{diff_products, Reference};
+use common::*;
+use serde_json::{json, Value};
+
+/// Streams that end before the late events.
+const ENDED: usize = 8;
+
+/// Idle streams end after 10 minutes of event time, windows are kept one
+/// minute, a quiet partition follows the wall clock after 1 s, and
+/// checkpoints follow every half second (publications every 200 ms, the
+/// harness's setting).
+const FLAGS: [&str; 8] = [
+    "--idle-timeout-ms",
+    "600000",
+    "--window-retention-ms",
+    "60000",
+    "--idle-partition-ms",
+    "1000",
+    "--checkpoint-interval-ms",
+    "500",
+];
+
+fn record(event: Value) -> Outgoing {
+    Outgoing {
+        key: Some(
+            event["stream_id"]
+                .as_str()
+                .expect("stream_id")
+                .as_bytes()
+                .to_vec(),
+        ),
+        payload: Some(serde_json::to_vec(&event).expect("JSON")),
+        headers: vec![("content-type".into(), Some(b"application/json".to_vec()))],
+    }
+}
+
+fn purchase(id: &str, stream: &str, viewer: &str, ts: i64, order: &str, currency: &str) -> Value {
+    json!({"event_id": id, "type": "purchase", "stream_id": stream, "viewer_id": viewer,
+           "ts": ts, "product_id": "p1", "order_id": order, "quantity": 2,
+           "unit_price": 1999, "currency": currency})
+}
+
+/// A 50-second show per stream: four viewers come, see and click product
+/// cards, two buy, and all leave.
+fn shows(t0: i64) -> Vec<Outgoing> {
+    let mut events = Vec::new();
+    for n in 0..ENDED {
+        let stream = format!("end-{n}");
+        let id = |what: &str| format!("{stream}-{what}");
+        for v in 0..4 {
+            let viewer = format!("v{v}");
+            let ts = t0 + 1_000 * v;
+            events.push(json!({"event_id": id(&format!("view-{v}")), "type": "view",
+                "stream_id": stream, "viewer_id": viewer, "ts": ts, "seller_id": "shop-1"}));
+            events.push(
+                json!({"event_id": id(&format!("imp-{v}")), "type": "impression",
+                "stream_id": stream, "viewer_id": viewer, "ts": ts + 5_000, "product_id": "p1"}),
+            );
+            events.push(
+                json!({"event_id": id(&format!("click-{v}")), "type": "click",
+                "stream_id": stream, "viewer_id": viewer, "ts": ts + 6_000, "product_id": "p1"}),
+            );
+            events.push(
+                json!({"event_id": id(&format!("leave-{v}")), "type": "leave",
+                "stream_id": stream, "viewer_id": viewer, "ts": t0 + 50_000 + v}),
+            );
+        }
+        events.push(purchase(
+            &id("buy-0"),
+            &stream,
+            "v0",
+            t0 + 20_000,
+            &id("o0"),
+            "USD",
+        ));
+        events.push(purchase(
+            &id("buy-1"),
+            &stream,
+            "v1",
+            t0 + 30_000,
+            &id("o1"),
+            "USD",
+        ));
+    }
+    events.into_iter().map(record).collect()
+}
+
+/// Differences between `rollups` and the reference. A final rollup has
+/// nobody in the room (the stream ended, whatever its viewers' last
+/// presence events): its `concurrent_viewers` must be 0, and the rest is
+/// compared with the reference, which knows nothing of endings.
+fn diff_ended(reference: &Reference, rollups: &[Value]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut seen = rollups.to_vec();
+    for rollup in &mut seen {
+        let id = rollup["stream_id"].as_str().unwrap_or_default().to_owned();
+        if rollup["final"] != true {
+            continue;
+        }
+        if rollup["concurrent_viewers"] != 0 {
+            problems.push(format!(
+                "{id}: final with {} viewers",
+                rollup["concurrent_viewers"]
+            ));
+        }
+        if let Some(stream) = reference.streams.get(&id) {
+            rollup["concurrent_viewers"] = stream.expected(&id)["concurrent_viewers"].clone();
+        }
+    }
+    problems.extend(reference.diff_streams(&seen));
+    problems
+}
+
+/// `/v1/streams` agrees with the reference over `input`, products too.
+fn figures_match(livetally: &Livetally, input: &[Record], phase: &str) -> Reference {
+    let reference = reference_of(input);
+    let problems = wait_for(phase, DEADLINE, || {
+        let problems = diff_ended(&reference, &livetally.streams());
+        if problems.is_empty() {
+            Ok(problems)
+        } else {
+            Err(problems.join("\n"))
+        }
+    });
+    assert_no_problems(phase, &problems);
+    let mut problems = Vec::new();
+    for (id, stream) in &reference.streams {
+        let (_, body) = livetally.get_json(&format!("/v1/streams/{id}/products?limit=100"));
+        let products = body["products"].as_array().cloned().unwrap_or_default();
+        problems.extend(diff_products(id, stream, &products));
+    }
+    assert_no_problems(&format!("{phase}: products"), &problems);
+    reference
+}
+
+fn packed(livetally: &Livetally) -> f64 {
+    livetally
+        .metric("livetally_streams_packed", &[("partition", "0")])
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn ended_streams_are_packed_reopen_from_their_figures_and_survive_kill9() {
+    let brokers = brokers();
+    let names = Names::new("ended");
+    create_topic(&brokers, &names.topic, 1);
+    let t0 = (now_ms() - 40 * 60_000) / 60_000 * 60_000;
+
+    // The shows, 40 minutes ago: once the quiet partition's watermark
+    // follows the wall clock, every stream has ended.
+    let mut first = Livetally::run_with(&brokers, &names, &FLAGS);
+    produce(&brokers, &names.topic, &shows(t0));
+    let input = read_topic(&brokers, &names.topic);
+    first.wait_caught_up(input.len() as u64);
+    wait_for("final rollups", DEADLINE, || {
+        let streams = first.streams();
+        let finals = streams.iter().filter(|s| s["final"] == true).count();
+        (finals == ENDED)
+            .then_some(())
+            .ok_or(format!("{finals} final: {streams:?}"))
+    });
+    figures_match(&first, &input, "ended");
+
+    // Their final rollups checkpointed, a minute more of event time packs
+    // them: one viewer of another stream, a minute ahead of the wall clock.
+    std::thread::sleep(Duration::from_secs(2));
+    let ahead = now_ms() + 70_000;
+    produce(
+        &brokers,
+        &names.topic,
+        &[record(
+            json!({"event_id": "c-1", "type": "view", "stream_id": "clock",
+            "viewer_id": "c", "ts": ahead}),
+        )],
+    );
+    wait_for("ended streams packed", DEADLINE, || {
+        let packed = packed(&first);
+        (packed == ENDED as f64)
+            .then_some(())
+            .ok_or(format!("{packed} packed"))
+    });
+
+    // Late events for packed streams: a refund, a purchase, a viewer back,
+    // and one in the wrong currency (invalid, changes nothing).
+    let late = [
+        json!({"event_id": "late-refund", "type": "refund", "stream_id": "end-0",
+            "viewer_id": "v0", "ts": t0 + 40_000, "product_id": "p1",
+            "order_id": "end-0-o0", "quantity": 1, "unit_price": 1999, "currency": "USD"}),
+        purchase("late-buy", "end-1", "v9", t0 + 55_000, "end-1-o9", "USD"),
+        json!({"event_id": "late-view", "type": "view", "stream_id": "end-2",
+            "viewer_id": "v8", "ts": t0 + 56_000}),
+        purchase("late-eur", "end-3", "v0", t0 + 57_000, "end-3-o9", "EUR"),
+    ];
+    produce(&brokers, &names.topic, &late.map(record));
+    let input = read_topic(&brokers, &names.topic);
+    first.wait_caught_up(input.len() as u64);
+    let reference = figures_match(&first, &input, "late events into packed streams");
+    assert_eq!(
+        reference.invalid_by_reason().get("currency_mismatch"),
+        Some(&1)
+    );
+    let end0 = first.get_json("/v1/streams/end-0").1;
+    assert_eq!(
+        (end0["refunds"].as_i64(), end0["gmv"].as_i64()),
+        (Some(1999), Some(4 * 1999))
+    );
+
+    // SIGKILL, then a new instance restores every stream from the changelog.
+    first.kill9();
+    // Its first idle scan ends again the three streams the late events
+    // reopened: no event for them in 10 minutes of event time.
+    let second = Livetally::run_with(&brokers, &names, &FLAGS);
+    figures_match(&second, &input, "after kill -9");
+    wait_for("reopened streams ended again", DEADLINE, || {
+        let streams = second.streams();
+        let finals = streams.iter().filter(|s| s["final"] == true).count();
+        (finals == ENDED)
+            .then_some(())
+            .ok_or(format!("{finals} final: {streams:?}"))
+    });
+    wait_for("restored ended streams packed", DEADLINE, || {
+        let packed = packed(&second);
+        (packed >= (ENDED - 3) as f64)
+            .then_some(())
+            .ok_or(format!("{packed} packed"))
+    });
+
+    // A late refund into a stream restored packed.
+    let refund = json!({"event_id": "late-refund-5", "type": "refund", "stream_id": "end-5",
+        "viewer_id": "v1", "ts": t0 + 45_000, "product_id": "p1",
+        "order_id": "end-5-o1", "quantity": 2, "unit_price": 1999, "currency": "USD"});
+    produce(&brokers, &names.topic, &[record(refund)]);
+    let input = read_topic(&brokers, &names.topic);
+    figures_match(&second, &input, "a late refund after the restore");
+    let mut second = second;
+    second.stop_cleanly();
+
+    // The rollup topic: revisions only increase per stream, through the
+    // kill and the reopenings, and its newest records are the figures.
+    let (latest, problems) = latest_rollups(&read_topic(&brokers, &names.rollup), false);
+    assert_no_problems("rollup topic revisions", &problems);
+    assert_no_problems(
+        "rollup topic vs reference",
+        &diff_ended(&reference_of(&input), &latest),
+    );
+}
