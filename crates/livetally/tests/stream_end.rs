@@ -144,6 +144,17 @@ fn figures_match(livetally: &Livetally, input: &[Record], phase: &str) -> Refere
     reference
 }
 
+/// Waits until every stream of the shows is final on `/v1/streams`.
+fn wait_all_final(livetally: &Livetally, what: &str) {
+    wait_for(what, DEADLINE, || {
+        let streams = livetally.streams();
+        let finals = streams.iter().filter(|s| s["final"] == true).count();
+        (finals == ENDED)
+            .then_some(())
+            .ok_or(format!("{finals} final: {streams:?}"))
+    });
+}
+
 fn packed(livetally: &Livetally) -> f64 {
     livetally
         .metric("livetally_streams_packed", &[("partition", "0")])
@@ -163,13 +174,7 @@ fn ended_streams_are_packed_reopen_from_their_figures_and_survive_kill9() {
     produce(&brokers, &names.topic, &shows(t0));
     let input = read_topic(&brokers, &names.topic);
     first.wait_caught_up(input.len() as u64);
-    wait_for("final rollups", DEADLINE, || {
-        let streams = first.streams();
-        let finals = streams.iter().filter(|s| s["final"] == true).count();
-        (finals == ENDED)
-            .then_some(())
-            .ok_or(format!("{finals} final: {streams:?}"))
-    });
+    wait_all_final(&first, "final rollups");
     figures_match(&first, &input, "ended");
 
     // Their final rollups checkpointed, a minute more of event time packs
@@ -222,13 +227,7 @@ fn ended_streams_are_packed_reopen_from_their_figures_and_survive_kill9() {
     // reopened: no event for them in 10 minutes of event time.
     let second = Livetally::run_with(&brokers, &names, &FLAGS);
     figures_match(&second, &input, "after kill -9");
-    wait_for("reopened streams ended again", DEADLINE, || {
-        let streams = second.streams();
-        let finals = streams.iter().filter(|s| s["final"] == true).count();
-        (finals == ENDED)
-            .then_some(())
-            .ok_or(format!("{finals} final: {streams:?}"))
-    });
+    wait_all_final(&second, "reopened streams ended again");
     wait_for("restored ended streams packed", DEADLINE, || {
         let packed = packed(&second);
         (packed >= (ENDED - 3) as f64)
