@@ -173,39 +173,44 @@ impl Serialize for CommissionRate {
 
 impl<'de> Deserialize<'de> for CommissionRate {
     /// Accepts the string forms, and also bare numbers (`commission = 0.1` in
-    /// TOML): a float goes through its shortest decimal form, so `0.1` is exact.
+    /// TOML), through [`rate_text`].
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct RateVisitor;
+        rate_text(deserializer)?.parse().map_err(de::Error::custom)
+    }
+}
 
-        impl Visitor<'_> for RateVisitor {
-            type Value = CommissionRate;
+/// A rate's text as written: a string as it is, a bare number as its
+/// shortest decimal form (so `0.1` stays exactly `0.1`), for
+/// [`CommissionRate::from_str`] to parse. Also for settings that keep the
+/// text and parse it later (`#[serde(deserialize_with = ...)]`).
+pub fn rate_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    struct RateText;
 
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a commission rate such as \"0.1\" or \"10%\"")
-            }
+    impl Visitor<'_> for RateText {
+        type Value = String;
 
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<CommissionRate, E> {
-                v.parse().map_err(E::custom)
-            }
-
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<CommissionRate, E> {
-                if v < 0.0 {
-                    return Err(E::custom(CommissionRateError::Negative));
-                }
-                self.visit_str(&v.to_string())
-            }
-
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<CommissionRate, E> {
-                self.visit_str(&v.to_string())
-            }
-
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<CommissionRate, E> {
-                self.visit_str(&v.to_string())
-            }
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a commission rate such as \"0.1\" or \"10%\"")
         }
 
-        deserializer.deserialize_any(RateVisitor)
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+            Ok(v.to_owned())
+        }
+
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
     }
+
+    deserializer.deserialize_any(RateText)
 }
 
 #[cfg(test)]

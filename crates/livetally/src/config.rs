@@ -59,7 +59,7 @@ pub struct Settings {
     /// exactly-once ([`Settings::checkpoint_interval_ms()`]).
     pub checkpoint_interval_ms: Option<u64>,
     /// Commission rate: `0.1`, `10%`, `12.5%`.
-    #[serde(deserialize_with = "text_or_number")]
+    #[serde(deserialize_with = "livetally_aggregator::commission::rate_text")]
     pub commission_rate: String,
     /// Largest accepted record value, bytes; larger ones are `too_large`.
     pub max_event_bytes: usize,
@@ -302,38 +302,6 @@ impl Provider for Variables {
         }
         Ok(Profile::Default.collect(dict))
     }
-}
-
-/// A text setting that may also be written as a bare number in TOML
-/// (`commission_rate = 0.1`): a float becomes its shortest decimal text.
-fn text_or_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
-    struct Text;
-
-    impl serde::de::Visitor<'_> for Text {
-        type Value = String;
-
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("text or a number")
-        }
-
-        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
-            Ok(v.to_owned())
-        }
-
-        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<String, E> {
-            Ok(v.to_string())
-        }
-
-        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<String, E> {
-            Ok(v.to_string())
-        }
-
-        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<String, E> {
-            Ok(v.to_string())
-        }
-    }
-
-    deserializer.deserialize_any(Text)
 }
 
 #[cfg(test)]
