@@ -145,8 +145,7 @@ impl<V> CompactMap<V> {
         match self {
             CompactMap::Sorted(entries) => entries.capacity() * entry,
             CompactMap::Hashed(map) => {
-                let buckets = (map.capacity() * 8 / 7).next_power_of_two();
-                std::mem::size_of::<HashMap<u64, V>>() + buckets * (entry + 1) + 16
+                std::mem::size_of::<HashMap<u64, V>>() + table_bytes(map) + 16
             }
         }
     }
@@ -213,6 +212,17 @@ impl<'de> Deserialize<'de> for IdSet {
             records.map(|r| (u64::from_le_bytes(r), ())).collect(),
         ))
     }
+}
+
+/// Bytes of a hash table's buckets, for the state-size metric: its entries
+/// and one control byte each, at the bucket count its capacity implies
+/// (7/8 load, a power of two; none before the first insert).
+pub(crate) fn table_bytes<K, V>(map: &HashMap<K, V>) -> usize {
+    let buckets = match map.capacity() {
+        0 => 0,
+        capacity => (capacity * 8 / 7).next_power_of_two(),
+    };
+    buckets * (std::mem::size_of::<(K, V)>() + 1)
 }
 
 /// Splits a blob into fixed-size records, refusing a ragged tail.

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::changelog::{PieceKind, Record};
 use crate::commission::CommissionRate;
 use crate::event::{Event, EventTime};
+use crate::ids::table_bytes;
 use crate::reason::InvalidReason;
 use crate::rollup::{ProductRollup, StreamRollup};
 use crate::stream::{Clock, Forgotten, Frozen, StateBytes, StreamCheckpoint, StreamState};
@@ -488,8 +489,7 @@ impl PartitionAggregator {
     pub fn state_bytes(&self) -> StateBytes {
         let mut bytes = StateBytes {
             streams: std::mem::size_of::<Self>()
-                + (self.streams.capacity() * 8 / 7).next_power_of_two()
-                    * (std::mem::size_of::<(Box<str>, Box<StreamState>)>() + 1)
+                + table_bytes(&self.streams)
                 + (self.dirty.capacity() + self.unsaved.capacity() + self.never_saved.capacity())
                     * std::mem::size_of::<Box<str>>()
                 + self
@@ -505,11 +505,7 @@ impl PartitionAggregator {
             bytes.streams += id.len();
             state.count_bytes(&mut bytes);
         }
-        let buckets = match self.ended.capacity() {
-            0 => 0,
-            capacity => (capacity * 8 / 7).next_power_of_two(),
-        };
-        bytes.ended_packed = buckets * (std::mem::size_of::<(Box<str>, Frozen)>() + 1)
+        bytes.ended_packed = table_bytes(&self.ended)
             + self
                 .ended
                 .iter()

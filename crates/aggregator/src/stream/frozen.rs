@@ -43,20 +43,15 @@ impl Frozen {
         if !Frozen::fits(state) {
             return None;
         }
-        let mut flags = 0;
-        if state.saved_once {
-            flags |= SAVED_ONCE;
-        }
-        if state.windows_follow_revision {
-            flags |= WINDOWS_FOLLOW_REVISION;
-        }
+        let flag = |set: bool, bit: u8| if set { bit } else { 0 };
+        let flags = flag(state.saved_once, SAVED_ONCE)
+            | flag(state.windows_follow_revision, WINDOWS_FOLLOW_REVISION)
+            | flag(state.restored_through.is_some(), RESTORED);
         let mut prefix = Vec::with_capacity(16);
-        prefix.push(0);
+        prefix.push(flags);
         if let Some(through) = state.restored_through {
-            flags |= RESTORED;
             prefix.extend_from_slice(&through.to_le_bytes());
         }
-        prefix[0] = flags;
         prefix.push(layout::FORMAT);
         Some(Frozen(layout::write(state, prefix).into_boxed_slice()))
     }
