@@ -27,17 +27,16 @@ fn tls_and_scram_logins_count_exactly() {
     let config_arg = config.to_string_lossy().into_owned();
     // gen too: the cluster's settings from the file, the topic from the
     // environment.
-    let output = livetally()
-        .args(["gen", "--config", &config_arg, "--brokers", &secure])
-        .args(["--events", &EVENTS.to_string(), "--streams", "6"])
-        .args(["--seed", "41", "--start-ts", &start_ts])
-        .env("LIVETALLY_TOPIC", &names.topic)
-        .output()
-        .expect("run livetally gen");
-    assert!(
-        output.status.success(),
-        "gen through SASL_SSL: {}",
-        String::from_utf8_lossy(&output.stderr)
+    finish_gen(
+        livetally()
+            .args(["gen", "--config", &config_arg, "--brokers", &secure])
+            .args(["--events", &EVENTS.to_string(), "--streams", "6"])
+            .args(["--seed", "41", "--start-ts", &start_ts])
+            .env("LIVETALLY_TOPIC", &names.topic)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run livetally gen through SASL_SSL"),
     );
     let input = read_topic(&plain, &names.topic);
     assert_eq!(input.len(), EVENTS, "records gen wrote to LIVETALLY_TOPIC");
