@@ -184,6 +184,11 @@ impl PartitionAggregator {
         own.max(self.pushed_watermark)
     }
 
+    /// The newest event time counted (or restored), if any.
+    pub fn newest_event_ts(&self) -> Option<EventTime> {
+        self.max_ts
+    }
+
     /// Moves the watermark to at least `watermark`: for a partition that has
     /// gone quiet, so its windows close and its idle streams end even though
     /// no newer event arrives. Never moves it back.

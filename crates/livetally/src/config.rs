@@ -75,8 +75,8 @@ pub struct Settings {
     pub window_retention_ms: i64,
     /// Event-time idleness after which a stream has ended, milliseconds.
     pub idle_timeout_ms: i64,
-    /// Wall-clock quiet time after which a partition's watermark follows the
-    /// wall clock, milliseconds.
+    /// Wall-clock quiet time after which a partition's event time moves on
+    /// without events, at the wall clock's pace from its newest, milliseconds.
     pub idle_partition_ms: u64,
     /// Re-key input that is not keyed by `stream_id` through the internal
     /// topic `<group>.repartition` before aggregating it.

@@ -116,7 +116,7 @@ struct RunArgs {
     #[command(flatten)]
     #[serde(flatten)]
     aggregation: AggregationArgs,
-    /// Quiet time after which a partition's watermark follows the wall clock, milliseconds.
+    /// Quiet time after which a partition's event time moves on without events (at the wall clock's pace from its newest), milliseconds.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     idle_partition_ms: Option<u64>,

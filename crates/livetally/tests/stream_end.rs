@@ -1,7 +1,8 @@
 //! Streams that end, against a real broker: `run` finalises idle streams,
 //! packs them once their final rollup is checkpointed, reopens them from
 //! their figures when a late event arrives (a refund days later, a viewer
-//! back), and keeps all of that across a SIGKILL and a restore.
+//! back), and keeps all of that across a SIGKILL and a restore. And streams
+//! that do not: a pause in a backlog of old events ends none of them.
 //!
 //! Needs a broker: `make test`, or `LIVETALLY_TEST_BROKERS=127.0.0.1:PORT`.
 
@@ -17,7 +18,7 @@ use serde_json::{json, Value};
 const ENDED: usize = 8;
 
 /// Idle streams end after 10 minutes of event time, windows are kept one
-/// minute, a quiet partition follows the wall clock after 1 s, and
+/// minute, a quiet partition's event time moves on after 1 s, and
 /// checkpoints follow every half second (publications every 200 ms, the
 /// harness's setting).
 const FLAGS: [&str; 8] = [
@@ -168,10 +169,16 @@ fn ended_streams_are_packed_reopen_from_their_figures_and_survive_kill9() {
     create_topic(&brokers, &names.topic, 1);
     let t0 = (now_ms() - 40 * 60_000) / 60_000 * 60_000;
 
-    // The shows, 40 minutes ago: once the quiet partition's watermark
-    // follows the wall clock, every stream has ended.
+    // The shows, 40 minutes ago, then a viewer of another stream now: the
+    // partition's event time is 40 minutes past the shows, which have all
+    // ended.
     let mut first = Livetally::run_with(&brokers, &names, &FLAGS);
-    produce(&brokers, &names.topic, &shows(t0));
+    let mut events = shows(t0);
+    events.push(record(
+        json!({"event_id": "c-0", "type": "view", "stream_id": "clock",
+            "viewer_id": "c", "ts": now_ms()}),
+    ));
+    produce(&brokers, &names.topic, &events);
     let input = read_topic(&brokers, &names.topic);
     first.wait_caught_up(input.len() as u64);
     wait_all_final(&first, "final rollups");
@@ -252,5 +259,67 @@ fn ended_streams_are_packed_reopen_from_their_figures_and_survive_kill9() {
     assert_no_problems(
         "rollup topic vs reference",
         &diff_ended(&reference_of(&input), &latest),
+    );
+}
+
+/// A backlog an hour old pauses for longer than `--idle-partition-ms`, then
+/// goes on with more events and with producer retries of events from before
+/// the pause. The quiet partition's event time moves on by the pause, not to
+/// the wall clock: no stream ends, and no retry counts twice.
+#[test]
+fn a_pause_in_a_backlog_ends_no_stream_and_counts_no_duplicate_twice() {
+    let brokers = brokers();
+    let names = Names::new("backlog-pause");
+    create_topic(&brokers, &names.topic, 1);
+    let t0 = (now_ms() - 60 * 60_000) / 60_000 * 60_000;
+    let mut before = shows(t0);
+    let after: Vec<Outgoing> = before
+        .iter()
+        .step_by(3)
+        .cloned()
+        .chain((0..ENDED).map(|n| {
+            let stream = format!("end-{n}");
+            record(purchase(
+                &format!("{stream}-buy-2"),
+                &stream,
+                "v2",
+                t0 + 80_000,
+                &format!("{stream}-o2"),
+                "USD",
+            ))
+        }))
+        .collect();
+    assert!(after.len() > ENDED * 2);
+
+    let mut livetally = Livetally::run_with(&brokers, &names, &FLAGS);
+    produce(&brokers, &names.topic, &before);
+    livetally.wait_caught_up(before.len() as u64);
+    // Ten times the idle-partition setting, ticks every 200 ms.
+    std::thread::sleep(Duration::from_secs(10));
+    let ended: Vec<_> = livetally
+        .streams()
+        .into_iter()
+        .filter(|s| s["final"] == true)
+        .map(|s| s["stream_id"].clone())
+        .collect();
+    assert!(ended.is_empty(), "ended during the pause: {ended:?}");
+
+    produce(&brokers, &names.topic, &after);
+    before.extend(after);
+    let input = read_topic(&brokers, &names.topic);
+    assert_eq!(input.len(), before.len());
+    livetally.wait_caught_up(input.len() as u64);
+    let reference = figures_match(&livetally, &input, "after the pause");
+    assert!(
+        reference.duplicates() > ENDED as u64,
+        "retries in the input"
+    );
+    assert!(livetally.streams().iter().all(|s| s["final"] != true));
+    livetally.stop_cleanly();
+    let (latest, problems) = latest_rollups(&read_topic(&brokers, &names.rollup), false);
+    assert_no_problems("rollup topic revisions", &problems);
+    assert_no_problems(
+        "rollup topic vs reference",
+        &reference.diff_streams(&latest),
     );
 }

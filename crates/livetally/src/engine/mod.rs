@@ -100,10 +100,10 @@ pub struct EngineConfig {
     /// this often.
     pub checkpoint_interval: Duration,
     /// Whether decoding guards event time against the wall clock (live
-    /// mode); also lets an idle partition's watermark follow the wall clock.
+    /// mode); also lets an idle partition's event time move on without events.
     pub clock_guard: bool,
-    /// How long a partition may go without records before its watermark
-    /// follows the wall clock.
+    /// How long a partition may go without records before its event time
+    /// moves on without them, at the wall clock's pace from its newest.
     pub idle_partition: Duration,
     /// Kafka transactions per partition instead of stored offsets.
     pub exactly_once: bool,

@@ -356,6 +356,18 @@ impl Ticker {
     }
 }
 
+/// The watermark of a partition whose newest event time is `newest` and
+/// that has been quiet for `quiet`: its event time goes on at the wall
+/// clock's pace from its newest event. For live traffic, whose event time
+/// is the wall clock's, that is the wall clock; for a backlog or a backfill
+/// behind it, the pause alone. (Following the wall clock itself, a pause of
+/// seconds in events an hour old ended every stream at once, and the
+/// duplicates of their events that came after it counted again.)
+fn quiet_watermark(newest: i64, quiet: Duration, lateness: i64) -> i64 {
+    let quiet_ms = i64::try_from(quiet.as_millis()).unwrap_or(i64::MAX);
+    newest.saturating_add(quiet_ms).saturating_sub(lateness)
+}
+
 /// Pending once and woken at once, so that a worker that always has records
 /// lets the tasks queued behind it on its thread run. Unlike
 /// `tokio::task::yield_now`, it does not wait for the runtime's next timer
@@ -482,15 +494,19 @@ impl PartitionWork {
         self.flush(false).await
     }
 
-    /// A partition quiet for longer than the idle timeout would hold its
-    /// windows open and its streams alive forever: in live mode its watermark
-    /// follows the wall clock instead.
+    /// A partition quiet for longer than `idle_partition` would hold its
+    /// windows open and its streams alive forever: in live mode its event
+    /// time goes on without it ([`quiet_watermark`]).
     fn idle_watermark(&mut self) {
         let config = &self.context.config;
-        if config.clock_guard && self.last_record.elapsed() >= config.idle_partition {
+        let quiet = self.last_record.elapsed();
+        if !config.clock_guard || quiet < config.idle_partition {
+            return;
+        }
+        if let Some(newest) = self.aggregator.newest_event_ts() {
             let lateness = self.aggregator.config().allowed_lateness_ms;
             self.aggregator
-                .advance_watermark(self.now_ms.saturating_sub(lateness));
+                .advance_watermark(quiet_watermark(newest, quiet, lateness));
         }
     }
 
@@ -999,6 +1015,24 @@ mod tests {
         assert!(behind_and_waiting(false, ago(900), &config));
         assert!(!behind_and_waiting(false, ago(1000), &config));
         assert!(!behind_and_waiting(true, ago(100), &config));
+    }
+
+    /// A quiet partition's event time goes on from its own newest event, at
+    /// the wall clock's pace: live traffic's watermark is the wall clock's
+    /// less the lateness, and an hour-old backlog's moves on by the pause.
+    #[test]
+    fn a_quiet_partition_moves_on_from_its_newest_event() {
+        let now = crate::wall_clock_ms();
+        let live = quiet_watermark(now - 30_000, Duration::from_secs(30), 5_000);
+        assert_eq!(live, now - 5_000);
+        let hour_ago = now - 3_600_000;
+        let backlog = quiet_watermark(hour_ago, Duration::from_secs(45), 5_000);
+        assert_eq!(backlog, hour_ago + 40_000);
+        assert_eq!(
+            quiet_watermark(i64::MAX - 1, Duration::MAX, 0),
+            i64::MAX,
+            "saturates"
+        );
     }
 
     /// Twelve partitions started together publish (and checkpoint) at
