@@ -57,6 +57,13 @@ impl Default for AggregatorConfig {
     }
 }
 
+/// Most tombstones one call of [`PartitionAggregator::checkpoints`] writes
+/// (give or take one stream's part: a generation or epoch goes whole). When
+/// streams end or expire together, their forgotten pieces can number
+/// dozens a stream; the rest wait for the next checkpoints, so that no
+/// batch holds millions of records at once.
+pub const TOMBSTONES_PER_CHECKPOINT: usize = 16_384;
+
 /// What [`PartitionAggregator::apply`] did with an event, for the caller's
 /// metrics and dead-letter routing.
 #[must_use]
@@ -106,8 +113,14 @@ pub struct PartitionAggregator {
     /// that [`Self::first_checkpoints`] looks at them alone.
     never_saved: Vec<Box<str>>,
     /// Changelog pieces (duplicate filter, presence) that streams forgot,
-    /// for their next checkpoints to tombstone (each of them is in `unsaved`).
+    /// for their next checkpoints to tombstone (each of them is in `unsaved`
+    /// or in `tombstones_due`). A stream with any is not packed.
     forgotten: HashMap<Box<str>, Forgotten>,
+    /// Streams whose head is saved but whose tombstones a full checkpoint
+    /// put off ([`TOMBSTONES_PER_CHECKPOINT`]), each pushed once.
+    tombstones_due: Vec<Box<str>>,
+    /// Tombstones a full checkpoint writes, about.
+    tombstone_budget: usize,
     /// Newest event time counted in this partition.
     max_ts: Option<EventTime>,
     /// A watermark pushed from outside (an idle partition in live mode).
@@ -132,6 +145,8 @@ impl PartitionAggregator {
             unsaved: Vec::new(),
             never_saved: Vec::new(),
             forgotten: HashMap::new(),
+            tombstones_due: Vec::new(),
+            tombstone_budget: TOMBSTONES_PER_CHECKPOINT,
             max_ts: None,
             pushed_watermark: None,
             scanned_at: None,
@@ -256,10 +271,9 @@ impl PartitionAggregator {
                 self.unsaved.push(stream_id.clone());
             }
             // One that fits is named by nothing: not dirty, not unsaved, so
-            // without pieces to tombstone.
-            let fits = packs && Frozen::fits(state);
-            debug_assert!(!fits || !self.forgotten.contains_key(stream_id));
-            fits
+            // without pieces to tombstone now.
+            // Nor by `tombstones_due`.
+            packs && Frozen::fits(state) && !self.forgotten.contains_key(stream_id)
         });
         for (stream_id, state) in packed {
             let frozen = Frozen::of(&state).expect("the scan packs streams that fit");
@@ -331,18 +345,71 @@ impl PartitionAggregator {
     /// far. Each stream's are what [`crate::changelog`] describes: the new
     /// pieces of its duplicate filter, its head, then tombstones. Serialized
     /// straight from the state, without a copy.
+    ///
+    /// Tombstones are the one part that may wait: past about
+    /// [`TOMBSTONES_PER_CHECKPOINT`] they are left to the next calls, oldest
+    /// first. The heads are all written, so the state behind every
+    /// publication is saved either way; the pieces still to tombstone are
+    /// strays no head counts.
     pub fn checkpoints(&mut self) -> Vec<Record> {
-        self.take_checkpoints(true)
+        self.take_checkpoints(true, self.tombstone_budget)
+    }
+
+    /// [`Self::checkpoints`] with every tombstone due, none left for later:
+    /// for a partition about to be handed over or shut down, which will
+    /// not checkpoint again.
+    pub fn final_checkpoints(&mut self) -> Vec<Record> {
+        self.take_checkpoints(true, usize::MAX)
     }
 
     /// [`Self::checkpoints`] of the streams never checkpointed yet only (new
     /// streams, small): so that every published stream has a checkpoint,
     /// whose revision [`Self::skip_revisions`] can move past after a restore.
     pub fn first_checkpoints(&mut self) -> Vec<Record> {
-        self.take_checkpoints(false)
+        self.take_checkpoints(false, self.tombstone_budget)
     }
 
-    fn take_checkpoints(&mut self, all: bool) -> Vec<Record> {
+    /// Sets how many tombstones a checkpoint writes, about, for tests that
+    /// make it small.
+    #[cfg(test)]
+    pub(crate) fn set_tombstone_budget(&mut self, budget: usize) {
+        self.tombstone_budget = budget;
+    }
+
+    /// How many streams have tombstones put off by an earlier checkpoint.
+    pub fn tombstones_due(&self) -> usize {
+        self.tombstones_due.len()
+    }
+
+    fn take_checkpoints(&mut self, all: bool, mut budget: usize) -> Vec<Record> {
+        let mut checkpoints = Vec::new();
+        let mut due = Vec::new();
+        if all {
+            // Those put off first, unless a head of theirs is due anyway
+            // (it writes them below).
+            for stream_id in std::mem::take(&mut self.tombstones_due) {
+                let Some(state) = self.streams.get(&stream_id) else {
+                    continue;
+                };
+                if state.unsaved {
+                    continue;
+                }
+                let Some(forgot) = self.forgotten.remove(&stream_id) else {
+                    continue;
+                };
+                let later = StreamCheckpoint::write_tombstones(
+                    &stream_id,
+                    state,
+                    forgot,
+                    &mut budget,
+                    &mut checkpoints,
+                );
+                if !later.is_empty() {
+                    self.forgotten.insert(stream_id.clone(), later);
+                    due.push(stream_id);
+                }
+            }
+        }
         let mut stream_ids = if all {
             self.never_saved.clear();
             std::mem::take(&mut self.unsaved)
@@ -351,7 +418,7 @@ impl PartitionAggregator {
         };
         stream_ids.sort_unstable();
         stream_ids.dedup();
-        let mut checkpoints = Vec::with_capacity(stream_ids.len());
+        checkpoints.reserve(stream_ids.len());
         for stream_id in stream_ids {
             let Some(state) = self.streams.get_mut(&stream_id) else {
                 continue;
@@ -362,9 +429,20 @@ impl PartitionAggregator {
                 state.unsaved = false;
                 state.saved_once = true;
                 let forgot = self.forgotten.remove(&stream_id).unwrap_or_default();
-                StreamCheckpoint::write_changelog(&stream_id, state, forgot, &mut checkpoints);
+                let later = StreamCheckpoint::write_changelog(
+                    &stream_id,
+                    state,
+                    forgot,
+                    &mut budget,
+                    &mut checkpoints,
+                );
+                if !later.is_empty() {
+                    self.forgotten.insert(stream_id.clone(), later);
+                    due.push(stream_id);
+                }
             }
         }
+        self.tombstones_due.extend(due);
         checkpoints
     }
 
@@ -495,7 +573,10 @@ impl PartitionAggregator {
         let mut bytes = StateBytes {
             streams: std::mem::size_of::<Self>()
                 + table_bytes(&self.streams)
-                + (self.dirty.capacity() + self.unsaved.capacity() + self.never_saved.capacity())
+                + (self.dirty.capacity()
+                    + self.unsaved.capacity()
+                    + self.never_saved.capacity()
+                    + self.tombstones_due.capacity())
                     * std::mem::size_of::<Box<str>>()
                 + self
                     .forgotten
@@ -549,6 +630,7 @@ impl fmt::Debug for PartitionAggregator {
             .field("dirty", &self.dirty.len())
             .field("unsaved", &self.unsaved.len())
             .field("never_saved", &self.never_saved.len())
+            .field("tombstones_due", &self.tombstones_due.len())
             .finish()
     }
 }
@@ -564,3 +646,6 @@ mod windows;
 
 #[cfg(test)]
 mod packing;
+
+#[cfg(test)]
+mod tombstones;

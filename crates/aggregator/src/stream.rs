@@ -2263,15 +2263,16 @@ impl StreamCheckpoint {
     /// Appends the changelog records of `state`, written straight from the
     /// live state without copying it: the new pieces of its duplicate
     /// filter, presence, history and windows, its head, then tombstones for
-    /// the pieces it forgot (`retired`, which writing pieces may add to). A
-    /// generation or epoch that is live again (a late event in a forgotten
-    /// generation, viewers after a release) keeps the pieces it wrote since.
+    /// the pieces it forgot (`retired`, which writing pieces may add to), as
+    /// [`Self::write_tombstones`] does: it returns those the `budget` left
+    /// for a later checkpoint.
     pub(crate) fn write_changelog(
         stream_id: &str,
         state: &mut StreamState,
         mut retired: Forgotten,
+        budget: &mut usize,
         records: &mut Vec<Record>,
-    ) {
+    ) -> Forgotten {
         state.seen.write_pieces(stream_id, records);
         if let Some(live) = state.live.as_deref_mut() {
             live.viewers.write_pieces(stream_id, records, &mut retired);
@@ -2283,7 +2284,30 @@ impl StreamCheckpoint {
             key: stream_id.as_bytes().to_vec(),
             value: layout::write_head(state, vec![layout::FORMAT_HEAD]),
         });
+        Self::write_tombstones(stream_id, state, retired, budget, records)
+    }
+
+    /// Appends tombstones for the pieces of `retired` that `state` no longer
+    /// counts, after a head that no longer does. A generation or epoch that
+    /// is live again (a late event in a forgotten generation, viewers after
+    /// a release) keeps the pieces it wrote since. Each entry takes its
+    /// tombstones from `budget` while any is left (so a batch holds at most
+    /// one entry more); the entries left over are returned, for a later
+    /// checkpoint: until then they are stray pieces no head counts, which a
+    /// restore leaves aside.
+    pub(crate) fn write_tombstones(
+        stream_id: &str,
+        state: &StreamState,
+        retired: Forgotten,
+        budget: &mut usize,
+        records: &mut Vec<Record>,
+    ) -> Forgotten {
+        let mut later = Forgotten::new();
         for (kind, number, pieces) in retired {
+            if *budget == 0 {
+                later.push((kind, number, pieces));
+                continue;
+            }
             let kept = match kind {
                 PieceKind::Seen => state.seen.pieces_of(number),
                 PieceKind::Presence => state.live().viewers.log.pieces_of(number),
@@ -2296,7 +2320,9 @@ impl StreamCheckpoint {
                     value: Vec::new(),
                 });
             }
+            *budget = budget.saturating_sub(pieces.saturating_sub(kept) as usize);
         }
+        later
     }
 
     /// Freezes a stream's state, dropping what only matters in memory.

@@ -653,7 +653,10 @@ impl PartitionWork {
                 config.checkpoint_interval,
                 config.live_interval,
             );
-        let changelog = if checkpoint {
+        let changelog = if draining {
+            // The partition will not checkpoint again: nothing is put off.
+            self.aggregator.final_checkpoints()
+        } else if checkpoint {
             self.aggregator.checkpoints()
         } else {
             // New streams get theirs at once, so that every published stream
