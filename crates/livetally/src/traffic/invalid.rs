@@ -151,7 +151,13 @@ fn build(
         }
         Defect::RandomBytes => {
             let len = rng.between(8, 64) as usize;
-            let out = (0..len).map(|_| rng.next_u64() as u8).collect();
+            // No newline: `gen --out` writes one record a line.
+            let out = (0..len)
+                .map(|_| match rng.next_u64() as u8 {
+                    b'\n' => 0,
+                    byte => byte,
+                })
+                .collect();
             // Random bytes may look like anything to a sniffer.
             return (Malformed, out, false);
         }

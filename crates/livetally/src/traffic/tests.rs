@@ -106,6 +106,27 @@ fn every_record_decodes_as_its_kind_says() {
     }
 }
 
+/// `gen --out` writes one record a line: no record may hold a newline, not
+/// even random bytes (which did, so a file held more lines than records).
+#[test]
+fn no_record_holds_a_newline() {
+    let records = Traffic::new(TrafficConfig {
+        invalid_rate: 0.1,
+        ..config(23, Format::Json)
+    })
+    .take(100_000);
+    let mut malformed = 0;
+    for record in records {
+        assert!(
+            !record.payload.contains(&b'\n'),
+            "{:?}",
+            String::from_utf8_lossy(&record.payload)
+        );
+        malformed += usize::from(record.kind == RecordKind::Invalid(InvalidReason::Malformed));
+    }
+    assert!(malformed > 1_000, "{malformed} malformed records");
+}
+
 #[test]
 fn the_key_is_the_stream_id() {
     for record in Traffic::new(config(3, Format::Mixed)).take(20_000) {
