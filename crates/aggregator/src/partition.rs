@@ -404,10 +404,7 @@ impl PartitionAggregator {
                     &mut budget,
                     &mut checkpoints,
                 );
-                if !later.is_empty() {
-                    self.forgotten.insert(stream_id.clone(), later);
-                    due.push(stream_id);
-                }
+                put_off(&mut self.forgotten, &mut due, stream_id, later);
             }
         }
         let mut stream_ids = if all {
@@ -436,10 +433,7 @@ impl PartitionAggregator {
                     &mut budget,
                     &mut checkpoints,
                 );
-                if !later.is_empty() {
-                    self.forgotten.insert(stream_id.clone(), later);
-                    due.push(stream_id);
-                }
+                put_off(&mut self.forgotten, &mut due, stream_id, later);
             }
         }
         self.tombstones_due.extend(due);
@@ -603,6 +597,19 @@ impl PartitionAggregator {
     /// [`Self::state_bytes`] in total.
     pub fn state_bytes_estimate(&self) -> usize {
         self.state_bytes().total()
+    }
+}
+
+/// Files the tombstones a checkpoint left (`later`) for the next ones.
+fn put_off(
+    forgotten: &mut HashMap<Box<str>, Forgotten>,
+    due: &mut Vec<Box<str>>,
+    stream_id: Box<str>,
+    later: Forgotten,
+) {
+    if !later.is_empty() {
+        forgotten.insert(stream_id.clone(), later);
+        due.push(stream_id);
     }
 }
 
