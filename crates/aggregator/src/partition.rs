@@ -270,9 +270,8 @@ impl PartitionAggregator {
                 state.unsaved = true;
                 self.unsaved.push(stream_id.clone());
             }
-            // One that fits is named by nothing: not dirty, not unsaved, so
-            // without pieces to tombstone now.
-            // Nor by `tombstones_due`.
+            // One that fits is named by nothing: not dirty, not unsaved, and
+            // owing no tombstones (not in `forgotten` or `tombstones_due`).
             packs && Frozen::fits(state) && !self.forgotten.contains_key(stream_id)
         });
         for (stream_id, state) in packed {
