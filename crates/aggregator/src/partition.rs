@@ -8,6 +8,7 @@
 //! as [`Outcome::AlreadyApplied`] and change nothing.
 
 use std::borrow::Cow;
+use std::collections::VecDeque;
 use std::fmt;
 
 use hashbrown::hash_map::EntryRef;
@@ -117,8 +118,9 @@ pub struct PartitionAggregator {
     /// or in `tombstones_due`). A stream with any is not packed.
     forgotten: HashMap<Box<str>, Forgotten>,
     /// Streams whose head is saved but whose tombstones a full checkpoint
-    /// put off ([`TOMBSTONES_PER_CHECKPOINT`]), each pushed once.
-    tombstones_due: Vec<Box<str>>,
+    /// put off ([`TOMBSTONES_PER_CHECKPOINT`]), oldest first. An id whose
+    /// stream owes nothing by its turn (a head wrote them) is passed over.
+    tombstones_due: VecDeque<Box<str>>,
     /// Tombstones a full checkpoint writes, about.
     tombstone_budget: usize,
     /// Newest event time counted in this partition.
@@ -145,7 +147,7 @@ impl PartitionAggregator {
             unsaved: Vec::new(),
             never_saved: Vec::new(),
             forgotten: HashMap::new(),
-            tombstones_due: Vec::new(),
+            tombstones_due: VecDeque::new(),
             tombstone_budget: TOMBSTONES_PER_CHECKPOINT,
             max_ts: None,
             pushed_watermark: None,
@@ -375,35 +377,42 @@ impl PartitionAggregator {
         self.tombstone_budget = budget;
     }
 
-    /// How many streams have tombstones put off by an earlier checkpoint.
+    /// How many streams have tombstones still to write: put off by an
+    /// earlier checkpoint, or due with their next head.
     pub fn tombstones_due(&self) -> usize {
-        self.tombstones_due.len()
+        self.forgotten.len()
     }
 
     fn take_checkpoints(&mut self, all: bool, mut budget: usize) -> Vec<Record> {
         let mut checkpoints = Vec::new();
         let mut due = Vec::new();
-        if all {
-            // Those put off first, unless a head of theirs is due anyway
-            // (it writes them below).
-            for stream_id in std::mem::take(&mut self.tombstones_due) {
-                let Some(state) = self.streams.get(&stream_id) else {
-                    continue;
-                };
-                if state.unsaved {
-                    continue;
-                }
-                let Some(forgot) = self.forgotten.remove(&stream_id) else {
-                    continue;
-                };
-                let later = StreamCheckpoint::write_tombstones(
-                    &stream_id,
-                    state,
-                    forgot,
-                    &mut budget,
-                    &mut checkpoints,
-                );
-                put_off(&mut self.forgotten, &mut due, stream_id, later);
+        // Those put off first, oldest first, while the budget lasts (the
+        // rest stay queued untouched), unless a head of theirs is due anyway
+        // (it writes them below).
+        while all && budget > 0 {
+            let Some(stream_id) = self.tombstones_due.pop_front() else {
+                break;
+            };
+            let Some(state) = self.streams.get(&stream_id) else {
+                continue;
+            };
+            if state.unsaved {
+                continue;
+            }
+            let Some(forgot) = self.forgotten.remove(&stream_id) else {
+                continue;
+            };
+            let later = StreamCheckpoint::write_tombstones(
+                &stream_id,
+                state,
+                forgot,
+                &mut budget,
+                &mut checkpoints,
+            );
+            if !later.is_empty() {
+                // The budget ran out in its part: it goes on next time.
+                self.forgotten.insert(stream_id.clone(), later);
+                self.tombstones_due.push_front(stream_id);
             }
         }
         let mut stream_ids = if all {
