@@ -445,6 +445,13 @@ impl PartitionAggregator {
             }
         }
         self.tombstones_due.extend(due);
+        // Streams end in waves: give the room of the last one back.
+        if self.tombstones_due.len() < self.tombstones_due.capacity() / 4 {
+            self.tombstones_due.shrink_to(self.tombstones_due.len() * 2);
+        }
+        if self.forgotten.len() < self.forgotten.capacity() / 4 {
+            self.forgotten.shrink_to(self.forgotten.len() * 2);
+        }
         checkpoints
     }
 
