@@ -385,7 +385,6 @@ impl PartitionAggregator {
 
     fn take_checkpoints(&mut self, all: bool, mut budget: usize) -> Vec<Record> {
         let mut checkpoints = Vec::new();
-        let mut due = Vec::new();
         // Those put off first, oldest first, while the budget lasts (the
         // rest stay queued untouched), unless a head of theirs is due anyway
         // (it writes them below).
@@ -441,10 +440,14 @@ impl PartitionAggregator {
                     &mut budget,
                     &mut checkpoints,
                 );
-                put_off(&mut self.forgotten, &mut due, stream_id, later);
+                put_off(
+                    &mut self.forgotten,
+                    &mut self.tombstones_due,
+                    stream_id,
+                    later,
+                );
             }
         }
-        self.tombstones_due.extend(due);
         // Streams end in waves: give the room of the last one back.
         if self.tombstones_due.len() < self.tombstones_due.capacity() / 4 {
             self.tombstones_due.shrink_to(self.tombstones_due.len() * 2);
@@ -615,16 +618,17 @@ impl PartitionAggregator {
     }
 }
 
-/// Files the tombstones a checkpoint left (`later`) for the next ones.
+/// Files the tombstones a checkpoint left (`later`) for the next ones, at
+/// the back of the queue.
 fn put_off(
     forgotten: &mut HashMap<Box<str>, Forgotten>,
-    due: &mut Vec<Box<str>>,
+    due: &mut VecDeque<Box<str>>,
     stream_id: Box<str>,
     later: Forgotten,
 ) {
     if !later.is_empty() {
         forgotten.insert(stream_id.clone(), later);
-        due.push(stream_id);
+        due.push_back(stream_id);
     }
 }
 
@@ -652,7 +656,7 @@ impl fmt::Debug for PartitionAggregator {
             .field("dirty", &self.dirty.len())
             .field("unsaved", &self.unsaved.len())
             .field("never_saved", &self.never_saved.len())
-            .field("tombstones_due", &self.tombstones_due.len())
+            .field("tombstones_due", &self.tombstones_due())
             .finish()
     }
 }

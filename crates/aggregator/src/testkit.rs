@@ -145,7 +145,7 @@ impl Feed {
 }
 
 /// A compacted changelog topic in memory: the latest value of each key.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Changelog(pub(crate) HashMap<Vec<u8>, Vec<u8>>);
 
 impl Changelog {

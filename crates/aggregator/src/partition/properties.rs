@@ -309,8 +309,7 @@ fn pieces_round_trip(
     } else {
         changelog.write(last.clone());
         // What was put off goes out with the next checkpoints.
-        let mut owed = Changelog::default();
-        owed.0.clone_from(&changelog.0);
+        let mut owed = changelog.clone();
         for _ in 0..1000 {
             if before.tombstones_due() == 0 {
                 break;
