@@ -61,7 +61,7 @@ fn flush_tick(
 ) -> (usize, usize, usize) {
     let (mut shown_count, mut rollup_bytes, mut changelog_bytes) = (0, 0, 0);
     for partition in partitions {
-        for shown in model.show(partition.aggregator.publish()) {
+        for shown in model.show(partition.aggregator.publish(), publish) {
             shown_count += 1;
             let key = (shown.rollup.stream_id.clone(), shown.rollup.window_start);
             partition.unpublished.insert(key, shown);
@@ -74,6 +74,7 @@ fn flush_tick(
             (a, a_start.is_none(), a_start).cmp(&(b, b_start.is_none(), b_start))
         });
         for (_, shown) in newest {
+            model.settle(&shown);
             rollup_bytes += black_box(shown.encode(RollupFormat::Json)).value.len();
         }
         let changelog = if checkpoint {

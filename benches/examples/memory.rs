@@ -617,7 +617,8 @@ impl Bench {
             self.finals += publications.iter().filter(|p| p.rollup.is_final).count() as u64;
             if let Some(model) = &self.model {
                 // Nobody watches the live feed: nothing is encoded for it.
-                drop(model.show(publications));
+                // Every publication goes to the rollup topic.
+                drop(model.show(publications, true));
             }
             if every > 0 {
                 if self.publish_rounds.is_multiple_of(every) {

@@ -9,13 +9,17 @@
 //! [`MAX_WINDOWS_PER_STREAM`] windows, so rollups are kept packed: their
 //! protobuf encoding without the stream id, decoded again for a reader. A
 //! small stream's rollup packs into about a fifth of its decoded size.
+//! A rollup just shown is held as it is, shared with the worker that will
+//! publish it to the rollup topic, and packed when it is
+//! ([`ReadModel::settle`]): at a 20 ms live interval a busy stream is shown
+//! fifty times a second and published once, so most rollups shown are
+//! replaced before they would be worth packing.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use dashmap::mapref::entry::Entry as Slot;
 use dashmap::DashMap;
 use livetally_aggregator::{Derived, ProductRollup, Publication, RollupKind, StreamRollup};
 use livetally_proto::v1::Rollup;
@@ -46,7 +50,7 @@ pub enum SortKey {
 #[derive(Debug, Default)]
 struct Entry {
     /// The latest cumulative rollup, with its top products.
-    rollup: Packed,
+    rollup: Held,
     /// Its revision, to keep the newest of two.
     revision: u64,
     /// The figures `/v1/streams` sorts by.
@@ -65,7 +69,40 @@ struct Entry {
 struct Window {
     start: i64,
     revision: u64,
-    rollup: Packed,
+    rollup: Held,
+}
+
+/// A rollup as the read model holds it.
+#[derive(Debug)]
+enum Held {
+    /// As shown to readers, shared with the worker, which has not yet
+    /// published it to the rollup topic.
+    Shown(Arc<StreamRollup>),
+    Packed(Packed),
+}
+
+impl Default for Held {
+    fn default() -> Held {
+        Held::Packed(Packed::default())
+    }
+}
+
+impl Held {
+    fn rollup(&self, stream_id: &str, kind: RollupKind) -> StreamRollup {
+        match self {
+            Held::Shown(rollup) => StreamRollup::clone(rollup),
+            Held::Packed(packed) => packed.unpack(stream_id, kind),
+        }
+    }
+
+    /// Packs the rollup held if it is `published`, not a newer one.
+    fn settle(&mut self, published: &Arc<StreamRollup>) {
+        if let Held::Shown(held) = self {
+            if Arc::ptr_eq(held, published) {
+                *self = Held::Packed(Packed::of(held));
+            }
+        }
+    }
 }
 
 /// A rollup without its stream id (the map's key) and kind (where it is
@@ -87,6 +124,31 @@ impl Packed {
         let leave_out = derived.are_in(&rollup);
         let mut message = into_protobuf(rollup);
         let stream_id = std::mem::take(&mut message.stream_id);
+        let packed = Packed::encode(&mut message, leave_out);
+        message.stream_id = stream_id;
+        let mut rollup = StreamRollup {
+            kind,
+            ..from_protobuf(message)
+        };
+        if leave_out {
+            derived.set(&mut rollup);
+        }
+        (packed, rollup)
+    }
+
+    /// Packs a copy of `rollup`.
+    fn of(rollup: &StreamRollup) -> Packed {
+        let leave_out = Derived::of(rollup).are_in(rollup);
+        let mut message = into_protobuf(StreamRollup {
+            stream_id: String::new(),
+            ..rollup.clone()
+        });
+        Packed::encode(&mut message, leave_out)
+    }
+
+    /// Encodes `message` without its kind, and without its derived figures
+    /// when `leave_out` (they are taken out of it).
+    fn encode(message: &mut Rollup, leave_out: bool) -> Packed {
         message.kind.clear();
         if leave_out {
             message.net_gmv = 0;
@@ -102,15 +164,7 @@ impl Packed {
         message
             .encode(&mut bytes)
             .expect("a Vec grows to take any message");
-        message.stream_id = stream_id;
-        let mut rollup = StreamRollup {
-            kind,
-            ..from_protobuf(message)
-        };
-        if leave_out {
-            derived.set(&mut rollup);
-        }
-        (Packed(bytes.into_boxed_slice()), rollup)
+        Packed(bytes.into_boxed_slice())
     }
 
     fn unpack(&self, stream_id: &str, kind: RollupKind) -> StreamRollup {
@@ -132,25 +186,21 @@ impl Packed {
 }
 
 impl Entry {
-    /// Keeps `rollup` (cumulative) and `products` as the stream's latest,
-    /// and gives the rollup back.
-    fn set(&mut self, rollup: StreamRollup, products: Vec<ProductRollup>) -> StreamRollup {
+    /// Keeps `rollup` (cumulative, `held` as it is or packed) and `products`
+    /// as the stream's latest.
+    fn set(&mut self, rollup: &StreamRollup, held: Held, products: Vec<ProductRollup>) {
         self.revision = rollup.revision;
         (self.gmv, self.views, self.orders) = (rollup.gmv, rollup.views, rollup.orders);
         self.products = (products != rollup.top_products).then(|| products.into_boxed_slice());
-        let (packed, rollup) = Packed::new(rollup);
-        self.rollup = packed;
-        rollup
+        self.rollup = held;
     }
 
-    /// Keeps `window`, replacing the one with the same start, and gives it back.
-    fn set_window(&mut self, start: i64, window: StreamRollup) -> StreamRollup {
-        let revision = window.revision;
-        let (packed, window) = Packed::new(window);
+    /// Keeps a window, replacing the one with the same start.
+    fn set_window(&mut self, start: i64, revision: u64, held: Held) {
         let stored = Window {
             start,
             revision,
-            rollup: packed,
+            rollup: held,
         };
         match self.windows.binary_search_by_key(&start, |w| w.start) {
             Ok(at) => self.windows[at] = stored,
@@ -162,7 +212,14 @@ impl Entry {
                 }
             }
         }
-        window
+    }
+
+    fn window_mut(&mut self, start: i64) -> Option<&mut Window> {
+        let at = self
+            .windows
+            .binary_search_by_key(&start, |w| w.start)
+            .ok()?;
+        Some(&mut self.windows[at])
     }
 
     fn sort_key(&self, key: SortKey) -> i128 {
@@ -210,19 +267,54 @@ impl ReadModel {
     /// them in that order, for the rollup topic now or later. A rollup's
     /// JSON, when the live feed needed it, is kept for the topic: each is
     /// encoded once.
-    pub fn show(&self, publications: Vec<Publication>) -> Vec<Shown> {
+    ///
+    /// They are packed at once when they go to the rollup topic in the same
+    /// turn (`publishing`), else held as they are until
+    /// [`ReadModel::settle`] packs them.
+    pub fn show(&self, publications: Vec<Publication>, publishing: bool) -> Vec<Shown> {
         let watching = self.live.receiver_count() > 0;
         let mut shown = Vec::with_capacity(publications.len() * 2);
         for publication in publications {
             // The cumulative rollup first: a window is kept only for a known stream.
-            let rollup = self.store_rollup(publication.rollup, publication.products);
+            let rollup = if publishing {
+                Arc::new(self.store_rollup(publication.rollup, publication.products))
+            } else {
+                let rollup = Arc::new(publication.rollup);
+                self.with_entry(&rollup.stream_id, |entry| {
+                    entry.set(&rollup, Held::Shown(rollup.clone()), publication.products);
+                });
+                rollup
+            };
             for window in publication.windows {
-                let window = self.store_window(window);
-                shown.push(self.announce(Arc::new(window), watching));
+                let window = if publishing {
+                    Arc::new(self.store_window(window))
+                } else {
+                    let window = Arc::new(window);
+                    self.hold_window(&window, Held::Shown(window.clone()));
+                    window
+                };
+                shown.push(self.announce(window, watching));
             }
-            shown.push(self.announce(Arc::new(rollup), watching));
+            shown.push(self.announce(rollup, watching));
         }
         shown
+    }
+
+    /// Packs a rollup shown by [`ReadModel::show`] once it is published to
+    /// the rollup topic, unless a newer one has replaced it.
+    pub fn settle(&self, published: &Shown) {
+        let rollup = &published.rollup;
+        let Some(mut entry) = self.streams.get_mut(rollup.stream_id.as_str()) else {
+            return;
+        };
+        match rollup.window_start {
+            None => entry.rollup.settle(rollup),
+            Some(start) => {
+                if let Some(window) = entry.window_mut(start) {
+                    window.rollup.settle(rollup);
+                }
+            }
+        }
     }
 
     /// Announces one rollup on the live feed when someone watches.
@@ -238,29 +330,40 @@ impl ReadModel {
     /// Stores a cumulative rollup and the stream's products (by GMV) without
     /// announcing it (also used for restored state), and gives the rollup back.
     pub fn store_rollup(&self, rollup: StreamRollup, products: Vec<ProductRollup>) -> StreamRollup {
-        // Looked up by `&str` first: a known stream costs no key allocation.
-        if let Some(mut entry) = self.streams.get_mut(rollup.stream_id.as_str()) {
-            return entry.set(rollup, products);
-        }
-        match self.streams.entry(rollup.stream_id.as_str().into()) {
-            Slot::Occupied(mut slot) => slot.get_mut().set(rollup, products),
-            Slot::Vacant(slot) => {
-                let mut entry = Entry::default();
-                let rollup = entry.set(rollup, products);
-                slot.insert(entry);
-                rollup
-            }
-        }
+        let (packed, rollup) = Packed::new(rollup);
+        self.with_entry(&rollup.stream_id, |entry| {
+            entry.set(&rollup, Held::Packed(packed), products);
+        });
+        rollup
     }
 
-    /// Stores a window of a known stream, and gives it back.
+    /// Calls `f` with the stream's entry, made if it is new.
+    fn with_entry(&self, stream_id: &str, f: impl FnOnce(&mut Entry)) {
+        // Looked up by `&str` first: a known stream costs no key allocation.
+        if let Some(mut entry) = self.streams.get_mut(stream_id) {
+            return f(&mut entry);
+        }
+        f(self
+            .streams
+            .entry(stream_id.into())
+            .or_default()
+            .value_mut());
+    }
+
+    /// Stores a window of a known stream, packed, and gives it back.
     fn store_window(&self, window: StreamRollup) -> StreamRollup {
-        match (
+        let (packed, window) = Packed::new(window);
+        self.hold_window(&window, Held::Packed(packed));
+        window
+    }
+
+    /// Keeps `window` (`held` as it is or packed) for a known stream.
+    fn hold_window(&self, window: &StreamRollup, held: Held) {
+        if let (Some(start), Some(mut entry)) = (
             window.window_start,
             self.streams.get_mut(window.stream_id.as_str()),
         ) {
-            (Some(start), Some(mut entry)) => entry.set_window(start, window),
-            _ => window,
+            entry.set_window(start, window.revision, held);
         }
     }
 
@@ -307,7 +410,7 @@ impl ReadModel {
     pub fn rollup(&self, stream_id: &str) -> Option<StreamRollup> {
         self.streams
             .get(stream_id)
-            .map(|entry| entry.rollup.unpack(stream_id, RollupKind::Cumulative))
+            .map(|entry| entry.rollup.rollup(stream_id, RollupKind::Cumulative))
     }
 
     /// The stream's first `limit` products by GMV.
@@ -318,7 +421,7 @@ impl ReadModel {
             None => {
                 let mut top = entry
                     .rollup
-                    .unpack(stream_id, RollupKind::Cumulative)
+                    .rollup(stream_id, RollupKind::Cumulative)
                     .top_products;
                 top.truncate(limit);
                 top
@@ -334,7 +437,7 @@ impl ReadModel {
                 .windows
                 .iter()
                 .take_while(|w| w.start < to)
-                .map(|w| w.rollup.unpack(stream_id, RollupKind::Window))
+                .map(|w| w.rollup.rollup(stream_id, RollupKind::Window))
                 .filter(|w| w.window_end.unwrap_or(i64::MAX) > from)
                 .collect(),
         )
@@ -385,6 +488,18 @@ impl ReadModel {
     /// The readiness the engine reports and `/readyz` serves.
     pub fn readiness(&self) -> &Readiness {
         &self.readiness
+    }
+
+    /// Whether the stream's cumulative rollup (or its window starting at
+    /// `window_start`) is held packed.
+    #[cfg(test)]
+    fn packed(&self, stream_id: &str, window_start: Option<i64>) -> Option<bool> {
+        let mut entry = self.streams.get_mut(stream_id)?;
+        let held = match window_start {
+            None => &entry.rollup,
+            Some(start) => &entry.window_mut(start)?.rollup,
+        };
+        Some(matches!(held, Held::Packed(_)))
     }
 }
 
@@ -559,6 +674,7 @@ mod tests {
             proptest::prop_assert!(same(&back), "given back: {back:?}");
             let unpacked = packed.unpack(&rollup.stream_id, rollup.kind);
             proptest::prop_assert!(same(&unpacked), "unpacked: {unpacked:?}");
+            proptest::prop_assert_eq!(&Packed::of(&rollup).0, &packed.0, "packed from a copy");
             let left_out = Derived::of(&rollup).are_in(&rollup);
             proptest::prop_assert_eq!(packed.0[0] == Packed::DERIVED, left_out);
             proptest::prop_assert!(left_out || !derive);
@@ -577,12 +693,57 @@ mod tests {
             );
             assert!(rollup.conversion_rate.is_some() && rollup.gpm.is_some());
             assert!(rollup.seller_id.is_some() && rollup.currency.is_some());
-            drop(model.show(vec![publication]));
-            assert_eq!(model.rollup("s"), Some(rollup));
-            assert_eq!(model.windows("s", i64::MIN, i64::MAX), Some(windows));
-            assert_eq!(model.products("s", 100), Some(all.clone()), "{products}");
-            assert_eq!(model.products("s", 2).unwrap(), all[..2]);
+            let shown = model.show(vec![publication], false);
+            // As shown, then packed once published.
+            for settled in [false, true] {
+                if settled {
+                    shown.iter().for_each(|shown| model.settle(shown));
+                }
+                assert_eq!(model.rollup("s"), Some(rollup.clone()));
+                assert_eq!(
+                    model.windows("s", i64::MIN, i64::MAX),
+                    Some(windows.clone())
+                );
+                assert_eq!(model.products("s", 100), Some(all.clone()), "{products}");
+                assert_eq!(model.products("s", 2).unwrap(), all[..2]);
+            }
+            assert_eq!(model.packed("s", None), Some(true));
+            assert_eq!(model.packed("s", Some(0)), Some(true));
         }
+    }
+
+    #[test]
+    fn a_shown_rollup_is_packed_when_published_and_not_after_a_newer_one() {
+        let model = ReadModel::new();
+        let older = model.show(published(2, 1), false);
+        assert_eq!(model.packed("s", None), Some(false), "held as shown");
+        assert_eq!(model.packed("s", Some(0)), Some(false));
+        let mut newer = published(2, 1);
+        newer[0].rollup.revision += 1;
+        newer[0].rollup.views += 5;
+        newer[0].windows[0].revision += 1;
+        let newer = model.show(newer, false);
+        // The older rollups were replaced before their publication.
+        older.iter().for_each(|shown| model.settle(shown));
+        assert_eq!(model.packed("s", None), Some(false));
+        assert_eq!(model.packed("s", Some(0)), Some(false));
+        newer.iter().for_each(|shown| model.settle(shown));
+        assert_eq!(model.packed("s", None), Some(true));
+        assert_eq!(model.packed("s", Some(0)), Some(true));
+        let cumulative = newer
+            .iter()
+            .find(|shown| shown.rollup.window_start.is_none());
+        assert_eq!(model.rollup("s").as_ref(), cumulative.map(|s| &*s.rollup));
+        assert_eq!(model.packed("other", None), None);
+
+        // Shown and published in the same turn: packed at once.
+        drop(model.show(published(2, 1), true));
+        assert_eq!(model.packed("s", None), Some(true));
+        assert_eq!(model.packed("s", Some(0)), Some(true));
+        assert_eq!(
+            model.rollup("s").unwrap().views,
+            published(2, 1)[0].rollup.views
+        );
     }
 
     #[test]
@@ -599,7 +760,7 @@ mod tests {
     #[test]
     fn windows_overlapping_the_range_newest_revision_at_most_ninety() {
         let model = ReadModel::new();
-        drop(model.show(published(1, 3)));
+        drop(model.show(published(1, 3), true));
         let starts = |from, to| -> Vec<i64> {
             let windows = model.windows("s", from, to).unwrap();
             windows.iter().map(|w| w.window_start.unwrap()).collect()

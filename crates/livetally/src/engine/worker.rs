@@ -626,19 +626,19 @@ impl PartitionWork {
         // Readers see the new figures at once (every live interval); the
         // rollup topic and durability follow every publish interval. A crash
         // in between recomputes the same figures from the same records.
-        let publications = self.aggregator.publish();
-        for shown in self.context.model.show(publications) {
-            let key = (shown.rollup.stream_id.clone(), shown.rollup.window_start);
-            self.unpublished.insert(key, shown);
-        }
         let config = &self.context.config;
-        if !draining
-            && !due(
+        let publishing = draining
+            || due(
                 self.last_publication,
                 config.publish_interval,
                 config.live_interval,
-            )
-        {
+            );
+        let publications = self.aggregator.publish();
+        for shown in self.context.model.show(publications, publishing) {
+            let key = (shown.rollup.stream_id.clone(), shown.rollup.window_start);
+            self.unpublished.insert(key, shown);
+        }
+        if !publishing {
             return Flow::Continue;
         }
         self.last_publication = Instant::now();
@@ -678,10 +678,15 @@ impl PartitionWork {
         newest.sort_unstable_by(|((a, a_start), _), ((b, b_start), _)| {
             (a, a_start.is_none(), a_start).cmp(&(b, b_start.is_none(), b_start))
         });
+        // Readers keep what goes to the topic packed from now on.
         let format = self.context.publisher.config().format;
+        let model = &self.context.model;
         let rollups: Vec<_> = newest
             .into_iter()
-            .map(|(_, shown)| shown.encode(format))
+            .map(|(_, shown)| {
+                model.settle(&shown);
+                shown.encode(format)
+            })
             .collect();
         let streams = rollups.len();
         let checkpoint_bytes: usize = changelog.iter().map(|r| r.key.len() + r.value.len()).sum();

@@ -71,7 +71,7 @@ fn publish(
     format: RollupFormat,
 ) -> Vec<crate::OutRollup> {
     model
-        .show(publications)
+        .show(publications, true)
         .into_iter()
         .map(|shown| shown.encode(format))
         .collect()
