@@ -240,8 +240,11 @@ impl PartitionAggregator {
     /// Ends the streams idle for the idle timeout at the current watermark
     /// (at most one scan per minute of event time), marking them dirty so
     /// their final rollup is published, and packs the ended streams that
-    /// have nothing left to publish, checkpoint or expire.
-    fn end_idle_streams(&mut self) {
+    /// have nothing left to publish, checkpoint or expire. [`Self::publish`]
+    /// does it first; a caller that applies events for longer between
+    /// publications than `run` does (`replay`, which publishes once at the
+    /// end) calls it as it goes, so that streams end where `run` ends them.
+    pub fn end_idle_streams(&mut self) {
         let Some(watermark) = self.watermark() else {
             return;
         };

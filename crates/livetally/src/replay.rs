@@ -2,7 +2,9 @@
 //!
 //! It runs the very code `run` runs (decode, then
 //! [`PartitionAggregator::apply`]), with the line number as the input position,
-//! as if every line came from one partition.
+//! as if every line came from one partition. Streams idle for the idle timeout
+//! end as the events go, as they do at `run`'s publications: one that comes
+//! back after that reopens without its viewers and event ids from before.
 
 use std::io::{BufRead, Write};
 
@@ -64,6 +66,9 @@ pub fn aggregate(
             Ok(event) => state.apply(&event, position),
             Err(reason) => Outcome::Invalid(reason),
         };
+        if outcome == Outcome::Counted {
+            state.end_idle_streams();
+        }
         match outcome {
             Outcome::Counted => summary.valid += 1,
             Outcome::Duplicate => summary.duplicates += 1,
@@ -131,6 +136,51 @@ mod tests {
         assert_eq!(rollups[0].gmv, 300);
         assert_eq!(rollups[0].currency.as_deref(), Some("EUR"));
         assert_eq!(rollups[1].views, 1);
+    }
+
+    #[test]
+    fn a_stream_idle_past_the_timeout_ends_before_it_comes_back_as_in_run() {
+        let line = |id: &str, kind: &str, stream: &str, viewer: &str, ts: i64| {
+            format!(
+                r#"{{"event_id":"{id}","type":"{kind}","stream_id":"{stream}","viewer_id":"{viewer}","ts":{ts}}}"#
+            )
+        };
+        let minute = 60_000;
+        let mut lines = vec![
+            line("a", "view", "s", "v1", 0),
+            line("b", "view", "s", "v2", 1),
+        ];
+        // Another stream moves the watermark 50 minutes on.
+        lines.extend((1..=50).map(|m| line(&format!("o{m}"), "like", "t", "x", m * minute)));
+        // `s` comes back: v2 leaves, v3 arrives, and `a` is sent again.
+        lines.push(line("c", "leave", "s", "v2", 50 * minute + 1));
+        lines.push(line("d", "view", "s", "v3", 50 * minute + 2));
+        lines.push(line("a", "view", "s", "v1", 50 * minute + 3));
+        let (rollups, summary) = run(&lines.join("\n"));
+        let s = &rollups[0];
+        assert_eq!(s.stream_id, "s");
+        assert!(!s.is_final, "reopened");
+        // Ended at 30 minutes idle: its viewers and event ids were released,
+        // so `a` counts again and the viewers present are v3 and v1.
+        assert_eq!(summary.duplicates, 0);
+        assert_eq!((s.views, s.unique_viewers), (4, 3));
+        assert_eq!(s.concurrent_viewers, 2);
+        assert_eq!(s.peak_concurrent_viewers, 2);
+
+        // Within the timeout nothing ends: v1 and v3 present, `a` a duplicate.
+        let config = AggregatorConfig {
+            idle_timeout_ms: 60 * minute,
+            ..AggregatorConfig::default()
+        };
+        let (rollups, summary) = aggregate(
+            lines.join("\n").as_bytes(),
+            config,
+            &DecodeConfig::default(),
+            None,
+        )
+        .unwrap();
+        assert_eq!(summary.duplicates, 1);
+        assert_eq!((rollups[0].views, rollups[0].concurrent_viewers), (3, 2));
     }
 
     #[test]
