@@ -2,11 +2,17 @@
 //!
 //! Distinct counts and duplicate detection keep an id's xxh3-64 hash instead
 //! of the id: 8 bytes whatever the id's length, and exact in practice (the odds
-//! of any collision among a million ids are about 3 × 10⁻⁸). The hash is
-//! persisted in checkpoints, so it must never change between processes or
-//! versions: never std's `DefaultHasher`/`RandomState` here. In-memory tables
-//! rehash these values with hashbrown's seeded default hasher, so crafted ids
-//! cannot flood one bucket.
+//! of any collision among a million ids are about 3 × 10⁻⁸). Each stream
+//! hashes with a seed of its own, drawn at random when the stream is made and
+//! kept in its checkpoints: unseeded, xxh3 lets anyone who knows one id of
+//! 17–128 bytes write another with the same hash (swap the halves of its first
+//! 16 bytes, xor-ed with the secret's), which would make a real event a
+//! duplicate, or two viewers one. Seed 0 is unseeded xxh3, what streams
+//! checkpointed before seeds keep. The hash is persisted in checkpoints, so
+//! it must never change between processes or versions: never std's
+//! `DefaultHasher`/`RandomState` here. In-memory tables rehash these values
+//! with hashbrown's seeded default hasher, so crafted ids cannot flood one
+//! bucket.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -15,10 +21,10 @@ use hashbrown::HashMap;
 use serde::de::{self, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// The stable hash of an id. Pinned by a test: changing it breaks every
-/// checkpoint written before.
-pub(crate) fn id_hash(id: &str) -> u64 {
-    xxhash_rust::xxh3::xxh3_64(id.as_bytes())
+/// The stable hash of an id under a stream's `seed`. Pinned by a test:
+/// changing it breaks every checkpoint written before.
+pub(crate) fn id_hash(seed: u64, id: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64_with_seed(id.as_bytes(), seed)
 }
 
 /// Entries a [`CompactMap`] keeps in a sorted vector before it switches to a
@@ -289,9 +295,26 @@ mod tests {
     fn id_hash_is_pinned() {
         // Checkpoints hold these values: if this test fails, old checkpoints
         // no longer restore correctly.
-        assert_eq!(id_hash(""), 0x2d06_8005_38d3_94c2);
-        assert_eq!(id_hash("u-7"), id_hash("u-7"));
-        assert_ne!(id_hash("u-7"), id_hash("u-8"));
+        assert_eq!(id_hash(0, ""), 0x2d06_8005_38d3_94c2);
+        assert_eq!(id_hash(0, "u-7"), xxhash_rust::xxh3::xxh3_64(b"u-7"));
+        assert_eq!(id_hash(7, "u-7"), 0xe25a_9313_9f90_97b8);
+        assert_ne!(id_hash(0, "u-7"), id_hash(0, "u-8"));
+    }
+
+    /// Two 32-byte ids that unseeded xxh3 gives the same hash (a helper
+    /// built them by swapping the halves of the first 16 bytes, xor-ed with
+    /// the default secret's): under a seed they differ.
+    #[test]
+    fn crafted_ids_collide_unseeded_only() {
+        let (a, b) = (
+            "_\u{229}$\u{fc4e}\u{2e156}F\u{5c38}a-000000000000000",
+            "jz{S15^\u{db}7D1;4hR-000000000000000",
+        );
+        assert_eq!((a.len(), b.len()), (32, 32));
+        assert_eq!(id_hash(0, a), id_hash(0, b));
+        for seed in [1, 7, 0x9e37_79b9_7f4a_7c15] {
+            assert_ne!(id_hash(seed, a), id_hash(seed, b), "seed {seed}");
+        }
     }
 
     #[test]
@@ -354,9 +377,9 @@ mod tests {
     fn id_set_round_trips_through_postcard_and_json() {
         let mut set = IdSet::default();
         for id in ["a", "b", "c", ""] {
-            assert!(set.insert(id_hash(id)));
+            assert!(set.insert(id_hash(0, id)));
         }
-        assert!(!set.insert(id_hash("a")));
+        assert!(!set.insert(id_hash(0, "a")));
         let bytes = postcard::to_stdvec(&set).unwrap();
         assert_eq!(bytes.len(), 1 + 4 * 8);
         assert_eq!(postcard::from_bytes::<IdSet>(&bytes).unwrap(), set);

@@ -36,7 +36,7 @@ mod testkit;
 
 pub use commission::{CommissionRate, CommissionRateError};
 pub use event::{Action, Currency, Event, EventTime, EventType, OrderLine};
-pub use partition::{AggregatorConfig, Outcome, PartitionAggregator, Publication};
+pub use partition::{AggregatorConfig, IdSeeds, Outcome, PartitionAggregator, Publication};
 pub use reason::InvalidReason;
 pub use rollup::{Derived, ProductRollup, RollupKind, StreamRollup, TOP_PRODUCTS};
 pub use stream::{CheckpointError, StateBytes, StreamCheckpoint};

@@ -131,9 +131,44 @@ pub struct PartitionAggregator {
     scanned_at: Option<EventTime>,
     /// Counted events too late for any retained window, since the last take.
     late: u64,
+    /// Where a new stream's id seed comes from.
+    id_seeds: IdSeeds,
     /// Off for tests that hold the packing to an aggregator without it.
     #[cfg(test)]
     packs_ended: bool,
+}
+
+/// Where a new stream's id seed comes from (see `ids.rs`): the seed its
+/// event, viewer and order ids are hashed with for as long as it lives.
+#[derive(Clone, Debug)]
+pub enum IdSeeds {
+    /// At random (`run`): no one outside can work out a stream's seed, so no
+    /// one can write an id that hashes as another does.
+    Random(std::hash::RandomState),
+    /// From the stream id and this key (`replay`: the same file gives the
+    /// same figures, distinct counts beyond exact ones included).
+    Keyed(u64),
+    /// None: ids hashed unseeded, as before seeds (tests of older formats).
+    Unseeded,
+}
+
+impl IdSeeds {
+    /// At random.
+    pub fn random() -> IdSeeds {
+        IdSeeds::Random(std::hash::RandomState::new())
+    }
+
+    /// The seed of a new stream `stream_id`; never 0 but unseeded.
+    fn seed(&self, stream_id: &str) -> u64 {
+        use std::hash::BuildHasher;
+        match self {
+            IdSeeds::Random(random) => random.hash_one(stream_id).max(1),
+            IdSeeds::Keyed(key) => {
+                xxhash_rust::xxh3::xxh3_64_with_seed(stream_id.as_bytes(), *key).max(1)
+            }
+            IdSeeds::Unseeded => 0,
+        }
+    }
 }
 
 impl PartitionAggregator {
@@ -153,9 +188,16 @@ impl PartitionAggregator {
             pushed_watermark: None,
             scanned_at: None,
             late: 0,
+            id_seeds: IdSeeds::random(),
             #[cfg(test)]
             packs_ended: true,
         }
+    }
+
+    /// Seeds new streams' ids from `seeds` instead of at random.
+    pub fn with_id_seeds(mut self, seeds: IdSeeds) -> PartitionAggregator {
+        self.id_seeds = seeds;
+        self
     }
 
     /// The configuration figures are computed with.
@@ -174,11 +216,12 @@ impl PartitionAggregator {
         let state = match self.streams.entry_ref(stream_id) {
             EntryRef::Occupied(entry) => entry.into_mut(),
             // An ended stream reopens from its figures.
-            EntryRef::Vacant(entry) => entry.insert(Box::new(
-                self.ended
-                    .remove(stream_id)
-                    .map_or_else(StreamState::default, |frozen| frozen.thaw()),
-            )),
+            EntryRef::Vacant(entry) => {
+                entry.insert(Box::new(self.ended.remove(stream_id).map_or_else(
+                    || StreamState::seeded(self.id_seeds.seed(stream_id)),
+                    |frozen| frozen.thaw(),
+                )))
+            }
         };
         let applied = state.apply(event, position, &clock);
         if applied.outcome == Outcome::Counted {

@@ -142,8 +142,8 @@ impl Default for Figures {
 
 impl Figures {
     /// Adds one new, valid event; `viewer` is its viewer's hash (set for
-    /// views, leaves and purchases).
-    fn count(&mut self, event: &Event<'_>, viewer: u64) {
+    /// views, leaves and purchases), `order` its order's (purchases).
+    fn count(&mut self, event: &Event<'_>, viewer: u64, order: u64) {
         self.counts[event.action.event_type() as usize] += 1;
         self.first_event_ts = self.first_event_ts.min(event.ts);
         self.last_event_ts = self.last_event_ts.max(event.ts);
@@ -155,7 +155,7 @@ impl Figures {
                 // Sums of non-negative terms saturate the same whatever the order.
                 self.items_sold = self.items_sold.saturating_add(u64::from(line.quantity));
                 self.gmv = self.gmv.saturating_add(line.amount());
-                self.orders.insert(id_hash(&line.order_id));
+                self.orders.insert(order);
                 self.buyers.insert(viewer);
             }
             Action::Refund(line) => self.refunds = self.refunds.saturating_add(line.amount()),
@@ -834,6 +834,10 @@ pub(crate) struct StreamState {
     /// this state. Kept apart from `applied_through` so that, without a
     /// restore, positions need not increase.
     pub(crate) restored_through: Option<u64>,
+    /// The seed its ids are hashed with ([`id_hash`]), persisted: drawn at
+    /// random for a new stream; 0 (unseeded) for one restored from a
+    /// checkpoint written before seeds.
+    pub(crate) id_seed: u64,
 }
 
 /// What applying one event did, with whether it was too late for a window.
@@ -844,6 +848,14 @@ pub(crate) struct Applied {
 }
 
 impl StreamState {
+    /// A new stream whose ids hash with `id_seed`.
+    pub(crate) fn seeded(id_seed: u64) -> StreamState {
+        StreamState {
+            id_seed,
+            ..StreamState::default()
+        }
+    }
+
     /// Applies one event of this stream found at input `position`.
     ///
     /// Order of checks: already applied before a restore, duplicate, currency
@@ -855,7 +867,7 @@ impl StreamState {
             outcome,
             late: false,
         };
-        let event_hash = id_hash(&event.event_id);
+        let event_hash = id_hash(self.id_seed, &event.event_id);
         let mismatch = match &event.action {
             Action::Purchase(line) | Action::Refund(line) => {
                 self.currency.is_some_and(|c| c != line.currency)
@@ -932,7 +944,13 @@ impl StreamState {
         }
         // Only presence and purchases need the viewer: hash it for those alone.
         let viewer = match event.action {
-            Action::View | Action::Leave | Action::Purchase(_) => id_hash(&event.viewer_id),
+            Action::View | Action::Leave | Action::Purchase(_) => {
+                id_hash(self.id_seed, &event.viewer_id)
+            }
+            _ => 0,
+        };
+        let order = match &event.action {
+            Action::Purchase(line) => id_hash(self.id_seed, &line.order_id),
             _ => 0,
         };
         match &event.action {
@@ -941,7 +959,7 @@ impl StreamState {
             Action::Impression { product_id } => self.product(product_id).impressions += 1,
             Action::Click { product_id } => self.product(product_id).clicks += 1,
             Action::AddToCart { product_id } => self.product(product_id).add_to_carts += 1,
-            Action::Purchase(line) => self.purchase(line),
+            Action::Purchase(line) => self.purchase(line, order),
             // Refunds are not attributed to products: the contract's product
             // figures are all about selling.
             Action::Refund(line) => {
@@ -949,7 +967,7 @@ impl StreamState {
             }
             Action::Like | Action::Comment | Action::Share | Action::Follow => {}
         }
-        self.totals.count(event, viewer);
+        self.totals.count(event, viewer, order);
         let start = clock.window_start(event.ts);
         if clock.expired(start) {
             if matches!(event.action, Action::View | Action::Leave) {
@@ -961,7 +979,7 @@ impl StreamState {
             return true;
         }
         let window = self.window_mut(start);
-        window.figures_mut().count(event, viewer);
+        window.figures_mut().count(event, viewer, order);
         window.dirty = true;
         false
     }
@@ -1345,10 +1363,9 @@ impl StreamState {
         pending.projection = Some(projection);
     }
 
-    fn purchase(&mut self, line: &OrderLine<'_>) {
+    fn purchase(&mut self, line: &OrderLine<'_>, order: u64) {
         self.currency.get_or_insert(line.currency);
         let quantity = u64::from(line.quantity);
-        let order = id_hash(&line.order_id);
         let product = self.product(&line.product_id);
         product.items_sold = product.items_sold.saturating_add(quantity);
         product.gmv = product.gmv.saturating_add(line.amount());

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use crate::changelog::{self, Record};
 use crate::event::{Action, Currency, Event, EventTime, OrderLine};
-use crate::partition::{AggregatorConfig, Outcome, PartitionAggregator};
+use crate::partition::{AggregatorConfig, IdSeeds, Outcome, PartitionAggregator};
 use crate::rollup::{ProductRollup, StreamRollup};
 use crate::stream::StreamCheckpoint;
 
@@ -86,9 +86,25 @@ pub(crate) fn refund(
     Action::Refund(line(product_id, order_id, quantity, unit_price))
 }
 
+/// An aggregator whose streams' id seeds are the same in every test (and
+/// in every aggregator of a test that compares two).
+pub(crate) fn aggregator(config: AggregatorConfig) -> PartitionAggregator {
+    PartitionAggregator::new(config).with_id_seeds(IdSeeds::Keyed(0x5eed))
+}
+
 /// A new aggregator with `events` applied at positions 0, 1, 2, …
 pub(crate) fn applied(events: &[Event<'_>]) -> PartitionAggregator {
-    let mut agg = PartitionAggregator::new(AggregatorConfig::default());
+    applied_to(aggregator(AggregatorConfig::default()), events)
+}
+
+/// [`applied`], its ids hashed unseeded as before seeds: for tests that
+/// write older formats.
+pub(crate) fn applied_unseeded(events: &[Event<'_>]) -> PartitionAggregator {
+    let agg = PartitionAggregator::new(AggregatorConfig::default());
+    applied_to(agg.with_id_seeds(IdSeeds::Unseeded), events)
+}
+
+fn applied_to(mut agg: PartitionAggregator, events: &[Event<'_>]) -> PartitionAggregator {
     for (position, e) in (0..).zip(events) {
         let _ = agg.apply(e, position);
     }
@@ -110,7 +126,7 @@ impl Feed {
 
     pub(crate) fn with(config: AggregatorConfig) -> Feed {
         Feed {
-            agg: PartitionAggregator::new(config),
+            agg: aggregator(config),
             stream_id: "live-1".to_owned(),
             next: 0,
         }
@@ -165,7 +181,7 @@ impl Changelog {
 
     /// A new aggregator restored from every checkpoint.
     pub(crate) fn restore(&self, config: AggregatorConfig) -> PartitionAggregator {
-        let mut agg = PartitionAggregator::new(config);
+        let mut agg = aggregator(config);
         for (stream_id, checkpoint) in self.checkpoints() {
             agg.restore(&stream_id, checkpoint);
         }

@@ -6,7 +6,7 @@ use proptest::sample::Index;
 
 use super::*;
 use crate::event::Action;
-use crate::testkit::{event, impression, purchase, refund, Changelog, Feed};
+use crate::testkit::{self, event, impression, purchase, refund, Changelog, Feed};
 
 const MIN: i64 = 60_000;
 /// A round epoch-ms origin, on a window boundary.
@@ -262,14 +262,14 @@ fn packing_changes_nothing(
 ) -> Result<bool, TestCaseError> {
     let config = short_lived();
     let plain_from = |changelog: &Changelog| {
-        let mut agg = PartitionAggregator::new(config.clone());
+        let mut agg = testkit::aggregator(config.clone());
         agg.packs_ended = false;
         for (stream_id, checkpoint) in changelog.checkpoints() {
             agg.restore(&stream_id, checkpoint);
         }
         agg
     };
-    let mut packing = PartitionAggregator::new(config.clone());
+    let mut packing = testkit::aggregator(config.clone());
     let mut plain = plain_from(&Changelog::default());
     let mut changelog = Changelog::default();
     let mut packed_any = false;

@@ -856,7 +856,7 @@ fn a_checkpoint_written_in_format_3_still_restores() {
     assert_eq!(windows, expected);
     // Written again in the current format, it reads back the same.
     let written = restored.checkpoint("live-1").unwrap().to_bytes();
-    assert_eq!(written[0], 11, "written in the current format");
+    assert_eq!(written[0], 14, "written in the current format");
     let mut again = PartitionAggregator::new(AggregatorConfig::default());
     again.restore("live-1", StreamCheckpoint::from_bytes(&written).unwrap());
     assert_eq!(again.windows("live-1"), restored.windows("live-1"));
@@ -1161,7 +1161,7 @@ fn a_busy_streams_duplicate_filter_reaches_the_changelog_once_per_id_and_restore
 fn a_changelog_head_written_by_the_previous_versions_still_restores() {
     // Settled presence, so that the head has a presence piece as well as
     // the duplicate filter's.
-    let mut fed = applied(&story());
+    let mut fed = applied_unseeded(&story());
     let _ = fed.publish();
     let mut changelog = Changelog::default();
     changelog.write(fed.checkpoints());
@@ -1169,13 +1169,16 @@ fn a_changelog_head_written_by_the_previous_versions_still_restores() {
     let _ = fed.publish();
     changelog.write(fed.checkpoints());
     let head = changelog.0[&b"live-1".to_vec()].clone();
-    assert_eq!(head[0], 13);
+    assert_eq!(head[0], 15);
     assert_eq!(changelog.0.len(), 3, "the head and two pieces");
-    // Format 12, before the windows had a piece of their own; format 10,
-    // before the head counted presence history pieces; format 8, before
-    // windows kept when they were at their peak; format 6, before the head
-    // said where presence reached the windows.
-    let windowed = crate::stream::in_older_format(&head);
+    // Format 13, before ids were seeded; format 12, before the windows had
+    // a piece of their own; format 10, before the head counted presence
+    // history pieces; format 8, before windows kept when they were at their
+    // peak; format 6, before the head said where presence reached the
+    // windows.
+    let unseeded = crate::stream::in_older_format(&head);
+    assert_eq!(unseeded[0], 13);
+    let windowed = crate::stream::in_older_format(&unseeded);
     let historyless = crate::stream::in_older_format(&windowed);
     let spanless = crate::stream::in_older_format(&historyless);
     let unreached = crate::stream::in_older_format(&spanless);
@@ -1183,7 +1186,7 @@ fn a_changelog_head_written_by_the_previous_versions_still_restores() {
         (windowed[0], historyless[0], spanless[0], unreached[0]),
         (12, 10, 8, 6)
     );
-    for older in [windowed, historyless, spanless, unreached] {
+    for older in [unseeded, windowed, historyless, spanless, unreached] {
         let mut old = Changelog(changelog.0.clone());
         old.0.insert(b"live-1".to_vec(), older);
         let restored = old.restore(AggregatorConfig::default());
@@ -1197,15 +1200,17 @@ fn a_changelog_written_by_the_previous_version_still_restores() {
     // Format 7 (written before windows kept when they were at their peak)
     // and format 4 (before the filter went to pieces) under the stream's
     // key, the duplicate filter inline.
-    let mut fed = applied(&story());
+    let mut fed = applied_unseeded(&story());
     let _ = fed.publish();
     let mut changelog = Changelog::default();
     let current = fed.checkpoint("live-1").unwrap().to_bytes();
-    let historyless = crate::stream::in_older_format(&current);
+    let unseeded = crate::stream::in_older_format(&current);
+    assert_eq!((current[0], unseeded[0]), (14, 11));
+    let historyless = crate::stream::in_older_format(&unseeded);
     let spanless = crate::stream::in_older_format(&historyless);
     let old = crate::stream::in_older_format(&spanless);
     assert_eq!((historyless[0], spanless[0], old[0]), (9, 7, 4));
-    for bytes in [&historyless, &spanless, &old] {
+    for bytes in [&unseeded, &historyless, &spanless, &old] {
         let mut changelog = Changelog::default();
         changelog.0.insert(b"live-1".to_vec(), bytes.clone());
         let restored = changelog.restore(AggregatorConfig::default());
@@ -1234,7 +1239,7 @@ fn a_changelog_written_by_the_previous_version_still_restores() {
         [Some(PieceKind::Seen), None],
         "a piece, then the head"
     );
-    assert_eq!(records[1].value[0], 13);
+    assert_eq!(records[1].value[0], 15);
     assert!(matches!(
         StreamCheckpoint::from_bytes(&records[1].value),
         Err(CheckpointError::NeedsPieces)
@@ -1542,4 +1547,76 @@ fn a_streams_duplicates_are_caught_by_its_own_event_time_not_its_partitions() {
     assert_eq!(agg.apply(&later, 200), Outcome::Counted);
     let _ = agg.publish();
     assert_eq!(agg.apply(&behind[0], 201), Outcome::Counted);
+}
+
+// --- id seeds ---------------------------------------------------------------
+
+/// Two 32-byte ids that unseeded xxh3 hashes alike (`ids.rs`).
+const CRAFTED: [&str; 2] = [
+    "_\u{229}$\u{fc4e}\u{2e156}F\u{5c38}a-000000000000000",
+    "jz{S15^\u{db}7D1;4hR-000000000000000",
+];
+
+/// The crafted pair as two viewers who view, like and each buy an order,
+/// the pair again as their event ids.
+fn crafted_events() -> Vec<Event<'static>> {
+    let mut events = Vec::new();
+    for (i, id) in CRAFTED.into_iter().enumerate() {
+        events.push(event(
+            &format!("view-{i}"),
+            "live-1",
+            id,
+            1_000,
+            Action::View,
+        ));
+        events.push(event(id, "live-1", "fan", 1_001, Action::Like));
+        let bought = purchase("p1", id, 1, 500);
+        events.push(event(&format!("buy-{i}"), "live-1", id, 1_002, bought));
+    }
+    events
+}
+
+#[test]
+fn ids_crafted_to_collide_unseeded_count_apart_under_a_streams_seed() {
+    let figures = |agg: &PartitionAggregator| {
+        let r = agg.rollup("live-1").unwrap();
+        (r.unique_viewers, r.likes, r.orders, r.unique_buyers, r.gmv)
+    };
+    // Unseeded, as before seeds: one viewer, one like (the other a
+    // "duplicate"), one order.
+    let unseeded = applied_unseeded(&crafted_events());
+    assert_eq!(figures(&unseeded), (1, 1, 1, 1, 1_000));
+    // A stream's random seed tells them apart, and stays with it through a
+    // checkpoint: a restored stream still knows its events and viewers.
+    let mut agg = PartitionAggregator::new(AggregatorConfig::default());
+    for (position, e) in (0..).zip(crafted_events()) {
+        assert_eq!(agg.apply(&e, position), Outcome::Counted);
+    }
+    assert_eq!(figures(&agg), (2, 2, 2, 2, 1_000));
+    let mut restored = PartitionAggregator::new(AggregatorConfig::default());
+    restored.restore("live-1", agg.checkpoint("live-1").unwrap());
+    for (position, e) in (100..).zip(crafted_events()) {
+        assert_eq!(restored.apply(&e, position), Outcome::Duplicate);
+    }
+    let again = event("view-again", "live-1", CRAFTED[1], 2_000, Action::View);
+    assert_eq!(restored.apply(&again, 200), Outcome::Counted);
+    assert_eq!(figures(&restored), (2, 2, 2, 2, 1_000));
+}
+
+#[test]
+fn each_new_stream_draws_a_seed_of_its_own() {
+    let mut agg = PartitionAggregator::new(AggregatorConfig::default());
+    let mut seeds = HashSet::new();
+    for s in 0..100 {
+        let stream = format!("live-{s}");
+        let _ = agg.apply(&event("e", &stream, "v", 1_000, Action::View), s);
+        let seed = agg.streams[stream.as_str()].id_seed;
+        assert_ne!(seed, 0, "seed 0 is unseeded");
+        seeds.insert(seed);
+    }
+    assert_eq!(seeds.len(), 100);
+    // Another aggregator (another process) draws others.
+    let mut other = PartitionAggregator::new(AggregatorConfig::default());
+    let _ = other.apply(&event("e", "live-0", "v", 1_000, Action::View), 0);
+    assert!(!seeds.contains(&other.streams["live-0"].id_seed));
 }

@@ -25,7 +25,10 @@
 //! now, is format 12 holding only the windows not in the stream's windows
 //! piece (`window_base.rs`), followed, if it has one, by that piece's
 //! epoch and the oldest window retained; the piece holds the windows as
-//! format 11 does, then when each was at its peak.
+//! format 11 does, then when each was at its peak. Formats 14 and 15, written
+//! now, are formats 11 and 13 followed by the seed the stream hashes its ids
+//! with (`ids.rs`); a state read from an older format hashes unseeded (seed
+//! 0), as the version that wrote it did.
 
 use std::collections::VecDeque;
 
@@ -38,16 +41,20 @@ use super::{
 use crate::event::{Currency, EventTime};
 use crate::ids::deserialize_blob;
 
-/// The self-contained layout: the duplicate filter's ids inline, then
-/// where presence reached the windows, then when each was at its peak,
-/// then the presence history, its events inline.
-pub(super) const FORMAT: u8 = 11;
-/// The changelog's head: format 11 with the duplicate filter as a list of
-/// (generation, pieces), presence as (epoch, pieces) and the history's
-/// events as (epoch, pieces), their records in pieces of their own; only
-/// the windows its windows piece does not hold, then, if it has one, that
-/// piece's epoch and the oldest window retained.
-pub(super) const FORMAT_HEAD: u8 = 13;
+/// The self-contained layout: format 11, then the ids' seed.
+pub(super) const FORMAT: u8 = 14;
+/// The changelog's head: format 13, then the ids' seed.
+pub(super) const FORMAT_HEAD: u8 = 15;
+/// The duplicate filter's ids inline, then where presence reached the
+/// windows, then when each was at its peak, then the presence history, its
+/// events inline; ids unseeded: read, never written.
+pub(super) const FORMAT_UNSEEDED: u8 = 11;
+/// Format 11 with the duplicate filter as a list of (generation, pieces),
+/// presence as (epoch, pieces) and the history's events as (epoch, pieces),
+/// their records in pieces of their own; only the windows its windows piece
+/// does not hold, then, if it has one, that piece's epoch and the oldest
+/// window retained; ids unseeded: read, never written.
+pub(super) const FORMAT_HEAD_UNSEEDED: u8 = 13;
 /// Format 13 with every window in the head: read, never written.
 pub(super) const FORMAT_HEAD_WINDOWED: u8 = 12;
 /// Format 11 without the presence history: read, never written.
@@ -158,7 +165,8 @@ pub(super) fn write(state: &StreamState, prefix: Vec<u8>) -> Vec<u8> {
     let live = state.live();
     let history = live.history.records();
     let parts = (&state.seen, &live.viewers, Blob(&history));
-    write_with(state, parts, WindowsRef::all(&live.windows), (), prefix)
+    let windows = WindowsRef::all(&live.windows);
+    write_with(state, parts, windows, state.id_seed, prefix)
 }
 
 /// Writes `state` as a changelog head after `prefix`.
@@ -169,7 +177,7 @@ pub(super) fn write_head(state: &StreamState, prefix: Vec<u8>) -> Vec<u8> {
     let windows = WindowsRef::unstored(&live.windows);
     let base = live.base.position(&live.windows);
     let parts = (state.seen.pieces(), viewers, history);
-    write_with(state, parts, windows, base, prefix)
+    write_with(state, parts, windows, (base, state.id_seed), prefix)
 }
 
 /// Writes the state with its duplicate filter, presence and history's
@@ -289,9 +297,13 @@ pub(super) fn read(
     type Head = Stored<SealedWindow, Vec<(i64, u32)>, (i64, u32)>;
     type Whole = Stored<SealedWindow, SeenEvents, Viewers>;
     Some(match format {
-        FORMAT_HEAD => with_window_base(bytes),
+        FORMAT_HEAD => with_window_base(bytes).and_then(with_seed),
+        FORMAT => with_history::<Whole, HistoryBlob>(bytes)
+            .map(released)
+            .and_then(with_seed),
+        FORMAT_HEAD_UNSEEDED => with_window_base(bytes),
         FORMAT_HEAD_WINDOWED => with_history::<Head, (i64, u32)>(bytes).map(released),
-        FORMAT => with_history::<Whole, HistoryBlob>(bytes).map(released),
+        FORMAT_UNSEEDED => with_history::<Whole, HistoryBlob>(bytes).map(released),
         FORMAT_HEAD_HISTORYLESS => with_spans::<Head>(bytes),
         FORMAT_HISTORYLESS => with_spans::<Whole>(bytes),
         FORMAT_HEAD_SPANLESS => with_reached::<Head>(bytes),
@@ -302,6 +314,15 @@ pub(super) fn read(
         FORMAT_UNSEALED => unreached::<Stored<UnsealedWindow, SeenEvents, Viewers>>(bytes),
         _ => return None,
     })
+}
+
+/// A state followed by the seed its ids hash with.
+fn with_seed(
+    (mut state, rest): (StreamState, &[u8]),
+) -> Result<(StreamState, &[u8]), postcard::Error> {
+    let (seed, rest) = postcard::take_from_bytes::<u64>(rest)?;
+    state.id_seed = seed;
+    Ok((state, rest))
 }
 
 /// Where presence reached the windows, as written: `None` before it reached
@@ -581,10 +602,11 @@ fn sealed<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Box<[u8]>, D::Er
     }
 }
 
-/// `bytes` rewritten as the format before theirs (13 as 12, 11 or 12 as 9
-/// or 10, those as 7 or 8, those as 4 or 6): what an older version wrote
-/// for the same state. (A head's pieces are left as they are; a head in
-/// format 13 must hold every window.)
+/// `bytes` rewritten as the format before theirs (14 or 15 as 11 or 13, 13
+/// as 12, 11 or 12 as 9 or 10, those as 7 or 8, those as 4 or 6): what an
+/// older version wrote for the same state. (A head's pieces are left as they
+/// are; a head in format 13 must hold every window; a state in 14 or 15 must
+/// hash its ids unseeded, as older versions did.)
 #[cfg(test)]
 pub(crate) fn in_older_format(bytes: &[u8]) -> Vec<u8> {
     let (&format, body) = bytes.split_first().expect("a format byte");
@@ -592,7 +614,16 @@ pub(crate) fn in_older_format(bytes: &[u8]) -> Vec<u8> {
     assert!(rest.is_empty());
     let live = state.live();
     let (older, tail) = match format {
-        FORMAT => (
+        FORMAT | FORMAT_HEAD => {
+            assert_eq!(state.id_seed, 0, "older formats hash ids unseeded");
+            let older = if format == FORMAT {
+                FORMAT_UNSEEDED
+            } else {
+                FORMAT_HEAD_UNSEEDED
+            };
+            (older, postcard::to_stdvec(&state.id_seed))
+        }
+        FORMAT_UNSEEDED => (
             FORMAT_HISTORYLESS,
             postcard::to_stdvec(&(
                 live.history.from,
@@ -600,7 +631,7 @@ pub(crate) fn in_older_format(bytes: &[u8]) -> Vec<u8> {
                 Blob(&live.history.records()),
             )),
         ),
-        FORMAT_HEAD => {
+        FORMAT_HEAD_UNSEEDED => {
             assert!(!live.base.is_held(), "format 12 holds every window");
             (
                 FORMAT_HEAD_WINDOWED,

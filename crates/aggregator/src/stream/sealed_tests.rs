@@ -4,6 +4,7 @@ use proptest::prelude::*;
 
 use super::{seal, sealed_peak, unseal, Figures};
 use crate::event::Action;
+use crate::ids::id_hash;
 use crate::testkit::{event, purchase};
 
 proptest! {
@@ -18,11 +19,11 @@ proptest! {
         let mut figures = Figures::default();
         let like = event("e", "live-1", "u", 1_764_120_000_123, Action::Like);
         for _ in 0..likes {
-            figures.count(&like, 0);
+            figures.count(&like, 0, 0);
         }
         let view = event("v", "live-1", "u", 1_764_120_000_123, Action::View);
         for viewer in viewers {
-            figures.count(&view, viewer);
+            figures.count(&view, viewer, 0);
         }
         // The distinct buyers' raw hashes come just before `concurrent`
         // and `peak`: their last byte is often 0x80 or above.
@@ -30,7 +31,7 @@ proptest! {
             let order = format!("o{i}");
             let bought = purchase("p1", &order, 1, 100);
             let e = event("p", "live-1", "u", 1_764_120_000_123, bought);
-            figures.count(&e, buyer);
+            figures.count(&e, buyer, id_hash(0, &order));
         }
         figures.concurrent = concurrent;
         figures.peak = peak;
