@@ -286,7 +286,8 @@ impl PartitionAggregator {
     /// have nothing left to publish, checkpoint or expire. [`Self::publish`]
     /// does it first; a caller that applies events for longer between
     /// publications than `run` does (`replay`, which publishes once at the
-    /// end) calls it as it goes, so that streams end where `run` ends them.
+    /// end) calls it as it goes, so that streams end where `run` ends them,
+    /// and [`Self::end_idle_streams_now`] before its last publication.
     pub fn end_idle_streams(&mut self) {
         let Some(watermark) = self.watermark() else {
             return;
@@ -331,6 +332,13 @@ impl PartitionAggregator {
         if self.streams.len() < self.streams.capacity() / 4 {
             self.streams.shrink_to(self.streams.len() * 2);
         }
+    }
+
+    /// [`Self::end_idle_streams`] at the watermark now, however little event
+    /// time has passed since the last scan: for the end of a replay.
+    pub fn end_idle_streams_now(&mut self) {
+        self.scanned_at = None;
+        self.end_idle_streams();
     }
 
     /// Whether ended streams are packed: always, but in tests that hold the

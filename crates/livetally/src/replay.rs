@@ -83,6 +83,8 @@ pub fn aggregate(
         }
     }
     summary.late = state.take_late();
+    // The file's end ends every stream idle by then, whenever the last scan was.
+    state.end_idle_streams_now();
     let mut rollups: Vec<StreamRollup> = state
         .publish()
         .into_iter()
@@ -172,6 +174,17 @@ mod tests {
         assert_eq!((s.views, s.unique_viewers), (4, 3));
         assert_eq!(s.concurrent_viewers, 2);
         assert_eq!(s.peak_concurrent_viewers, 2);
+
+        // A stream idle at the end ends, though the last scan, made while
+        // reading, was less than a minute of event time before.
+        let (rollups, _) = run(&[
+            line("a", "view", "s", "v1", 0),
+            line("b", "like", "t", "x", 29 * minute + 50_000),
+            line("c", "like", "t", "x", 30 * minute + 20_000),
+        ]
+        .join("\n"));
+        assert!(rollups[0].is_final, "{:?}", rollups[0]);
+        assert_eq!(rollups[0].concurrent_viewers, 0);
 
         // Within the timeout nothing ends: v1 and v3 present, `a` a duplicate.
         let config = AggregatorConfig {

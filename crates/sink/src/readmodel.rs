@@ -300,6 +300,12 @@ impl ReadModel {
         shown
     }
 
+    /// [`ReadModel::settle`] for each of `shown`: what a partition that stops
+    /// had shown and not published.
+    pub fn settle_all<'a>(&self, shown: impl IntoIterator<Item = &'a Shown>) {
+        shown.into_iter().for_each(|shown| self.settle(shown));
+    }
+
     /// Packs a rollup shown by [`ReadModel::show`] once it is published to
     /// the rollup topic, unless a newer one has replaced it.
     pub fn settle(&self, published: &Shown) {
@@ -724,10 +730,10 @@ mod tests {
         newer[0].windows[0].revision += 1;
         let newer = model.show(newer, false);
         // The older rollups were replaced before their publication.
-        older.iter().for_each(|shown| model.settle(shown));
+        model.settle_all(&older);
         assert_eq!(model.packed("s", None), Some(false));
         assert_eq!(model.packed("s", Some(0)), Some(false));
-        newer.iter().for_each(|shown| model.settle(shown));
+        model.settle_all(&newer);
         assert_eq!(model.packed("s", None), Some(true));
         assert_eq!(model.packed("s", Some(0)), Some(true));
         let cumulative = newer

@@ -107,6 +107,15 @@ struct PartitionWork {
     committing: Option<Committing>,
 }
 
+impl Drop for PartitionWork {
+    /// A partition that stops without publishing what readers were shown
+    /// (given up, fenced, or assigned twice) leaves those rollups packed:
+    /// nothing else would pack them, as no publication of it follows.
+    fn drop(&mut self) {
+        self.context.model.settle_all(self.unpublished.values());
+    }
+}
+
 /// An exactly-once transaction on its way: its rollups, changelog records
 /// and input offsets commit together; meanwhile the worker applies the
 /// records that follow them.
