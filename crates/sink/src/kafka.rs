@@ -191,7 +191,7 @@ impl Publisher {
     ) -> Result<(), PublishError> {
         self.producer.begin_transaction().map_err(classify)?;
         let sent = async {
-            let deliveries = self.deliveries(batch, changelog_partition);
+            let deliveries = self.deliveries(batch, changelog_partition, Part::All);
             Sending::new(self.config.clone(), deliveries, None)
                 .finish()
                 .await?;
@@ -240,33 +240,65 @@ impl Publisher {
     /// was invalid is invalid again when read again after a restore, so its
     /// dead letter is written again unless its offset was stored, which
     /// happens only after this returns.
+    ///
+    /// Its changelog records go only once its rollups and dead letters are
+    /// acknowledged ([`Publisher::start_changelog`]).
     pub async fn send(
         &self,
         batch: &OutBatch,
         changelog_partition: i32,
     ) -> Result<(), PublishError> {
-        self.start(batch, changelog_partition).finish().await
+        self.start(batch, changelog_partition).finish().await?;
+        self.start_changelog(batch, changelog_partition)
+            .finish()
+            .await
     }
 
-    /// Hands every record of a batch to the producer and returns without
-    /// waiting for the broker: the caller goes on working while
+    /// Hands a batch's dead letters and rollups to the producer and returns
+    /// without waiting for the broker: the caller goes on working while
     /// [`Sending`] collects the acknowledgements. Records of one partition
     /// are delivered in the order handed over (the producer is idempotent),
     /// batch after batch.
+    ///
+    /// The batch's changelog records wait for [`Publisher::start_changelog`],
+    /// once these are acknowledged (and every earlier batch's): a checkpoint
+    /// must never land before the rollups of the state it holds. Records of
+    /// different topics land independently, so a crash could otherwise keep
+    /// a checkpoint and lose its rollups; the state restored from it counts
+    /// the events read again as already applied, publishes nothing for a
+    /// stream that gets no new event, and the rollup topic would keep the
+    /// older figures for good.
     pub fn start(&self, batch: &OutBatch, changelog_partition: i32) -> Sending {
-        let deliveries = self.deliveries(batch, changelog_partition);
+        let deliveries = self.deliveries(batch, changelog_partition, Part::Output);
         let counts = (batch.rollups.len(), batch.dead_letters.len());
         Sending::new(self.config.clone(), deliveries, Some(counts))
     }
 
-    /// Starts sending every record of the batch: dead letters first, then
-    /// rollups, then changelog records.
-    fn deliveries(&self, batch: &OutBatch, changelog_partition: i32) -> Vec<(Destination, Queued)> {
+    /// Hands a batch's changelog records to the producer, after
+    /// [`Publisher::start`] sent its rollups and they were acknowledged.
+    pub fn start_changelog(&self, batch: &OutBatch, changelog_partition: i32) -> Sending {
+        let deliveries = self.deliveries(batch, changelog_partition, Part::Changelog);
+        Sending::new(self.config.clone(), deliveries, None)
+    }
+
+    /// Starts sending the records of the batch that `part` names: dead
+    /// letters first, then rollups, then changelog records.
+    fn deliveries(
+        &self,
+        batch: &OutBatch,
+        changelog_partition: i32,
+        part: Part,
+    ) -> Vec<(Destination, Queued)> {
         let c = &self.config;
+        let (output, changelog) = match part {
+            Part::All => (true, true),
+            Part::Output => (true, false),
+            Part::Changelog => (false, true),
+        };
         let mut deliveries = Vec::with_capacity(
             batch.rollups.len() + batch.changelog.len() + batch.dead_letters.len(),
         );
-        for letter in &batch.dead_letters {
+        for letter in batch.dead_letters.iter().filter(|_| output) {
             let mut hdrs = OwnedHeaders::new_with_capacity(letter.headers.len() + 4);
             for (k, v) in &letter.headers {
                 hdrs = hdrs.insert(Header {
@@ -317,14 +349,14 @@ impl Publisher {
                 key: headers::INSTANCE,
                 value: Some(c.instance_id.as_str()),
             });
-        for out in &batch.rollups {
+        for out in batch.rollups.iter().filter(|_| output) {
             let record = FutureRecord::<[u8], [u8]>::to(&c.rollup_topic)
                 .key(out.rollup.stream_id.as_bytes())
                 .payload(&*out.value)
                 .headers(content_type.clone());
             deliveries.push((Destination::Rollups, self.enqueue(record)));
         }
-        for Record { key, value } in &batch.changelog {
+        for Record { key, value } in batch.changelog.iter().filter(|_| changelog) {
             let mut record = FutureRecord::<[u8], [u8]>::to(&c.changelog_topic)
                 .key(key.as_slice())
                 .partition(changelog_partition);
@@ -354,6 +386,17 @@ impl Publisher {
 
 /// A record handed to the producer, or the error that kept it out.
 type Queued = Result<DeliveryFuture, KafkaError>;
+
+/// Which records of a batch [`Publisher::deliveries`] hands over.
+#[derive(Clone, Copy, Debug)]
+enum Part {
+    /// Every record (one transaction).
+    All,
+    /// Dead letters and rollups.
+    Output,
+    /// Changelog records.
+    Changelog,
+}
 
 /// Which of the publisher's topics a record goes to.
 #[derive(Clone, Copy, Debug)]
@@ -502,5 +545,72 @@ fn classify(error: KafkaError) -> PublishError {
         PublishError::Fenced(error)
     } else {
         PublishError::Aborted(error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use livetally_aggregator::{Action, AggregatorConfig, Event, PartitionAggregator};
+
+    use super::*;
+
+    /// A publisher whose broker never answers (nothing listens on port 1 of
+    /// the loopback): what it is handed stays queued.
+    fn unanswered() -> Publisher {
+        Publisher::new(PublisherConfig {
+            brokers: "127.0.0.1:1".into(),
+            rollup_topic: "rollups".into(),
+            dlq_topic: "dead-letters".into(),
+            changelog_topic: "changelog".into(),
+            format: RollupFormat::Json,
+            extra: Vec::new(),
+            transactional_id: None,
+            instance_id: "test".into(),
+        })
+        .expect("a producer needs no broker to be made")
+    }
+
+    fn batch() -> OutBatch {
+        let mut agg = PartitionAggregator::new(AggregatorConfig::default());
+        let view = Event {
+            event_id: "e".into(),
+            stream_id: "s".into(),
+            viewer_id: "v".into(),
+            ts: 1_764_120_000_000,
+            seller_id: None,
+            action: Action::View,
+        };
+        let _ = agg.apply(&view, 0);
+        let publication = agg.publish().remove(0);
+        let changelog = agg.checkpoints();
+        assert!(changelog.len() >= 2, "a head and its pieces");
+        let rollup = Arc::new(publication.rollup);
+        OutBatch {
+            rollups: vec![OutRollup {
+                value: crate::encode::to_json(&rollup).into(),
+                rollup,
+            }],
+            changelog,
+            dead_letters: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_batchs_changelog_waits_until_its_rollups_are_sent_for() {
+        let publisher = unanswered();
+        let batch = batch();
+        let mut rollups = publisher.start(&batch, 0);
+        let topics = |sending: &Sending| -> Vec<&str> {
+            let config = &publisher.config;
+            sending
+                .pending
+                .iter()
+                .map(|(d, _)| config.topic(*d))
+                .collect()
+        };
+        assert_eq!(topics(&rollups), ["rollups"], "the rollup alone");
+        assert!(rollups.poll_settled().is_none(), "nothing answers");
+        let changelog = publisher.start_changelog(&batch, 0);
+        assert_eq!(topics(&changelog), vec!["changelog"; batch.changelog.len()]);
     }
 }

@@ -3,7 +3,10 @@
 //! Invariant (at-least-once): the offset of a record is stored only after the
 //! batch that applied it was published and every record of that publication
 //! (rollups, dead letters, changelog), and of every publication before it,
-//! was acknowledged. Publications are pipelined: the worker reads on while
+//! was acknowledged. A publication's changelog records are sent only once
+//! its rollups and dead letters, and every earlier publication, are
+//! acknowledged: a checkpoint never lands without the rollups of its state.
+//! Publications are pipelined: the worker reads on while
 //! up to [`MAX_IN_FLIGHT`] await their acknowledgements, and acts on each as
 //! soon as it arrives (offsets stored, counts reported). The changelog record of
 //! each stream carries the highest offset applied to it, so after a crash the
@@ -153,7 +156,11 @@ impl Committing {
 struct InFlight {
     /// Kept to send again if a record fails.
     batch: OutBatch,
+    /// Its rollups and dead letters, then, once those are acknowledged and
+    /// it is the oldest in flight, its changelog records.
     sending: Sending,
+    /// Whether `sending` is its changelog records.
+    changelog_sent: bool,
     /// The next input offset to store once acknowledged, for a checkpoint.
     resume_at: Option<i64>,
     counts: BatchCounts,
@@ -744,6 +751,7 @@ impl PartitionWork {
             self.in_flight.push_back(InFlight {
                 batch,
                 sending,
+                changelog_sent: false,
                 resume_at,
                 counts: std::mem::take(&mut self.counts),
                 streams,
@@ -815,8 +823,9 @@ impl PartitionWork {
     }
 
     /// Finishes the in-flight publications the broker has acknowledged,
-    /// oldest first, without waiting. Returns whether one failed (it stays
-    /// in flight, to be sent again).
+    /// oldest first, without waiting; the oldest whose rollups are
+    /// acknowledged sends its changelog records. Returns whether one failed
+    /// (it stays in flight, to be sent again).
     fn collect_acknowledgements(&mut self) -> bool {
         while let Some(front) = self.in_flight.front_mut() {
             match front.sending.poll_settled() {
@@ -824,6 +833,13 @@ impl PartitionWork {
                 Some(Err(error)) => {
                     tracing::warn!(partition = self.partition, %error, "publication failed; sending again");
                     return true;
+                }
+                Some(Ok(())) if !front.changelog_sent => {
+                    front.sending = self
+                        .context
+                        .publisher
+                        .start_changelog(&front.batch, self.partition);
+                    front.changelog_sent = true;
                 }
                 Some(Ok(())) => {
                     if let Some(done) = self.in_flight.pop_front() {
@@ -849,7 +865,15 @@ impl PartitionWork {
         let mut resend = false;
         while let Some(mut front) = self.in_flight.pop_front() {
             if !resend {
-                if let Err(error) = front.sending.finish().await {
+                let mut sent = front.sending.finish().await;
+                if sent.is_ok() && !front.changelog_sent {
+                    let publisher = &self.context.publisher;
+                    sent = publisher
+                        .start_changelog(&front.batch, self.partition)
+                        .finish()
+                        .await;
+                }
+                if let Err(error) = sent {
                     tracing::warn!(partition = self.partition, %error, "publication failed; sending again");
                     resend = true;
                 }
