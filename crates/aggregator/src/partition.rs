@@ -133,6 +133,9 @@ pub struct PartitionAggregator {
     late: u64,
     /// Where a new stream's id seed comes from.
     id_seeds: IdSeeds,
+    /// Where a stream new since a restore starts its revisions
+    /// ([`Self::skip_revisions`]).
+    revision_floor: u64,
     /// Off for tests that hold the packing to an aggregator without it.
     #[cfg(test)]
     packs_ended: bool,
@@ -189,6 +192,7 @@ impl PartitionAggregator {
             scanned_at: None,
             late: 0,
             id_seeds: IdSeeds::random(),
+            revision_floor: 0,
             #[cfg(test)]
             packs_ended: true,
         }
@@ -213,15 +217,20 @@ impl PartitionAggregator {
         // A stream not yet here has no duplicates, currency or checkpoint, so
         // its first event is always counted: creating it up front is exact.
         let stream_id: &str = &event.stream_id;
+        let (seeds, floor) = (&self.id_seeds, self.revision_floor);
+        let new_stream = || {
+            let mut state = StreamState::seeded(seeds.seed(stream_id));
+            state.skip_revisions(floor);
+            state
+        };
         let state = match self.streams.entry_ref(stream_id) {
             EntryRef::Occupied(entry) => entry.into_mut(),
             // An ended stream reopens from its figures.
-            EntryRef::Vacant(entry) => {
-                entry.insert(Box::new(self.ended.remove(stream_id).map_or_else(
-                    || StreamState::seeded(self.id_seeds.seed(stream_id)),
-                    |frozen| frozen.thaw(),
-                )))
-            }
+            EntryRef::Vacant(entry) => entry.insert(Box::new(
+                self.ended
+                    .remove(stream_id)
+                    .map_or_else(new_stream, |frozen| frozen.thaw()),
+            )),
         };
         let applied = state.apply(event, position, &clock);
         if applied.outcome == Outcome::Counted {
@@ -515,10 +524,15 @@ impl PartitionAggregator {
     /// Moves every stream's revisions (cumulative and windows) `n` on: after
     /// a restore, when up to `n` publications may have followed the
     /// checkpoints restored, so that revisions keep increasing per key.
+    /// Streams new from now on start `n` on too: at-least-once, a stream's
+    /// first rollups can land without its first checkpoint (which waits for
+    /// them), and the stream, made again from the events read again, must
+    /// not publish revisions those rollups already had.
     pub fn skip_revisions(&mut self, n: u64) {
         if n == 0 {
             return;
         }
+        self.revision_floor = self.revision_floor.saturating_add(n);
         for state in self.streams.values_mut() {
             state.skip_revisions(n);
         }

@@ -1620,3 +1620,24 @@ fn each_new_stream_draws_a_seed_of_its_own() {
     let _ = other.apply(&event("e", "live-0", "v", 1_000, Action::View), 0);
     assert!(!seeds.contains(&other.streams["live-0"].id_seed));
 }
+
+#[test]
+fn a_stream_new_since_a_restore_starts_past_the_revisions_skipped() {
+    let mut agg = applied(&story());
+    let _ = agg.publish();
+    agg.skip_revisions(10);
+    let first = event("n1", "live-new", "v", 1_000, Action::View);
+    assert_eq!(agg.apply(&first, 100), Outcome::Counted);
+    let publication = agg
+        .publish()
+        .into_iter()
+        .find(|p| p.rollup.stream_id == "live-new")
+        .unwrap();
+    // Its first rollups may have landed before a crash without its first
+    // checkpoint, at revisions from 1: these go past them.
+    assert_eq!(publication.rollup.revision, 11);
+    assert!(publication.windows.iter().all(|w| w.revision > 10));
+    // A new aggregator's streams start from 1.
+    let fresh = applied(&[first]);
+    assert_eq!(fresh.rollup("live-new").unwrap().revision, 0);
+}
