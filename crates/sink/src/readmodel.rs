@@ -88,6 +88,19 @@ impl Default for Held {
 }
 
 impl Held {
+    /// `rollup` as the read model keeps it, and as it is shown: packed at
+    /// once when it goes to the rollup topic in this turn (`publishing`),
+    /// else shared as it is until [`ReadModel::settle`].
+    fn new(rollup: StreamRollup, publishing: bool) -> (Held, Arc<StreamRollup>) {
+        if publishing {
+            let (packed, rollup) = Packed::new(rollup);
+            (Held::Packed(packed), Arc::new(rollup))
+        } else {
+            let rollup = Arc::new(rollup);
+            (Held::Shown(rollup.clone()), rollup)
+        }
+    }
+
     fn rollup(&self, stream_id: &str, kind: RollupKind) -> StreamRollup {
         match self {
             Held::Shown(rollup) => StreamRollup::clone(rollup),
@@ -276,23 +289,13 @@ impl ReadModel {
         let mut shown = Vec::with_capacity(publications.len() * 2);
         for publication in publications {
             // The cumulative rollup first: a window is kept only for a known stream.
-            let rollup = if publishing {
-                Arc::new(self.store_rollup(publication.rollup, publication.products))
-            } else {
-                let rollup = Arc::new(publication.rollup);
-                self.with_entry(&rollup.stream_id, |entry| {
-                    entry.set(&rollup, Held::Shown(rollup.clone()), publication.products);
-                });
-                rollup
-            };
+            let (held, rollup) = Held::new(publication.rollup, publishing);
+            self.with_entry(&rollup.stream_id, |entry| {
+                entry.set(&rollup, held, publication.products);
+            });
             for window in publication.windows {
-                let window = if publishing {
-                    Arc::new(self.store_window(window))
-                } else {
-                    let window = Arc::new(window);
-                    self.hold_window(&window, Held::Shown(window.clone()));
-                    window
-                };
+                let (held, window) = Held::new(window, publishing);
+                self.hold_window(&window, held);
                 shown.push(self.announce(window, watching));
             }
             shown.push(self.announce(rollup, watching));
@@ -356,11 +359,9 @@ impl ReadModel {
             .value_mut());
     }
 
-    /// Stores a window of a known stream, packed, and gives it back.
-    fn store_window(&self, window: StreamRollup) -> StreamRollup {
-        let (packed, window) = Packed::new(window);
-        self.hold_window(&window, Held::Packed(packed));
-        window
+    /// Stores a window of a known stream, packed.
+    fn store_window(&self, window: StreamRollup) {
+        self.hold_window(&window, Held::Packed(Packed::of(&window)));
     }
 
     /// Keeps `window` (`held` as it is or packed) for a known stream.
