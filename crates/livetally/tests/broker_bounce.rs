@@ -88,8 +88,7 @@ fn the_engine_rides_out_a_broker_bounce() {
         &reference.diff_streams(&listed),
     );
     livetally.stop_cleanly();
-    let (latest, problems) = latest_rollups(&read_topic(&brokers, &names.rollup), false);
-    assert_no_problems("after a broker bounce: rollup topic records", &problems);
+    let latest = checked_latest_rollups(&brokers, &names.rollup, false);
     assert_no_problems(
         "after a broker bounce: rollup topic vs reference",
         &reference.diff_streams(&latest),

@@ -50,8 +50,7 @@ fn tls_and_scram_logins_count_exactly() {
     );
     engine.stop_cleanly();
     // Its producers wrote through the same listener.
-    let (latest, problems) = latest_rollups(&read_topic(&plain, &names.rollup), true);
-    assert_no_problems("rollup topic records", &problems);
+    let latest = checked_latest_rollups(&plain, &names.rollup, true);
     assert_no_problems(
         "rollup topic vs reference",
         &reference.diff_streams(&latest),

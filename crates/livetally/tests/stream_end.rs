@@ -254,8 +254,7 @@ fn ended_streams_are_packed_reopen_from_their_figures_and_survive_kill9() {
 
     // The rollup topic: revisions only increase per stream, through the
     // kill and the reopenings, and its newest records are the figures.
-    let (latest, problems) = latest_rollups(&read_topic(&brokers, &names.rollup), false);
-    assert_no_problems("rollup topic revisions", &problems);
+    let latest = checked_latest_rollups(&brokers, &names.rollup, false);
     assert_no_problems(
         "rollup topic vs reference",
         &diff_ended(&reference_of(&input), &latest),
@@ -316,8 +315,7 @@ fn a_pause_in_a_backlog_ends_no_stream_and_counts_no_duplicate_twice() {
     );
     assert!(livetally.streams().iter().all(|s| s["final"] != true));
     livetally.stop_cleanly();
-    let (latest, problems) = latest_rollups(&read_topic(&brokers, &names.rollup), false);
-    assert_no_problems("rollup topic revisions", &problems);
+    let latest = checked_latest_rollups(&brokers, &names.rollup, false);
     assert_no_problems(
         "rollup topic vs reference",
         &reference.diff_streams(&latest),

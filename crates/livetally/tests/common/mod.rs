@@ -801,6 +801,14 @@ pub fn window_key(rollup: &Value) -> (String, i64) {
     )
 }
 
+/// [`latest_rollups`] of the topic `rollups` as it stands, once its records
+/// have no problem.
+pub fn checked_latest_rollups(brokers: &str, rollups: &str, strict: bool) -> Vec<Value> {
+    let (latest, problems) = latest_rollups(&read_topic(brokers, rollups), strict);
+    assert_no_problems("rollup topic records", &problems);
+    latest
+}
+
 /// The newest cumulative rollup per stream on the rollup topic: highest
 /// `revision`, the later record on a tie. Also checks every record's key and
 /// header, and that revisions never go down per key (`strict`: always go up).
