@@ -166,9 +166,7 @@ impl IdSeeds {
         use std::hash::BuildHasher;
         match self {
             IdSeeds::Random(random) => random.hash_one(stream_id).max(1),
-            IdSeeds::Keyed(key) => {
-                xxhash_rust::xxh3::xxh3_64_with_seed(stream_id.as_bytes(), *key).max(1)
-            }
+            IdSeeds::Keyed(key) => crate::ids::id_hash(*key, stream_id).max(1),
             IdSeeds::Unseeded => 0,
         }
     }
